@@ -1,0 +1,17 @@
+"""gaussmix: Gaussian mixture models fitted by EM on PyTorch."""
+
+from .covariance import COVARIANCE_TYPES, CovarianceError
+from .estep import gmm_e_step
+from .estimator import GaussianMixture
+from .params import GMMParams
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "COVARIANCE_TYPES",
+    "CovarianceError",
+    "GMMParams",
+    "GaussianMixture",
+    "gmm_e_step",
+    "__version__",
+]

@@ -1,0 +1,190 @@
+"""Validation at the boundary: inputs become tensors, or a clear ValueError."""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np
+import torch
+
+__all__ = [
+    "resolve_device",
+    "resolve_dtype",
+    "as_tensor_2d",
+    "check_sample_weight",
+    "to_output",
+]
+
+_DTYPES = {
+    None: None,
+    "float32": torch.float32,
+    "float64": torch.float64,
+    torch.float32: torch.float32,
+    torch.float64: torch.float64,
+    np.float32: torch.float32,
+    np.float64: torch.float64,
+}
+
+
+def resolve_device(device, X=None) -> torch.device:
+    """The device to compute on.
+
+    ``device`` wins; else the input tensor's device; else the CPU.  Asking for
+    CUDA where there is none is an error that says so.
+    """
+    if device is None:
+        if isinstance(X, torch.Tensor):
+            return X.device
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"Invalid device {device!r}: use 'cpu', 'cuda' or 'cuda:N' (or a torch.device)."
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} was requested but CUDA is not available on this machine "
+                f"(torch {torch.__version__}). Use device='cpu', or install a CUDA build of "
+                f"PyTorch on a machine with an NVIDIA GPU."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} was requested but only {torch.cuda.device_count()} CUDA "
+                f"device(s) exist. Use an index below {torch.cuda.device_count()}."
+            )
+    elif dev.type != "cpu":
+        # Other backends (mps, xpu) are accepted as torch understands them.
+        pass
+    return dev
+
+
+def resolve_dtype(dtype, X=None) -> torch.dtype:
+    """The floating dtype to compute in: ``dtype`` if given, else the input's
+    floating dtype (float32 or float64), else float64."""
+    key = dtype
+    if isinstance(dtype, np.dtype):
+        key = dtype.type
+    if key not in _DTYPES:
+        raise ValueError(
+            f"Invalid dtype {dtype!r}: gaussmix computes in float32 or float64; pass "
+            f"dtype='float32' or dtype='float64' (or None to follow the input)."
+        )
+    resolved = _DTYPES[key]
+    if resolved is not None:
+        return resolved
+    in_dtype = getattr(X, "dtype", None)
+    if in_dtype in (torch.float32, np.float32) or (
+        isinstance(in_dtype, np.dtype) and in_dtype == np.float32
+    ):
+        return torch.float32
+    return torch.float64
+
+
+def _numpy_to_tensor(a: np.ndarray) -> torch.Tensor:
+    if not a.flags.c_contiguous and not a.flags.f_contiguous:
+        a = np.ascontiguousarray(a)
+    with warnings.catch_warnings():
+        # Read-only arrays (memmaps) are only ever read.
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(a)
+
+
+def as_tensor_2d(X, *, name="X", device=None, dtype=None, n_features=None,
+                 estimator_name="GaussianMixture", min_samples=1) -> torch.Tensor:
+    """Check a 2-D tensor or array-like and move it to ``device``/``dtype``.
+
+    Raises
+    ------
+    ValueError
+        For a wrong number of dimensions, an empty array, NaN or infinity, a
+        non-numeric array, or a feature count other than ``n_features``.
+    """
+    if isinstance(X, torch.Tensor):
+        t = X
+        if t.is_complex():
+            raise ValueError(f"Complex data not supported in {name}; pass real values.")
+        if t.is_sparse or t.layout != torch.strided:
+            raise ValueError(f"Sparse tensors are not supported in {name}; densify them first (X.to_dense()).")
+    else:
+        try:
+            a = np.asarray(X)
+        except Exception as exc:  # noqa: BLE001 - anything that numpy cannot read
+            raise ValueError(f"{name} could not be read as a numeric array: {exc}") from None
+        if a.dtype.kind == "c":
+            raise ValueError(f"Complex data not supported in {name}; pass real values.")
+        if a.dtype.kind not in "fiub":
+            try:
+                a = a.astype(np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{name} must be numeric; found values of type {a.dtype}. Convert or drop "
+                    f"the non-numeric columns."
+                ) from None
+        t = _numpy_to_tensor(a)
+    if t.ndim != 2:
+        hint = (" Reshape your data with X.reshape(-1, 1) if it has a single feature or "
+                "X.reshape(1, -1) if it contains a single sample.") if t.ndim == 1 else ""
+        raise ValueError(f"Expected a 2D array for {name}, got a {t.ndim}D array instead.{hint}")
+    if t.shape[0] < min_samples:
+        raise ValueError(
+            f"Found array with {t.shape[0]} sample(s) (shape={tuple(t.shape)}) while a minimum "
+            f"of {min_samples} is required by {estimator_name}."
+        )
+    if t.shape[1] < 1:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={tuple(t.shape)}) while a minimum of 1 is "
+            f"required by {estimator_name}."
+        )
+    if n_features is not None and t.shape[1] != n_features:
+        raise ValueError(
+            f"X has {t.shape[1]} features, but {estimator_name} is expecting {n_features} "
+            f"features as input."
+        )
+    if not t.is_floating_point():
+        t = t.to(torch.float64)
+    t = t.to(device=device, dtype=dtype)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(
+            f"Input {name} contains NaN or infinity. Remove or impute those values first "
+            f"(e.g. sklearn.impute.SimpleImputer)."
+        )
+    return t
+
+
+def check_sample_weight(sample_weight, n_samples: int, device, dtype) -> torch.Tensor | None:
+    """Validate sample weights: shape (n_samples,), finite, >= 0, not all zero."""
+    if sample_weight is None:
+        return None
+    if isinstance(sample_weight, numbers.Number):
+        sample_weight = np.full(n_samples, float(sample_weight))
+    if isinstance(sample_weight, torch.Tensor):
+        w = sample_weight.to(device=device, dtype=dtype)
+    else:
+        a = np.asarray(sample_weight)
+        if a.dtype.kind not in "fiub":
+            raise ValueError("sample_weight must be numeric.")
+        w = _numpy_to_tensor(a).to(device=device, dtype=dtype)
+    if w.ndim != 1 or w.shape[0] != n_samples:
+        raise ValueError(
+            f"sample_weight.shape == {tuple(w.shape)}, expected ({n_samples},): one weight per sample."
+        )
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("sample_weight contains NaN or infinity; give every sample a finite weight.")
+    if bool((w < 0).any()):
+        raise ValueError(
+            "Negative values in sample_weight are not allowed: a weight counts copies of a "
+            "sample. Use weights >= 0."
+        )
+    if not bool((w > 0).any()):
+        raise ValueError("sample_weight sums to zero: at least one sample needs a positive weight.")
+    return w
+
+
+def to_output(t: torch.Tensor, like_tensor: bool):
+    """A tensor for tensor callers, a numpy array otherwise."""
+    if like_tensor:
+        return t
+    return t.detach().cpu().numpy()

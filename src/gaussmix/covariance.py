@@ -1,0 +1,375 @@
+"""Covariance types as small strategy objects.
+
+Each strategy knows, for one covariance structure, how many free parameters it
+has, how a chunk of data adds to its second-moment statistic, how statistics
+become covariances and precision Cholesky factors, and how to evaluate the
+Gaussian log-density from those factors.  A registry maps the scikit-learn
+names (``"full"``, ``"tied"``, ``"diag"``, ``"spherical"``) to the strategies;
+nothing else in the package branches on the covariance type.
+
+Shapes follow scikit-learn (K components, D features):
+
+=========== ============== ==================
+type        covariances    precisions_cholesky
+=========== ============== ==================
+full        (K, D, D)      (K, D, D) upper
+tied        (D, D)         (D, D) upper
+diag        (K, D)         (K, D)
+spherical   (K,)           (K,)
+=========== ============== ==================
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "CovarianceType",
+    "COVARIANCE_TYPES",
+    "get_covariance_type",
+    "CovarianceError",
+]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class CovarianceError(ValueError):
+    """A covariance matrix could not be factorised (not positive definite)."""
+
+
+def _ill_defined_message(what: str) -> str:
+    return (
+        f"Fitting the mixture model failed because some components have ill-defined "
+        f"empirical covariance ({what}; for instance caused by singleton or collapsed "
+        f"samples). Try to decrease the number of components, increase reg_covar, or "
+        f"scale the input data."
+    )
+
+
+class CovarianceType:
+    """Interface of a covariance strategy.
+
+    Attributes
+    ----------
+    name : str
+        The scikit-learn name of the covariance type.
+    """
+
+    name: str = ""
+
+    # -- counting -----------------------------------------------------------
+    def n_cov_parameters(self, n_components: int, n_features: int) -> int:
+        """Number of free covariance parameters."""
+        raise NotImplementedError
+
+    def n_parameters(self, n_components: int, n_features: int) -> int:
+        """Total number of free parameters of the mixture.
+
+        Covariance parameters, plus ``K * D`` means, plus ``K - 1`` weights.
+        """
+        k, d = n_components, n_features
+        return self.n_cov_parameters(k, d) + k * d + k - 1
+
+    # -- sufficient statistics ---------------------------------------------
+    def second_moment(self, xc: torch.Tensor, resp: torch.Tensor) -> torch.Tensor:
+        """Second-moment statistic of one chunk.
+
+        Parameters
+        ----------
+        xc : Tensor of shape (B, D)
+            Data shifted by the fixed shift of the pass.
+        resp : Tensor of shape (B, K)
+            Responsibilities multiplied by the sample weights.
+        """
+        raise NotImplementedError
+
+    def stat_shape(self, n_components: int, n_features: int) -> tuple:
+        """Shape of :meth:`second_moment`'s result."""
+        raise NotImplementedError
+
+    def covariances_from_stats(
+        self, nk: torch.Tensor, means_c: torch.Tensor, s2: torch.Tensor, reg_covar: float
+    ) -> torch.Tensor:
+        """Regularised covariances from the totals.
+
+        Parameters
+        ----------
+        nk : Tensor (K,)
+            Effective counts.
+        means_c : Tensor (K, D)
+            New means minus the shift of the pass.
+        s2 : Tensor
+            Summed second moments around the shift.
+        reg_covar : float
+            Added to the diagonal (absolute, in the data's squared units).
+        """
+        raise NotImplementedError
+
+    # -- factors ------------------------------------------------------------
+    def precisions_cholesky(self, covariances: torch.Tensor) -> torch.Tensor:
+        """Cholesky factor of the precision from covariances; raises
+        :class:`CovarianceError` with an actionable message when not SPD."""
+        raise NotImplementedError
+
+    def precisions_cholesky_from_precisions(self, precisions: torch.Tensor) -> torch.Tensor:
+        """Cholesky factor of the precision from precisions."""
+        raise NotImplementedError
+
+    def precisions(self, prec_chol: torch.Tensor) -> torch.Tensor:
+        """Precision matrices from their Cholesky factors."""
+        raise NotImplementedError
+
+    def covariances(self, prec_chol: torch.Tensor) -> torch.Tensor:
+        """Covariances from the precision Cholesky factors."""
+        raise NotImplementedError
+
+    def log_det(self, prec_chol: torch.Tensor, n_features: int) -> torch.Tensor:
+        """log det of the precision Cholesky factor, per component: (K,) or scalar."""
+        raise NotImplementedError
+
+    def mahalanobis(
+        self, xc: torch.Tensor, means_c: torch.Tensor, prec_chol: torch.Tensor
+    ) -> torch.Tensor:
+        """Squared Mahalanobis distances (B, K) of shifted data to shifted means."""
+        raise NotImplementedError
+
+    def log_gaussian(
+        self, xc: torch.Tensor, means_c: torch.Tensor, prec_chol: torch.Tensor
+    ) -> torch.Tensor:
+        """Log density (B, K) of each point under each component."""
+        d = xc.shape[1]
+        maha = self.mahalanobis(xc, means_c, prec_chol)
+        return -0.5 * (d * _LOG_2PI + maha) + self.log_det(prec_chol, d)
+
+    def expected_param_shape(self, n_components: int, n_features: int) -> tuple:
+        """Shape of covariances / precisions for this type."""
+        return self.stat_shape(n_components, n_features)
+
+    def check_spd(self, mats: torch.Tensor, name: str) -> None:
+        """Raise ValueError unless ``mats`` are valid (symmetric) positive definite."""
+        raise NotImplementedError
+
+
+def _cholesky_upper_inverse(cov: torch.Tensor, what: str) -> torch.Tensor:
+    """Upper-triangular U with U U^T = cov^{-1}, batched over leading dims."""
+    chol, info = torch.linalg.cholesky_ex(cov)
+    if bool((info != 0).any()):
+        raise CovarianceError(_ill_defined_message(what))
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device).expand_as(cov)
+    inv_lower = torch.linalg.solve_triangular(chol, eye, upper=False)
+    return inv_lower.transpose(-1, -2)
+
+
+def _check_symmetric_pd(mats: torch.Tensor, name: str) -> None:
+    scale = mats.abs().amax(dim=(-1, -2), keepdim=True).clamp_min(torch.finfo(mats.dtype).tiny)
+    asym = (mats - mats.transpose(-1, -2)).abs() / scale
+    if bool((asym > 1e-8).any()):
+        raise ValueError(f"'{name}' must be symmetric; make it symmetric, e.g. (A + A.T) / 2.")
+    _, info = torch.linalg.cholesky_ex(mats)
+    if bool((info != 0).any()):
+        raise ValueError(
+            f"'{name}' must be positive definite; at least one matrix has a non-positive "
+            f"eigenvalue. Add a small multiple of the identity to it."
+        )
+
+
+class Full(CovarianceType):
+    """Each component has its own general covariance matrix."""
+
+    name = "full"
+
+    def n_cov_parameters(self, n_components, n_features):
+        return n_components * n_features * (n_features + 1) // 2
+
+    def stat_shape(self, n_components, n_features):
+        return (n_components, n_features, n_features)
+
+    def second_moment(self, xc, resp):
+        b, d = xc.shape
+        k = resp.shape[1]
+        # One GEMM for all components: (B, K*D)^T @ (B, D) -> (K*D, D).
+        weighted = (resp.unsqueeze(2) * xc.unsqueeze(1)).reshape(b, k * d)
+        return (weighted.T @ xc).reshape(k, d, d)
+
+    def covariances_from_stats(self, nk, means_c, s2, reg_covar):
+        d = means_c.shape[1]
+        cov = s2 / nk[:, None, None] - means_c.unsqueeze(2) * means_c.unsqueeze(1)
+        cov = 0.5 * (cov + cov.transpose(1, 2))
+        idx = torch.arange(d, device=cov.device)
+        cov[:, idx, idx] += reg_covar
+        return cov
+
+    def precisions_cholesky(self, covariances):
+        return _cholesky_upper_inverse(covariances, "a covariance matrix is not positive definite")
+
+    def precisions_cholesky_from_precisions(self, precisions):
+        # U = flip(chol(flip(P))) gives an upper-triangular U with U U^T = P.
+        flipped = torch.flip(precisions, dims=(-2, -1))
+        chol = torch.linalg.cholesky(flipped)
+        return torch.flip(chol, dims=(-2, -1))
+
+    def precisions(self, prec_chol):
+        return prec_chol @ prec_chol.transpose(-1, -2)
+
+    def covariances(self, prec_chol):
+        eye = torch.eye(prec_chol.shape[-1], dtype=prec_chol.dtype, device=prec_chol.device)
+        inv = torch.linalg.solve_triangular(prec_chol, eye.expand_as(prec_chol), upper=True)
+        return inv.transpose(-1, -2) @ inv
+
+    def log_det(self, prec_chol, n_features):
+        return torch.log(torch.diagonal(prec_chol, dim1=-2, dim2=-1)).sum(-1)
+
+    def mahalanobis(self, xc, means_c, prec_chol):
+        b, d = xc.shape
+        k = means_c.shape[0]
+        # (B, D) @ (D, K*D): all components in a single matmul.
+        y = (xc @ prec_chol.permute(1, 0, 2).reshape(d, k * d)).reshape(b, k, d)
+        y = y - torch.einsum("kd,kde->ke", means_c, prec_chol).unsqueeze(0)
+        return (y * y).sum(-1)
+
+    def check_spd(self, mats, name):
+        _check_symmetric_pd(mats, name)
+
+
+class Tied(CovarianceType):
+    """All components share one general covariance matrix."""
+
+    name = "tied"
+
+    def n_cov_parameters(self, n_components, n_features):
+        return n_features * (n_features + 1) // 2
+
+    def stat_shape(self, n_components, n_features):
+        return (n_features, n_features)
+
+    def second_moment(self, xc, resp):
+        w = resp.sum(1, keepdim=True)
+        return (xc * w).T @ xc
+
+    def covariances_from_stats(self, nk, means_c, s2, reg_covar):
+        d = means_c.shape[1]
+        cov = (s2 - (nk[:, None] * means_c).T @ means_c) / nk.sum()
+        cov = 0.5 * (cov + cov.T)
+        idx = torch.arange(d, device=cov.device)
+        cov[idx, idx] += reg_covar
+        return cov
+
+    def precisions_cholesky(self, covariances):
+        return _cholesky_upper_inverse(covariances, "the tied covariance is not positive definite")
+
+    precisions_cholesky_from_precisions = Full.precisions_cholesky_from_precisions
+    precisions = Full.precisions
+    covariances = Full.covariances
+
+    def log_det(self, prec_chol, n_features):
+        return torch.log(torch.diagonal(prec_chol)).sum()
+
+    def mahalanobis(self, xc, means_c, prec_chol):
+        y = xc @ prec_chol
+        m = means_c @ prec_chol
+        maha = (y * y).sum(1, keepdim=True) - 2.0 * (y @ m.T) + (m * m).sum(1)
+        return maha.clamp_min(0.0)
+
+    def check_spd(self, mats, name):
+        _check_symmetric_pd(mats, name)
+
+
+class Diag(CovarianceType):
+    """Each component has its own diagonal covariance matrix."""
+
+    name = "diag"
+
+    def n_cov_parameters(self, n_components, n_features):
+        return n_components * n_features
+
+    def stat_shape(self, n_components, n_features):
+        return (n_components, n_features)
+
+    def second_moment(self, xc, resp):
+        return resp.T @ (xc * xc)
+
+    def covariances_from_stats(self, nk, means_c, s2, reg_covar):
+        return s2 / nk[:, None] - means_c * means_c + reg_covar
+
+    def precisions_cholesky(self, covariances):
+        if bool((covariances <= 0.0).any()) or not bool(torch.isfinite(covariances).all()):
+            raise CovarianceError(_ill_defined_message("a variance is not positive"))
+        return torch.rsqrt(covariances)
+
+    def precisions_cholesky_from_precisions(self, precisions):
+        return torch.sqrt(precisions)
+
+    def precisions(self, prec_chol):
+        return prec_chol * prec_chol
+
+    def covariances(self, prec_chol):
+        return 1.0 / (prec_chol * prec_chol)
+
+    def log_det(self, prec_chol, n_features):
+        return torch.log(prec_chol).sum(-1)
+
+    def mahalanobis(self, xc, means_c, prec_chol):
+        p2 = prec_chol * prec_chol
+        maha = (xc * xc) @ p2.T - 2.0 * (xc @ (means_c * p2).T) + (means_c * means_c * p2).sum(1)
+        return maha.clamp_min(0.0)
+
+    def check_spd(self, mats, name):
+        if bool((mats <= 0).any()):
+            raise ValueError(f"'{name}' must be positive; found a non-positive entry.")
+
+
+class Spherical(Diag):
+    """Each component has its own single variance."""
+
+    name = "spherical"
+
+    def n_cov_parameters(self, n_components, n_features):
+        return n_components
+
+    def stat_shape(self, n_components, n_features):
+        return (n_components, n_features)
+
+    def expected_param_shape(self, n_components, n_features):
+        return (n_components,)
+
+    def covariances_from_stats(self, nk, means_c, s2, reg_covar):
+        return Diag.covariances_from_stats(self, nk, means_c, s2, reg_covar).mean(1)
+
+    def log_det(self, prec_chol, n_features):
+        return n_features * torch.log(prec_chol)
+
+    def mahalanobis(self, xc, means_c, prec_chol):
+        p2 = prec_chol * prec_chol
+        maha = (xc * xc).sum(1, keepdim=True) - 2.0 * (xc @ means_c.T) + (means_c * means_c).sum(1)
+        return maha.clamp_min(0.0) * p2
+
+
+COVARIANCE_TYPES: dict[str, CovarianceType] = {
+    cls.name: cls() for cls in (Full, Tied, Diag, Spherical)
+}
+
+
+def get_covariance_type(name: str) -> CovarianceType:
+    """Return the strategy for a covariance type name.
+
+    Parameters
+    ----------
+    name : {"full", "tied", "diag", "spherical"}
+
+    Returns
+    -------
+    CovarianceType
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown.
+    """
+    try:
+        return COVARIANCE_TYPES[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Invalid covariance_type {name!r}: choose one of {sorted(COVARIANCE_TYPES)}."
+        ) from None

@@ -1,0 +1,59 @@
+"""Chunking of data so that no (N, K, D) tensor is ever formed."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+__all__ = ["chunk_rows", "iter_chunks"]
+
+# Elements of the largest per-chunk intermediate (B x K x D) on the CPU: 2**22
+# float64 values = 32 MiB, which stays in cache-friendly territory and keeps
+# memory bounded whatever N is.
+_CPU_BUDGET = 1 << 22
+
+
+def chunk_rows(n_samples: int, n_components: int, n_features: int, device=None,
+               dtype=torch.float64, batch_size: int | None = None) -> int:
+    """Rows per chunk.
+
+    Parameters
+    ----------
+    n_samples, n_components, n_features : int
+        Problem size.
+    device : torch.device, optional
+        On CUDA the chunk is sized from the free memory (a quarter of it), so
+        running out of memory is avoided by construction.
+    dtype : torch.dtype
+        Element type of the data.
+    batch_size : int, optional
+        Explicit user choice; wins when given.
+
+    Returns
+    -------
+    int
+        Number of rows per chunk, at least 1 and at most ``n_samples``.
+    """
+    if batch_size is not None:
+        return max(1, min(int(batch_size), max(n_samples, 1)))
+    per_row = n_components * n_features + n_features * n_features + 4 * n_components + n_features
+    budget = _CPU_BUDGET
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        elem = torch.finfo(dtype).bits // 8
+        # Several intermediates of per_row size live at once: stay within 1/4 of free.
+        budget = max(_CPU_BUDGET, free // (4 * 3 * elem))
+    rows = max(1, budget // max(per_row, 1))
+    return max(1, min(rows, max(n_samples, 1)))
+
+
+def iter_chunks(
+    X: torch.Tensor, sample_weight: torch.Tensor | None, rows: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Yield ``(X_chunk, weight_chunk)`` views of at most ``rows`` rows."""
+    n = X.shape[0]
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        yield X[start:stop], (None if sample_weight is None else sample_weight[start:stop])
