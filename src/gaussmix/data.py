@@ -1,12 +1,33 @@
-"""Chunking of data so that no (N, K, D) tensor is ever formed."""
+"""Where the chunks of an EM pass come from.
+
+In-memory tensors are cut into row chunks (:func:`iter_chunks`) so that no
+(N, K, D) tensor is ever formed.  Out-of-core data (a ``.npy`` path opened
+with ``mmap_mode='r'``, a numpy memmap, a DataLoader, or any re-iterable of
+batches) is wrapped in a :class:`DataSource`, which validates each batch and
+yields the same kind of chunks; one call of the source is one pass over the
+data, so an EM iteration reads the data exactly once.
+"""
 
 from __future__ import annotations
 
+import collections.abc
+import os
+from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import torch
 
-__all__ = ["chunk_rows", "iter_chunks"]
+__all__ = [
+    "chunk_rows",
+    "iter_chunks",
+    "DataSource",
+    "is_source",
+    "as_source",
+    "reservoir_sample",
+    "SourceSummary",
+    "RESERVOIR_SIZE",
+]
 
 # Elements of the largest per-chunk intermediate (B x K x D) on the CPU: 2**22
 # float64 values = 32 MiB, which stays in cache-friendly territory and keeps
@@ -57,3 +78,254 @@ def iter_chunks(
     for start in range(0, n, rows):
         stop = min(start + rows, n)
         yield X[start:stop], (None if sample_weight is None else sample_weight[start:stop])
+
+
+# --------------------------------------------------------------------------
+# Re-iterable sources of batches (out-of-core data)
+# --------------------------------------------------------------------------
+
+#: Rows kept by :func:`reservoir_sample` for the initialisation of a fit on a
+#: source (at least ``20 * n_components`` when that is larger).
+RESERVOIR_SIZE = 20_000
+
+
+def _is_2d_block(obj) -> bool:
+    return isinstance(obj, (np.ndarray, torch.Tensor)) and obj.ndim == 2
+
+
+def is_source(X) -> bool:
+    """Whether ``X`` is a source of batches rather than one in-memory array.
+
+    Sources are: a path to a ``.npy`` file, a :class:`numpy.memmap`, a
+    :class:`torch.utils.data.DataLoader`, a list or tuple of 2-D arrays /
+    tensors (or of ``(X, sample_weight)`` pairs), and any other iterable
+    object that is not array-like (no ``__array__``, not a tensor or a
+    DataFrame).  Everything else is treated as one in-memory array.
+    """
+    if isinstance(X, (str, os.PathLike)):
+        return True
+    if isinstance(X, np.memmap):
+        return True
+    if isinstance(X, (np.ndarray, torch.Tensor)):
+        return False
+    if isinstance(X, (list, tuple)):
+        if len(X) == 0:
+            return False
+        first = X[0]
+        if isinstance(first, (list, tuple)) and len(first) > 0:
+            first = first[0]
+        return _is_2d_block(first)
+    if hasattr(X, "__array__") or hasattr(X, "iloc"):
+        return False
+    return hasattr(X, "__iter__")
+
+
+@dataclass
+class SourceSummary:
+    """What one pass over a source found.
+
+    Attributes
+    ----------
+    n_samples : int
+        Rows seen.
+    n_features : int
+        Columns of every batch.
+    weight_sum : float
+        Sum of the sample weights (``n_samples`` when unweighted).
+    feature_sumsq : ndarray (D,)
+        Weighted column sums of squares, float64 (a cheap fingerprint of the
+        data; positive terms, so it compares well with a relative tolerance).
+    sample : Tensor (M, D)
+        Reservoir sample of at most ``size`` rows, drawn with probability
+        proportional to the sample weights, without replacement.
+    """
+
+    n_samples: int
+    n_features: int
+    weight_sum: float
+    feature_sumsq: np.ndarray
+    sample: torch.Tensor | None
+
+
+class DataSource:
+    """A re-iterable source of ``(X_chunk, weight_chunk)`` tensors.
+
+    Calling the source starts one pass over the data.  Every batch is checked
+    (2-D, numeric, finite, same width as the first batch, non-negative
+    weights), converted to the compute device and dtype, and split into
+    chunks of at most ``rows`` rows so that memory stays bounded whatever
+    the batch size.
+
+    Parameters
+    ----------
+    data : path, memmap, DataLoader or re-iterable
+        See :func:`is_source`.  Batches are arrays or tensors ``X``, or
+        ``(X,)`` / ``(X, sample_weight)`` pairs (so a DataLoader over a
+        ``TensorDataset(X)`` or ``TensorDataset(X, w)`` works as is).
+        The second element is always read as sample weights, never labels.
+    rows : int, optional
+        Chunk size; set later with :meth:`set_rows` when unknown.
+    """
+
+    def __init__(self, data, rows: int | None = None):
+        self._kind = "iterable"
+        if isinstance(data, (str, os.PathLike)):
+            path = os.fspath(data)
+            if not path.endswith(".npy"):
+                raise ValueError(
+                    f"Cannot read {path!r}: a path given to fit must name a .npy file "
+                    f"(np.save(path, X)); load other formats yourself and pass an array "
+                    f"or an iterable of batches."
+                )
+            try:
+                data = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"Cannot open {path!r} as a .npy array: {exc}") from None
+            self._kind = "memmap"
+        elif isinstance(data, np.memmap):
+            self._kind = "memmap"
+        elif isinstance(data, collections.abc.Iterator):
+            raise ValueError(
+                "fit passes over the data once per EM iteration, so it needs a re-iterable "
+                "source (a list of arrays, a DataLoader, a memmap, or an object whose "
+                "__iter__ returns a fresh iterator), not a one-shot iterator or generator. "
+                "Wrap the generator in a class whose __iter__ creates it."
+            )
+        if self._kind == "memmap" and data.ndim != 2:
+            raise ValueError(
+                f"Expected a 2D array in the memmap/.npy file, got shape {data.shape}. "
+                f"Save the data as an (n_samples, n_features) array."
+            )
+        self.data = data
+        self.rows = rows
+        self.device = None
+        self.dtype = None
+        self.n_features: int | None = None
+        self.n_samples: int | None = None
+
+    def set_rows(self, rows: int) -> None:
+        """Set the number of rows per chunk."""
+        self.rows = int(rows)
+
+    def _raw_batches(self):
+        if self._kind == "memmap":
+            n = self.data.shape[0]
+            step = self.rows or RESERVOIR_SIZE
+            for start in range(0, n, step):
+                yield np.asarray(self.data[start : start + step]), None
+            return
+        for batch in self.data:
+            if isinstance(batch, (list, tuple)):
+                if len(batch) == 1:
+                    yield batch[0], None
+                elif len(batch) == 2:
+                    yield batch[0], batch[1]
+                else:
+                    raise ValueError(
+                        f"A batch of the source has {len(batch)} elements; expected X, (X,) or "
+                        f"(X, sample_weight). Drop labels or other fields from the dataset."
+                    )
+            else:
+                yield batch, None
+
+    def first_batch(self):
+        """The first raw ``X`` batch (to choose device and dtype from)."""
+        for xb, _ in self._raw_batches():
+            return xb
+        raise ValueError("The data source yielded no batches; pass a non-empty source.")
+
+    def _check_batch(self, i: int, xb, wb):
+        from ._validation import as_tensor_2d, check_sample_weight
+
+        t = as_tensor_2d(xb, name=f"batch {i} of the source", device=self.device, dtype=self.dtype)
+        if self.n_features is None:
+            self.n_features = int(t.shape[1])
+        elif t.shape[1] != self.n_features:
+            raise ValueError(
+                f"Batch {i} of the source has {t.shape[1]} columns but the first batch has "
+                f"{self.n_features}: every batch must have the same number of features."
+            )
+        w = None
+        if wb is not None:
+            try:
+                w = check_sample_weight(wb, int(t.shape[0]), self.device, self.dtype)
+            except ValueError as exc:
+                raise ValueError(f"Batch {i} of the source: {exc}") from None
+        return t, w
+
+    def batches(self):
+        """One pass: validated ``(X_batch, weight_batch)`` tensors, not re-chunked."""
+        seen = 0
+        for i, (xb, wb) in enumerate(self._raw_batches()):
+            t, w = self._check_batch(i, xb, wb)
+            seen += int(t.shape[0])
+            yield t, w
+        if self.n_samples is not None and seen != self.n_samples:
+            raise ValueError(
+                f"The data source yielded {seen} rows in this pass but {self.n_samples} in the "
+                f"first one: it must yield the same data on every pass (is it a one-shot "
+                f"iterator, or does it drop or add rows?)."
+            )
+        self.n_samples = seen
+
+    def __call__(self):
+        """Start one pass: ``(X_chunk, weight_chunk)`` pairs of at most ``rows`` rows."""
+        for t, w in self.batches():
+            if self.rows is None or t.shape[0] <= self.rows:
+                yield t, w
+            else:
+                yield from iter_chunks(t, w, self.rows)
+
+
+def as_source(X) -> DataSource | None:
+    """``X`` as a :class:`DataSource`, or ``None`` when it is in-memory data."""
+    return DataSource(X) if is_source(X) else None
+
+
+def reservoir_sample(source: DataSource, size: int, gen: torch.Generator | None) -> SourceSummary:
+    """One validating pass over ``source`` that also draws a reservoir sample.
+
+    Weighted sampling without replacement (Efraimidis & Spirakis, algorithm
+    A-Res): each row gets the key ``log(u) / w`` with ``u`` uniform, and the
+    ``size`` largest keys are kept, chunk by chunk.  With unit weights this is
+    a uniform sample.  Rows of weight zero are never drawn.
+
+    Parameters
+    ----------
+    source : DataSource
+    size : int
+        Rows to keep.
+    gen : torch.Generator or None
+        Random numbers; ``None`` skips the sample (validation pass only).
+
+    Returns
+    -------
+    SourceSummary
+    """
+    keys = sample = None
+    n = 0
+    wsum = 0.0
+    fsum = None
+    for xb, wb in source():
+        b = xb.shape[0]
+        n += b
+        wd = torch.ones(b, dtype=torch.float64, device=xb.device) if wb is None else wb.double()
+        wsum += float(wd.sum())
+        part = (wd.unsqueeze(1) * xb.double().square()).sum(0)
+        fsum = part if fsum is None else fsum + part
+        if gen is None or b == 0:
+            continue
+        u = torch.rand(b, generator=gen, device=gen.device, dtype=torch.float64).to(xb.device)
+        k = torch.log(u.clamp_min(1e-300)) / wd
+        if sample is None:
+            sample, keys = xb[:0], k[:0]
+        keys = torch.cat([keys, k])
+        sample = torch.cat([sample, xb])
+        if keys.shape[0] > size:
+            keys, idx = torch.topk(keys, size)
+            sample = sample[idx]
+    if n == 0 or source.n_features is None:
+        raise ValueError("The data source yielded no rows; pass a source with at least one sample.")
+    if sample is not None:
+        sample = sample[torch.isfinite(keys)]
+    return SourceSummary(n, int(source.n_features), wsum, fsum.cpu().numpy(), sample)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import numbers
+import os
 import time
 import warnings
+import zlib
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -21,9 +26,12 @@ from ._validation import (
     resolve_dtype,
     to_output,
 )
+from .checkpoint import FitCheckpoint
 from .covariance import COVARIANCE_TYPES, get_covariance_type
-from .data import chunk_rows, iter_chunks
+from .data import RESERVOIR_SIZE, as_source, chunk_rows, is_source, iter_chunks, reservoir_sample
+from .distributed import Communicator
 from .em import EMResult, e_step, run_em
+from .online import online_step
 from .init import INIT_METHODS, initial_params
 from .params import GMMParams
 
@@ -75,7 +83,20 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         are always accumulated in float64.
     batch_size : int, optional
         Rows per chunk; default sizes chunks from the problem (and, on CUDA,
-        from free memory).
+        from free memory).  Chunking changes only the order of float64
+        summation, not the result.
+    distributed : bool, default=False
+        Fit across the ranks of an initialised ``torch.distributed`` process
+        group: every rank passes its own shard to :meth:`fit`, statistics are
+        summed with one all-reduce per EM iteration, rank 0 initialises and
+        broadcasts the initial parameters, and every rank ends with the same
+        parameters.  :meth:`predict`, :meth:`score_samples` etc. stay local.
+    learning_decay : float, default=0.6
+        Exponent ``alpha`` in (0.5, 1] of the step size of :meth:`partial_fit`,
+        ``eta_t = (learning_offset + t) ** (-alpha)``.
+    learning_offset : float, default=2.0
+        Non-negative offset ``t0`` of that step size; larger values damp the
+        first updates.
 
     Attributes
     ----------
@@ -126,6 +147,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         device=None,
         dtype=None,
         batch_size=None,
+        distributed=False,
+        learning_decay=0.6,
+        learning_offset=2.0,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -144,6 +168,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.device = device
         self.dtype = dtype
         self.batch_size = batch_size
+        self.distributed = distributed
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
 
     # ------------------------------------------------------------------ checks
     def _check_hyperparameters(self):
@@ -278,22 +305,40 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             covariances=params.covariances if precisions is None else None,
         )
 
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, *, checkpoint=None, checkpoint_every=1):
         """Estimate the mixture's parameters with EM.
 
         Parameters
         ----------
-        X : array-like, DataFrame or Tensor of shape (n_samples, n_features)
+        X : array-like, DataFrame, Tensor, or a source of batches
+            In-memory data of shape (n_samples, n_features), or out-of-core
+            data: a path to a ``.npy`` file (opened with ``mmap_mode='r'``), a
+            numpy memmap, a ``torch.utils.data.DataLoader``, or any
+            re-iterable of 2-D arrays / tensors or of ``(X, sample_weight)``
+            pairs (see :func:`gaussmix.data.is_source`).  A source is read
+            once per EM iteration; the result equals the in-memory fit up to
+            the rounding of float64 sums.  Initialisation on a source runs
+            ``init_params`` on a reservoir sample of at most
+            ``max(20000, 20 * n_components)`` rows.
         y : ignored
         sample_weight : array-like or Tensor of shape (n_samples,), optional
             Non-negative weights; a point of weight ``w`` counts as ``w``
-            copies of itself.
+            copies of itself.  Sources carry their weights in their batches.
+        checkpoint : str or os.PathLike, optional
+            File in which to keep the EM state (an ``.npz`` archive with JSON
+            metadata, written atomically).  If it exists, the fit resumes from
+            it and ends with the parameters an uninterrupted fit would have;
+            a checkpoint of another configuration or other data is an error.
+            In distributed fits rank 0 reads and writes it.
+        checkpoint_every : int, default=1
+            Write the state every this many EM iterations (and at the end of
+            each initialisation).
 
         Returns
         -------
         self : GaussianMixture
         """
-        self._fit(X, sample_weight)
+        self._fit(X, sample_weight, checkpoint, checkpoint_every)
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None):
@@ -311,60 +356,250 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         labels : ndarray or Tensor of shape (n_samples,)
         """
+        if is_source(X):
+            raise ValueError(
+                "fit_predict needs in-memory data. For a source of batches call fit(source), "
+                "then predict(batch) on each batch."
+            )
         Xt = self._fit(X, sample_weight)
         return to_output(self._labels(Xt), isinstance(X, torch.Tensor))
 
-    def _fit(self, X, sample_weight):
-        self._check_hyperparameters()
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
-        if do_init:
-            Xt = self._fit_validate(X, reset=True, min_samples=2)
-        else:
-            Xt = self._fit_validate(X, reset=False, min_samples=2)
-        n, d = Xt.shape
-        if n < self.n_components:
+    def _check_scale_out_parameters(self, checkpoint=None, checkpoint_every=1):
+        if not isinstance(self.distributed, (bool, np.bool_)):
+            raise ValueError(f"Invalid value for 'distributed': {self.distributed!r}. Use True or False.")
+        v = self.learning_decay
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (0.5 < v <= 1.0):
             raise ValueError(
-                f"Expected n_samples >= n_components but got n_components = "
+                f"Invalid value for 'learning_decay': {v!r}. It must be in (0.5, 1] for stepwise EM "
+                f"to converge (e.g. 0.6)."
+            )
+        v = self.learning_offset
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (v >= 0) or not math.isfinite(v):
+            raise ValueError(f"Invalid value for 'learning_offset': {v!r}. It must be a finite number >= 0.")
+        if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+            raise ValueError(f"Invalid checkpoint {checkpoint!r}: pass a file path (str or os.PathLike) or None.")
+        v = checkpoint_every
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"Invalid value for 'checkpoint_every': {v!r}. It must be an integer >= 1.")
+
+    def _fit_data(self, X, sample_weight, do_init, comm):
+        """Validated local data, its chunks and the sample to initialise from."""
+        src = as_source(X)
+        if src is None:
+            Xt = self._fit_validate(X, reset=do_init, min_samples=0 if comm.enabled else 2)
+            n, d = Xt.shape
+            if not comm.enabled and n < self.n_components:
+                raise ValueError(
+                    f"Expected n_samples >= n_components but got n_components = "
+                    f"{self.n_components}, n_samples = {n}. Use fewer components or more data."
+                )
+            device, dtype = Xt.device, Xt.dtype
+            w = check_sample_weight(sample_weight, n, device, dtype) if n > 0 else None
+            rows = chunk_rows(n, self.n_components, d, device, dtype, self.batch_size)
+
+            def chunks():
+                return iter_chunks(Xt, w, rows)
+
+            def fingerprint():
+                total = torch.zeros(d, dtype=torch.float64, device=device)
+                for xb, wb in chunks():
+                    sq = xb.double().square()
+                    total += (sq if wb is None else wb.double().unsqueeze(1) * sq).sum(0)
+                return total.cpu().numpy()
+
+            weight_sum = float(n) if w is None else float(w.double().sum())
+            return SimpleNamespace(
+                Xt=Xt, device=device, dtype=dtype, n_samples=n, n_features=d, weight_sum=weight_sum,
+                chunks=chunks, rows=rows, init_X=Xt, init_w=w, fingerprint=fingerprint,
+                tensor_io=isinstance(X, torch.Tensor),
+            )
+        if sample_weight is not None:
+            raise ValueError(
+                "sample_weight cannot be combined with a source of batches: let the source yield "
+                "(X_batch, weight_batch) pairs instead."
+            )
+        first = src.first_batch()
+        if do_init:
+            device = resolve_device(self.device, first)
+            dtype = resolve_dtype(self.dtype, first)
+        else:
+            device, dtype = self._device, self._dtype
+        src.device, src.dtype = device, dtype
+        size = max(RESERVOIR_SIZE, 20 * self.n_components)
+        gen = None
+        if do_init and comm.is_root:
+            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+            gen = torch.Generator().manual_seed(seed ^ 0x5EED)
+        summary = reservoir_sample(src, size, gen)
+        n, d = summary.n_samples, summary.n_features
+        if do_init:
+            for attr in ("feature_names_in_",):
+                if hasattr(self, attr):
+                    delattr(self, attr)
+            self.n_features_in_ = d
+        elif d != self.n_features_in_:
+            raise ValueError(
+                f"X has {d} features, but GaussianMixture is expecting {self.n_features_in_} "
+                f"features as input."
+            )
+        if not comm.enabled and n < max(2, self.n_components):
+            raise ValueError(
+                f"Expected n_samples >= max(2, n_components) but got n_components = "
                 f"{self.n_components}, n_samples = {n}. Use fewer components or more data."
             )
-        device, dtype = Xt.device, Xt.dtype
-        self._device, self._dtype = device, dtype
-        self._tensor_io = isinstance(X, torch.Tensor)
-        w = check_sample_weight(sample_weight, n, device, dtype)
         rows = chunk_rows(n, self.n_components, d, device, dtype, self.batch_size)
+        src.set_rows(rows)
+        return SimpleNamespace(
+            Xt=None, device=device, dtype=dtype, n_samples=n, n_features=d,
+            weight_sum=summary.weight_sum, chunks=src, rows=rows, init_X=summary.sample, init_w=None,
+            fingerprint=lambda: summary.feature_sumsq, tensor_io=isinstance(first, torch.Tensor),
+        )
 
-        def chunks():
-            return iter_chunks(Xt, w, rows)
+    def _config_key(self, do_init, checkpoint, checkpoint_every) -> dict:
+        """Parameters that every rank (and a resumed fit) must share."""
+        rs = self.random_state
+        return {
+            "n_components": int(self.n_components),
+            "covariance_type": str(self.covariance_type),
+            "tol": float(self.tol),
+            "reg_covar": float(self.reg_covar),
+            "max_iter": int(self.max_iter),
+            "n_init": int(self.n_init),
+            "init_params": str(self.init_params),
+            "dtype": str(self._dtype),
+            "random_state": rs if rs is None or isinstance(rs, numbers.Integral) else type(rs).__name__,
+            "fresh_init": bool(do_init),
+            "checkpoint": checkpoint is not None,
+            "checkpoint_every": int(checkpoint_every),
+        }
 
-        user = self._check_initial_parameters(d, device, dtype) if do_init else None
+    def _agree_on_data(self, comm, data, config):
+        """Check the shards against each other; every rank raises the same error."""
+        crc = zlib.crc32(json.dumps(config, sort_keys=True, default=str).encode())
+        table = comm.gather([data.n_samples, data.n_features, data.weight_sum, crc])
+        n_total = int(table[:, 0].sum())
+        if comm.enabled:
+            per_rank = ", ".join(f"rank {r}: {int(v)}" for r, v in enumerate(table[:, 1]))
+            if len(set(table[:, 1].tolist())) > 1:
+                raise ValueError(
+                    f"The ranks passed shards with different numbers of features ({per_rank}). "
+                    f"Every rank must pass the same columns in the same order."
+                )
+            if len(set(table[:, 3].tolist())) > 1:
+                raise ValueError(
+                    "The ranks constructed GaussianMixture with different parameters (or dtypes, "
+                    "or checkpoint arguments). Construct the estimator and call fit identically "
+                    "on every rank; only the data differ."
+                )
+            empty = [r for r, v in enumerate(table[:, 0]) if v == 0]
+            if empty:
+                raise ValueError(
+                    f"The shard of rank(s) {empty} is empty. Every rank must pass at least one "
+                    f"sample to fit; split the data so that each rank gets rows."
+                )
+            if n_total < max(2, self.n_components):
+                raise ValueError(
+                    f"Expected n_samples >= max(2, n_components) over all ranks but got "
+                    f"n_components = {self.n_components}, n_samples = {n_total}. Use fewer "
+                    f"components or more data."
+                )
+        return n_total, float(table[:, 2].sum())
+
+    def _fit(self, X, sample_weight, checkpoint=None, checkpoint_every=1):
+        self._check_hyperparameters()
+        self._check_scale_out_parameters(checkpoint, checkpoint_every)
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        comm = Communicator.create(self.distributed)
+        data = comm.run(lambda: self._fit_data(X, sample_weight, do_init, comm), "validating the data")
+        d = data.n_features
+        device, dtype = data.device, data.dtype
+        self._device, self._dtype = device, dtype
+        self._tensor_io = data.tensor_io
+        self._online = None
+        config = self._config_key(do_init, checkpoint, checkpoint_every)
+        n_total, weight_total = self._agree_on_data(comm, data, config)
+        rows = data.rows
+        chunks = comm.guard(data.chunks)
+
+        user = (
+            comm.run(lambda: self._check_initial_parameters(d, device, dtype), "checking the initial parameters")
+            if do_init else None
+        )
         gen = self._make_generator(device) if do_init else None
         n_init = self.n_init if do_init else 1
+        ckpt, state = None, None
+        if checkpoint is not None:
+            sumsq = comm.gather(comm.run(data.fingerprint, "summarising the data")).sum(0)
+            config.update(
+                n_features=int(d), n_samples=n_total, weight_sum=weight_total,
+                feature_sumsq=[float(v) for v in sumsq], user_init=_init_digest(user),
+            )
+            ckpt = FitCheckpoint(checkpoint, config, self.covariance_type)
+            state = comm.from_root(ckpt.load, "reading the checkpoint")
+
+        def save(*args):
+            if ckpt is None or not comm.is_root:
+                return
+            try:
+                ckpt.save(*args)
+            except Exception as exc:  # noqa: BLE001 - reported on every rank
+                comm.fail_later(exc)
+
+        def share(fn):
+            # Tensors cross ranks on the CPU; each rank moves them to its device.
+            if not comm.enabled:
+                return fn()
+            return comm.from_root(lambda: fn().to(device="cpu"), "initialising").to(device=device)
+
         best: EMResult | None = None
         best_lb = -math.inf
-        for init in range(n_init):
+        start = 0
+        self._resumed_from_ = None
+        if state is not None:
+            start = state["init_index"]
+            if state["best"] is not None:
+                best = _move_result(state["best"], device, dtype)
+                best_lb = best.lower_bound
+        for init in range(start, n_init):
             if self.verbose:
                 print(f"Initialization {init}")
             t0 = time.perf_counter()
-            if do_init:
-                params = self._initialize(Xt, w, gen, rows, user)
-                lower_bound = -math.inf
+            resumed = state is not None and init == start
+            if resumed:
+                current = _move_result(state["current"], device, dtype)
+                if gen is not None and state["generator_state"] is not None:
+                    gen.set_state(state["generator_state"].to(gen.get_state().device))
+                self._resumed_from_ = (init, current.n_iter)
+            elif do_init:
+                current = EMResult(share(lambda: self._initialize_root(data, gen, rows, user)), False, 0, -math.inf, [])
             else:
-                params = self._params.to(device=device, dtype=dtype)
-                lower_bound = self.lower_bound_
+                current = EMResult(
+                    share(lambda: self._params.to(device=device, dtype=dtype)), False, 0, self.lower_bound_, []
+                )
+            params, lower_bound = current.params, current.lower_bound
             self._init_time_ = time.perf_counter() - t0
-            if self.max_iter == 0:
+            gen_state = gen.get_state() if (ckpt is not None and gen is not None) else None
+            if resumed and state["finished"]:
+                result = current
+            elif self.max_iter == 0:
                 result = EMResult(params, False, 0, lower_bound, [])
             else:
+                if not resumed:
+                    save(init, gen_state, current, False, best)
                 result = run_em(
                     chunks, params, reg_covar=self.reg_covar, tol=self.tol,
                     max_iter=self.max_iter, lower_bound=lower_bound,
-                    callback=self._verbose_callback(),
+                    reduce=comm.reduce_stats,
+                    callback=self._fit_callback(save, checkpoint_every, init, gen_state, best, current),
+                    start_iter=current.n_iter, lower_bounds=current.lower_bounds,
                 )
             if self.verbose:
-                state = "converged" if result.converged else "did not converge"
-                print(f"Initialization {state}. lower bound {result.lower_bound:.5f}")
+                state_msg = "converged" if result.converged else "did not converge"
+                print(f"Initialization {state_msg}. lower bound {result.lower_bound:.5f}")
             if best is None or result.lower_bound > best_lb:
                 best, best_lb = result, result.lower_bound
+            save(init, gen_state, result, True, best)
+        comm.finish()
         if not math.isfinite(best.lower_bound) and self.max_iter > 0:
             raise ValueError(
                 "EM produced a non-finite log-likelihood. Scale the input data or increase reg_covar."
@@ -377,7 +612,99 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 ConvergenceWarning,
             )
         self._set_result(best)
-        return Xt
+        return data.Xt
+
+    def _initialize_root(self, data, gen, rows, user):
+        """Initial parameters from this rank's data (rank 0 in distributed fits)."""
+        if any(u is None for u in user) and data.init_X.shape[0] < self.n_components:
+            raise ValueError(
+                f"Initialisation uses {data.init_X.shape[0]} samples of this rank's data, fewer "
+                f"than n_components={self.n_components}. Give rank 0 at least n_components "
+                f"samples, or pass weights_init, means_init and precisions_init."
+            )
+        return self._initialize(data.init_X, data.init_w, gen, rows, user)
+
+    def _fit_callback(self, save, every, init, gen_state, best, start: EMResult):
+        """Verbose output and checkpoints after each M-step."""
+        verbose_cb = self._verbose_callback()
+        history = list(start.lower_bounds)
+        prev = [start.lower_bound]
+
+        def cb(n_iter, lb, params):
+            history.append(lb)
+            # Mirror run_em's stopping rule so that a checkpoint of the last
+            # iteration is marked finished and is not iterated once more.
+            converged = abs(lb - prev[0]) < self.tol
+            done = converged or n_iter >= self.max_iter
+            prev[0] = lb
+            if verbose_cb is not None:
+                verbose_cb(n_iter, lb, params)
+            if n_iter % every == 0 or done:
+                save(init, gen_state, EMResult(params, converged, n_iter, lb, list(history)), done, best)
+
+        return cb
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """Update the model with one mini-batch by stepwise (online) EM.
+
+        The batch's statistics, normalised per unit weight, are blended into
+        running statistics with step ``eta_t = (learning_offset + t) **
+        (-learning_decay)`` and the parameters are their M-step (Cappé &
+        Moulines, 2009; see :mod:`gaussmix.online`).  The first call
+        initialises the parameters from its batch with ``init_params`` (or
+        from ``weights_init``/``means_init``/``precisions_init``), which
+        therefore needs at least ``n_components`` samples; after :meth:`fit`,
+        the updates start from the fitted parameters.
+
+        Parameters
+        ----------
+        X : array-like or Tensor of shape (n_samples, n_features)
+        y : ignored
+        sample_weight : array-like or Tensor of shape (n_samples,), optional
+
+        Returns
+        -------
+        self : GaussianMixture
+            ``n_iter_`` counts the batches seen, ``lower_bound_`` is the mean
+            log-likelihood of the last batch before its update, and
+            ``converged_`` stays False (stepwise EM has no stopping rule).
+        """
+        self._check_hyperparameters()
+        self._check_scale_out_parameters()
+        if self.distributed:
+            raise ValueError(
+                "partial_fit does not support distributed=True; use fit on each rank's shard, or "
+                "call partial_fit on one process."
+            )
+        first = not hasattr(self, "_params")
+        Xt = self._fit_validate(X, reset=first, min_samples=1)
+        n, d = Xt.shape
+        state = None if first else getattr(self, "_online", None)
+        if first:
+            if n < self.n_components:
+                raise ValueError(
+                    f"The first batch given to partial_fit has {n} samples, fewer than "
+                    f"n_components={self.n_components}; the parameters are initialised from it. "
+                    f"Pass a first batch of at least n_components samples."
+                )
+            self._device, self._dtype = Xt.device, Xt.dtype
+            self._tensor_io = isinstance(X, torch.Tensor)
+        w = check_sample_weight(sample_weight, n, Xt.device, Xt.dtype)
+        if first:
+            rows = chunk_rows(n, self.n_components, d, Xt.device, Xt.dtype, self.batch_size)
+            user = self._check_initial_parameters(d, Xt.device, Xt.dtype)
+            params = self._initialize(Xt, w, self._make_generator(Xt.device), rows, user)
+        else:
+            params = self._params
+        history = [] if state is None else list(self.lower_bounds_)
+        state, params, ll = online_step(
+            state, Xt, w, params, reg_covar=self.reg_covar,
+            learning_decay=self.learning_decay, learning_offset=self.learning_offset,
+        )
+        history.append(ll)
+        self._set_result(EMResult(params, False, state.n_updates + 1, ll, history))
+        self._online = state
+        return self
 
     def _verbose_callback(self):
         if not self.verbose:
@@ -578,6 +905,23 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """The fitted parameters as a :class:`gaussmix.params.GMMParams` of tensors."""
         self._check_fitted()
         return self._params
+
+
+def _move_result(result: EMResult, device, dtype) -> EMResult:
+    return EMResult(
+        result.params.to(device=device, dtype=dtype), result.converged, result.n_iter,
+        result.lower_bound, list(result.lower_bounds),
+    )
+
+
+def _init_digest(user) -> str | None:
+    """Digest of user-supplied initial parameters (part of a checkpoint's configuration)."""
+    if user is None:
+        return None
+    h = hashlib.sha256()
+    for t in user:
+        h.update(b"none" if t is None else t.detach().double().cpu().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _multinomial_counts(n: int, probs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -1,0 +1,262 @@
+"""Checkpoints of an EM fit: safe format, atomic writes.
+
+A checkpoint is a ``.npz`` archive of plain numeric arrays plus one JSON
+document (stored as bytes in the array ``__meta__``).  Nothing is pickled,
+so loading a checkpoint never runs code (``np.load(..., allow_pickle=False)``).
+
+Writes are atomic: the archive is written to a temporary file in the same
+directory, flushed to disk, and renamed over the target with
+:func:`os.replace`.  A process killed at any moment leaves either the previous
+checkpoint or the new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+
+import numpy as np
+
+__all__ = ["save_checkpoint", "load_checkpoint", "check_config", "FitCheckpoint", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+_META = "__meta__"
+
+
+def save_checkpoint(path, arrays: dict, meta: dict) -> None:
+    """Write ``arrays`` and ``meta`` to ``path`` atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Target file (conventionally ending in ``.npz``).
+    arrays : dict of str to ndarray
+        Numeric arrays (no object arrays).
+    meta : dict
+        JSON-serialisable metadata.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    body = dict(meta, format_version=FORMAT_VERSION)
+    payload = {k: np.asarray(v) for k, v in arrays.items()}
+    for k, v in payload.items():
+        if v.dtype == object:
+            raise ValueError(f"Checkpoint array {k!r} has dtype object; only numeric arrays are stored.")
+    payload[_META] = np.frombuffer(json.dumps(body, allow_nan=True).encode("utf-8"), dtype=np.uint8)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable where the platform allows it
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def load_checkpoint(path) -> tuple[dict, dict]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Returns
+    -------
+    arrays : dict of str to ndarray
+    meta : dict
+
+    Raises
+    ------
+    ValueError
+        When the file is not a gaussmix checkpoint or has an unknown format.
+    """
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(
+            f"{path!r} is not a readable gaussmix checkpoint ({exc}). Delete it or pass another "
+            f"checkpoint path."
+        ) from None
+    if _META not in arrays:
+        raise ValueError(
+            f"{path!r} is not a gaussmix checkpoint (no metadata). Delete it or pass another "
+            f"checkpoint path."
+        )
+    meta = json.loads(arrays.pop(_META).tobytes().decode("utf-8"))
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"Checkpoint {path!r} has format version {meta.get('format_version')!r}; this version "
+            f"of gaussmix reads version {FORMAT_VERSION}. Delete it to start afresh."
+        )
+    return arrays, meta
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        try:
+            a, b = float(a), float(b)
+        except (TypeError, ValueError):
+            return False
+        return a == b or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+    return a == b
+
+
+def check_config(path, saved: dict, current: dict) -> None:
+    """Raise a ValueError naming every entry where ``saved`` and ``current`` differ.
+
+    Floats are compared with a relative tolerance of 1e-9 (data fingerprints
+    are sums, whose rounding depends on the chunking).
+    """
+    diffs = [
+        f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}"
+        for k in sorted(set(saved) | set(current))
+        if not _same(saved.get(k), current.get(k))
+    ]
+    if diffs:
+        shown = "; ".join(d if len(d) < 200 else d[:200] + "..." for d in diffs)
+        raise ValueError(
+            f"Checkpoint {os.fspath(path)!r} was written by a fit with another configuration "
+            f"or other data ({shown}). Resume with the same estimator parameters and data, or "
+            f"delete the file / pass another checkpoint path to start afresh."
+        )
+
+
+# ---------------------------------------------------------------------------
+# EM state <-> checkpoint
+# ---------------------------------------------------------------------------
+
+_PARAM_FIELDS = ("weights", "means", "precisions_cholesky", "covariances")
+
+
+def _result_to_arrays(prefix: str, result) -> tuple[dict, dict]:
+    """Arrays and metadata of an :class:`~gaussmix.em.EMResult`."""
+    arrays = {}
+    for name in _PARAM_FIELDS:
+        t = getattr(result.params, name)
+        if t is not None:
+            arrays[prefix + name] = t.detach().cpu().numpy()
+    meta = {
+        "converged": bool(result.converged),
+        "n_iter": int(result.n_iter),
+        "lower_bound": float(result.lower_bound),
+        "lower_bounds": [float(v) for v in result.lower_bounds],
+    }
+    return arrays, meta
+
+
+def _result_from_arrays(prefix: str, arrays: dict, meta: dict, covariance_type: str):
+    import torch
+
+    from .em import EMResult
+    from .params import GMMParams
+
+    def get(name):
+        a = arrays.get(prefix + name)
+        return None if a is None else torch.from_numpy(np.array(a))
+
+    params = GMMParams(
+        weights=get("weights"),
+        means=get("means"),
+        precisions_cholesky=get("precisions_cholesky"),
+        covariance_type=covariance_type,
+        covariances=get("covariances"),
+    )
+    return EMResult(
+        params, bool(meta["converged"]), int(meta["n_iter"]), float(meta["lower_bound"]),
+        [float(v) for v in meta["lower_bounds"]],
+    )
+
+
+class FitCheckpoint:
+    """The EM state of a :meth:`GaussianMixture.fit`, saved and restored.
+
+    The state is: the index of the current initialisation, the random
+    generator's state right after that initialisation, the current EM result
+    (parameters, iteration, lower bound and its history, whether this
+    initialisation has finished), and the best finished result so far.
+    Resuming from it repeats exactly the computation an uninterrupted fit
+    would have done.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    config : dict
+        Estimator parameters and a fingerprint of the data; a checkpoint
+        whose configuration differs is refused.
+    covariance_type : str
+    """
+
+    def __init__(self, path, config: dict, covariance_type: str):
+        self.path = os.fspath(path)
+        self.config = config
+        self.covariance_type = covariance_type
+
+    def check_writable(self) -> None:
+        """Fail early (before any EM work) if the directory does not exist."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise ValueError(
+                f"Cannot write checkpoint {self.path!r}: directory {directory!r} does not exist. "
+                f"Create it or pass another path."
+            )
+
+    def load(self) -> dict | None:
+        """The saved state, or ``None`` when there is no checkpoint yet.
+
+        Raises
+        ------
+        ValueError
+            For an unreadable file or a checkpoint of another configuration.
+        """
+        self.check_writable()
+        if not os.path.exists(self.path):
+            return None
+        arrays, meta = load_checkpoint(self.path)
+        if meta.get("kind") != "gaussmix.GaussianMixture.fit":
+            raise ValueError(
+                f"{self.path!r} is not a GaussianMixture fit checkpoint. Delete it or pass another path."
+            )
+        check_config(self.path, meta["config"], self.config)
+        import torch
+
+        gen_state = arrays.get("generator_state")
+        return {
+            "init_index": int(meta["init_index"]),
+            "finished": bool(meta["finished"]),
+            "generator_state": None if gen_state is None else torch.from_numpy(np.array(gen_state)),
+            "current": _result_from_arrays("current_", arrays, meta["current"], self.covariance_type),
+            "best": None if meta["best"] is None
+            else _result_from_arrays("best_", arrays, meta["best"], self.covariance_type),
+        }
+
+    def save(self, init_index: int, generator_state, current, finished: bool, best) -> None:
+        """Write the state atomically (see :func:`save_checkpoint`)."""
+        arrays, cur_meta = _result_to_arrays("current_", current)
+        best_meta = None
+        if best is not None:
+            best_arrays, best_meta = _result_to_arrays("best_", best)
+            arrays.update(best_arrays)
+        if generator_state is not None:
+            arrays["generator_state"] = generator_state.cpu().numpy()
+        meta = {
+            "kind": "gaussmix.GaussianMixture.fit",
+            "config": self.config,
+            "init_index": int(init_index),
+            "finished": bool(finished),
+            "current": cur_meta,
+            "best": best_meta,
+        }
+        save_checkpoint(self.path, arrays, meta)
