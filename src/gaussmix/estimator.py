@@ -385,6 +385,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _fit_data(self, X, sample_weight, do_init, comm):
         """Validated local data, its chunks and the sample to initialise from."""
         src = as_source(X)
+        shape = getattr(X, "shape", None)
+        if src is None and comm.enabled and shape is not None and len(shape) == 2 and shape[0] == 0:
+            # Reported on every rank by _agree_on_data, which names the empty shard.
+            return SimpleNamespace(
+                Xt=None, device=None, dtype=None, n_samples=0, n_features=int(shape[1]), weight_sum=0.0,
+                tensor_io=isinstance(X, torch.Tensor),
+            )
         if src is None:
             Xt = self._fit_validate(X, reset=do_init, min_samples=0 if comm.enabled else 2)
             n, d = Xt.shape
@@ -456,8 +463,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         )
 
     def _config_key(self, do_init, checkpoint, checkpoint_every) -> dict:
-        """Parameters that every rank (and a resumed fit) must share."""
-        rs = self.random_state
+        """Parameters that every rank (and a resumed fit) must share.
+
+        ``random_state`` is left out: only rank 0 draws random numbers.
+        """
         return {
             "n_components": int(self.n_components),
             "covariance_type": str(self.covariance_type),
@@ -467,7 +476,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             "n_init": int(self.n_init),
             "init_params": str(self.init_params),
             "dtype": str(self._dtype),
-            "random_state": rs if rs is None or isinstance(rs, numbers.Integral) else type(rs).__name__,
             "fresh_init": bool(do_init),
             "checkpoint": checkpoint is not None,
             "checkpoint_every": int(checkpoint_every),
@@ -479,6 +487,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         table = comm.gather([data.n_samples, data.n_features, data.weight_sum, crc])
         n_total = int(table[:, 0].sum())
         if comm.enabled:
+            empty = [r for r, v in enumerate(table[:, 0]) if v == 0]
+            if empty:
+                raise ValueError(
+                    f"The shard of rank(s) {empty} is empty. Every rank must pass at least one "
+                    f"sample to fit; split the data so that each rank gets rows."
+                )
             per_rank = ", ".join(f"rank {r}: {int(v)}" for r, v in enumerate(table[:, 1]))
             if len(set(table[:, 1].tolist())) > 1:
                 raise ValueError(
@@ -490,12 +504,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     "The ranks constructed GaussianMixture with different parameters (or dtypes, "
                     "or checkpoint arguments). Construct the estimator and call fit identically "
                     "on every rank; only the data differ."
-                )
-            empty = [r for r, v in enumerate(table[:, 0]) if v == 0]
-            if empty:
-                raise ValueError(
-                    f"The shard of rank(s) {empty} is empty. Every rank must pass at least one "
-                    f"sample to fit; split the data so that each rank gets rows."
                 )
             if n_total < max(2, self.n_components):
                 raise ValueError(
@@ -530,7 +538,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         ckpt, state = None, None
         if checkpoint is not None:
             sumsq = comm.gather(comm.run(data.fingerprint, "summarising the data")).sum(0)
+            rs = self.random_state
             config.update(
+                random_state=rs if rs is None or isinstance(rs, numbers.Integral) else type(rs).__name__,
                 n_features=int(d), n_samples=n_total, weight_sum=weight_total,
                 feature_sumsq=[float(v) for v in sumsq], user_init=_init_digest(user),
             )

@@ -1,0 +1,214 @@
+"""Distributed EM on a 2-process gloo group (CPU): equality with the single-process fit
+on the concatenated data, coordinated initialisation, and errors on every rank."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from datetime import timedelta
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from gaussmix import GaussianMixture
+from gaussmix.distributed import Communicator
+
+COV_TYPES = ("full", "tied", "diag", "spherical")
+WORLD = 2
+SPLIT = 700  # rank 0 gets rows [0, SPLIT), rank 1 the rest: uneven shards
+
+
+def _data():
+    rng = np.random.default_rng(7)
+    X = np.concatenate([
+        rng.normal(size=(600, 3)) @ np.array([[1.0, 0.3, 0.0], [0.0, 1.0, 0.2], [0.0, 0.0, 0.7]]),
+        rng.normal(size=(500, 3)) * 0.6 + [4.0, 0.0, 1.0],
+        rng.normal(size=(400, 3)) * 1.3 + [0.0, 5.0, -2.0],
+    ])
+    X = X[rng.permutation(len(X))]
+    w = rng.uniform(0.2, 3.0, size=len(X))
+    return X, w
+
+
+def _init(cov_type, d=3):
+    k = 3
+    means = np.array([[0.5, 0.5, 0.0], [3.0, 0.5, 1.0], [0.5, 4.0, -1.0]])
+    weights = np.array([0.3, 0.3, 0.4])
+    shapes = {
+        "full": np.stack([np.eye(d) * (1.0 + 0.1 * i) for i in range(k)]),
+        "tied": np.eye(d) * 0.8,
+        "diag": np.ones((k, d)) * 0.9,
+        "spherical": np.array([1.0, 0.7, 1.2]),
+    }
+    return dict(weights_init=weights, means_init=means, precisions_init=shapes[cov_type])
+
+
+def _model(cov_type, **kw):
+    return GaussianMixture(3, covariance_type=cov_type, tol=1e-8, max_iter=40, **_init(cov_type), **kw)
+
+
+class _FlakySource:
+    """Re-iterable whose third pass yields a batch of the wrong width (on one rank)."""
+
+    def __init__(self, X, bad):
+        self.X, self.bad, self.passes = X, bad, 0
+
+    def __iter__(self):
+        self.passes += 1
+        yield self.X[:50]
+        if self.bad and self.passes >= 3:
+            yield self.X[50:, :2]
+        else:
+            yield self.X[50:]
+
+
+def _error(fn):
+    try:
+        fn()
+    except ValueError as exc:  # includes DistributedError
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _worker(rank, world, port, outdir):
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
+    X, w = _data()
+    sl = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
+    Xs, ws = X[sl], w[sl]
+    out, errors = {}, {}
+    for ct in COV_TYPES:
+        gm = _model(ct, distributed=True).fit(Xs, sample_weight=ws)
+        out[f"{ct}_means"], out[f"{ct}_weights"] = gm.means_, gm.weights_
+        out[f"{ct}_cov"], out[f"{ct}_lb"] = gm.covariances_, np.array(gm.lower_bound_)
+        out[f"{ct}_niter"] = np.array(gm.n_iter_)
+    # Coordinated default initialisation (k-means on rank 0, broadcast).
+    gm = GaussianMixture(3, random_state=rank, max_iter=3, distributed=True).fit(Xs)
+    out["kmeans_means"] = gm.means_
+    # Out-of-core shard: a list of batches on each rank.
+    gm = _model("full", distributed=True).fit([(Xs[:300], ws[:300]), (Xs[300:], ws[300:])])
+    out["source_means"], out["source_cov"] = gm.means_, gm.covariances_
+    # Checkpointed distributed fit, then a resumed (already finished) one.
+    ck = os.path.join(outdir, "dist_ckpt.npz")
+    a = _model("diag", distributed=True).fit(Xs, checkpoint=ck, checkpoint_every=2)
+    b = _model("diag", distributed=True).fit(Xs, checkpoint=ck, checkpoint_every=2)
+    out["ckpt_a"], out["ckpt_b"] = a.means_, b.means_
+    out["ckpt_resumed"] = np.array(b._resumed_from_ is not None)
+
+    errors["features"] = _error(lambda: _model("full", distributed=True).fit(Xs if rank == 0 else Xs[:, :2]))
+    errors["empty"] = _error(lambda: _model("full", distributed=True).fit(Xs if rank == 0 else Xs[:0]))
+    errors["width_first_pass"] = _error(
+        lambda: _model("full", distributed=True).fit([Xs[:50], Xs[50:] if rank == 0 else Xs[50:, :2]])
+    )
+    errors["width_later_pass"] = _error(
+        lambda: _model("full", distributed=True).fit(_FlakySource(Xs, bad=rank == 1))
+    )
+    errors["checkpoint_config"] = _error(
+        lambda: _model("full", distributed=True).fit(Xs, checkpoint=ck)
+    )
+    # The group is still usable after the failures: one more fit works.
+    gm = _model("spherical", distributed=True).fit(Xs, sample_weight=ws)
+    out["after_errors_means"] = gm.means_
+    np.savez(os.path.join(outdir, f"rank{rank}.npz"), **out)
+    with open(os.path.join(outdir, f"rank{rank}.json"), "w") as fh:
+        json.dump(errors, fh)
+    dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    outdir = str(tmp_path_factory.mktemp("dist"))
+    ctx = mp.start_processes(_worker, args=(WORLD, _free_port(), outdir), nprocs=WORLD, join=False,
+                             start_method="spawn")
+    deadline = time.monotonic() + 150
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the 2-process gloo run did not finish within 150 s (a hang)")
+    arrays = [dict(np.load(os.path.join(outdir, f"rank{r}.npz"))) for r in range(WORLD)]
+    errors = [json.load(open(os.path.join(outdir, f"rank{r}.json"))) for r in range(WORLD)]
+    return arrays, errors
+
+
+def _close(a, b, rtol=1e-10):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * max(1.0, np.abs(b).max()))
+
+
+@pytest.mark.parametrize("cov_type", COV_TYPES)
+def test_two_ranks_equal_single_process_fit(ranks, cov_type):
+    arrays, _ = ranks
+    X, w = _data()
+    ref = _model(cov_type).fit(X, sample_weight=w)
+    assert ref.n_iter_ > 2  # a real EM run, not the initial parameters
+    for r in range(WORLD):
+        _close(arrays[r][f"{cov_type}_means"], ref.means_)
+        _close(arrays[r][f"{cov_type}_weights"], ref.weights_)
+        _close(arrays[r][f"{cov_type}_cov"], ref.covariances_)
+        _close(arrays[r][f"{cov_type}_lb"], ref.lower_bound_)
+        assert int(arrays[r][f"{cov_type}_niter"]) == ref.n_iter_
+    # Every rank holds bit-identical parameters.
+    np.testing.assert_array_equal(arrays[0][f"{cov_type}_means"], arrays[1][f"{cov_type}_means"])
+
+
+def test_sources_and_checkpoints_on_ranks(ranks):
+    arrays, _ = ranks
+    X, w = _data()
+    ref = _model("full").fit(X, sample_weight=w)
+    for r in range(WORLD):
+        _close(arrays[r]["source_means"], ref.means_)
+        _close(arrays[r]["source_cov"], ref.covariances_)
+        np.testing.assert_array_equal(arrays[r]["ckpt_a"], arrays[r]["ckpt_b"])
+        assert bool(arrays[r]["ckpt_resumed"])
+        _close(arrays[r]["after_errors_means"], _model("spherical").fit(X, sample_weight=w).means_)
+
+
+def test_initialisation_is_coordinated(ranks):
+    arrays, _ = ranks
+    # The ranks were given different random_state values; rank 0's initialisation wins.
+    np.testing.assert_array_equal(arrays[0]["kmeans_means"], arrays[1]["kmeans_means"])
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("features", "different numbers of features"),
+        ("empty", "shard of rank(s) [1] is empty"),
+        ("width_first_pass", "columns"),
+        ("width_later_pass", "columns"),
+        ("checkpoint_config", "another configuration"),
+    ],
+)
+def test_bad_input_fails_on_every_rank(ranks, case, words):
+    _, errors = ranks
+    for r in range(WORLD):
+        msg = errors[r][case]
+        assert msg is not None, f"rank {r} did not raise for {case}"
+        assert words in msg, msg
+
+
+def test_distributed_needs_a_process_group():
+    assert not dist.is_initialized()
+    with pytest.raises(ValueError, match="init_process_group"):
+        GaussianMixture(2, distributed=True).fit(np.random.default_rng(0).normal(size=(20, 2)))
+
+
+def test_single_process_communicator_is_a_no_op():
+    comm = Communicator(False)
+    assert comm.rank == 0 and comm.world_size == 1
+    assert comm.run(lambda: 5, "x") == 5
+    np.testing.assert_array_equal(comm.gather([1.0, 2.0]), [[1.0, 2.0]])
