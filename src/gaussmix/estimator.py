@@ -462,7 +462,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             fingerprint=lambda: summary.feature_sumsq, tensor_io=isinstance(first, torch.Tensor),
         )
 
-    def _config_key(self, do_init, checkpoint, checkpoint_every) -> dict:
+    def _config_key(self, do_init, checkpoint) -> dict:
         """Parameters that every rank (and a resumed fit) must share.
 
         ``random_state`` is left out: only rank 0 draws random numbers.
@@ -478,7 +478,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             "dtype": str(self._dtype),
             "fresh_init": bool(do_init),
             "checkpoint": checkpoint is not None,
-            "checkpoint_every": int(checkpoint_every),
         }
 
     def _agree_on_data(self, comm, data, config):
@@ -524,7 +523,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self._device, self._dtype = device, dtype
         self._tensor_io = data.tensor_io
         self._online = None
-        config = self._config_key(do_init, checkpoint, checkpoint_every)
+        config = self._config_key(do_init, checkpoint)
         n_total, weight_total = self._agree_on_data(comm, data, config)
         rows = data.rows
         chunks = comm.guard(data.chunks)
