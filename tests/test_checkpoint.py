@@ -1,0 +1,188 @@
+"""Checkpoints: safe atomic format, exact resume (in-process interruption and a
+SIGKILLed subprocess), and refusal of a checkpoint of another configuration."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from gaussmix import GaussianMixture
+from gaussmix.checkpoint import FitCheckpoint, load_checkpoint, save_checkpoint
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+DATA_CODE = """
+import numpy as np
+rng = np.random.default_rng(11)
+X = np.concatenate([rng.normal(size=(3000, 4)) + c for c in (0.0, 3.0, 6.0, 9.0)])
+"""
+
+
+def _data():
+    ns = {}
+    exec(DATA_CODE, ns)
+    return ns["X"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Small problems (thread start-up would dominate), and the same thread count as the
+    # subprocess below, so that interrupted and uninterrupted fits do identical arithmetic.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _model(**kw):
+    args = dict(n_components=4, tol=0.0, max_iter=60, random_state=0, n_init=2)
+    args.update(kw)
+    return GaussianMixture(**args)
+
+
+def _assert_identical(a, b):
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.n_iter_ == b.n_iter_ and a.converged_ == b.converged_
+    assert a.lower_bounds_ == b.lower_bounds_
+
+
+def test_format_is_safe_and_atomic(tmp_path):
+    path = tmp_path / "state.npz"
+    save_checkpoint(path, {"a": np.arange(3.0)}, {"x": 1, "inf": -np.inf})
+    save_checkpoint(path, {"a": np.arange(4.0)}, {"x": 2, "inf": -np.inf})
+    arrays, meta = load_checkpoint(path)  # np.load(allow_pickle=False) inside
+    np.testing.assert_array_equal(arrays["a"], np.arange(4.0))
+    assert meta["x"] == 2 and meta["inf"] == -np.inf
+    assert os.listdir(tmp_path) == ["state.npz"]  # no temporary file left behind
+    with zipfile.ZipFile(path) as z:  # plain .npy members, no pickles
+        assert sorted(z.namelist()) == ["__meta__.npy", "a.npy"]
+    with pytest.raises(ValueError, match="object"):
+        save_checkpoint(path, {"bad": np.array([None], dtype=object)}, {})
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="not a readable gaussmix checkpoint"):
+        load_checkpoint(tmp_path / "junk.npz")
+
+
+def test_atomic_write_leaves_old_checkpoint_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "state.npz"
+    save_checkpoint(path, {"a": np.zeros(2)}, {"v": 1})
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"a": np.ones(2)}, {"v": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(path)[1]["v"] == 1
+    assert os.listdir(tmp_path) == ["state.npz"]
+
+
+class _Interrupt(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("stop_after", [3, 70])  # in the first / the second initialisation
+def test_interrupted_fit_resumes_to_the_same_parameters(tmp_path, monkeypatch, stop_after):
+    X = _data()
+    reference = _model().fit(X)
+    path = tmp_path / "fit.npz"
+    original = FitCheckpoint.save
+    calls = [0]
+
+    def save_then_stop(self, *args):
+        original(self, *args)
+        calls[0] += 1
+        if calls[0] == stop_after:
+            raise _Interrupt
+
+    monkeypatch.setattr(FitCheckpoint, "save", save_then_stop)
+    with pytest.raises(_Interrupt):
+        _model().fit(X, checkpoint=path, checkpoint_every=1)
+    monkeypatch.undo()
+    resumed = _model().fit(X, checkpoint=path, checkpoint_every=1)
+    assert resumed._resumed_from_ is not None
+    _assert_identical(resumed, reference)
+
+
+def test_converged_fit_resumes_without_an_extra_iteration(tmp_path):
+    X = _data()
+    path = tmp_path / "fit.npz"
+    a = _model(tol=1e-3, n_init=1).fit(X, checkpoint=path, checkpoint_every=1)
+    assert a.converged_
+    b = _model(tol=1e-3, n_init=1).fit(X, checkpoint=path, checkpoint_every=1)
+    assert b._resumed_from_ == (0, a.n_iter_)
+    _assert_identical(a, b)
+
+
+def test_checkpoint_of_another_configuration_is_refused(tmp_path):
+    X = _data()
+    path = tmp_path / "fit.npz"
+    _model(max_iter=3, n_init=1).fit(X, checkpoint=path)
+    with pytest.raises(ValueError, match="covariance_type: checkpoint 'full' vs now 'diag'"):
+        _model(max_iter=3, n_init=1, covariance_type="diag").fit(X, checkpoint=path)
+    with pytest.raises(ValueError, match="other data"):
+        _model(max_iter=3, n_init=1).fit(X * 1.01, checkpoint=path)
+    with pytest.raises(ValueError, match="n_samples"):
+        _model(max_iter=3, n_init=1).fit(X[:-1], checkpoint=path)
+    with pytest.raises(ValueError, match="does not exist"):
+        _model(max_iter=3, n_init=1).fit(X, checkpoint=tmp_path / "nodir" / "fit.npz")
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        _model().fit(X, checkpoint=path, checkpoint_every=0)
+
+
+def test_checkpoint_with_a_source(tmp_path):
+    X = _data()
+    batches = [X[i : i + 1000] for i in range(0, len(X), 1000)]
+    path = tmp_path / "fit.npz"
+    a = _model(n_init=1, max_iter=5).fit(batches, checkpoint=path, checkpoint_every=2)
+    b = _model(n_init=1, max_iter=5).fit(batches, checkpoint=path, checkpoint_every=2)
+    assert b._resumed_from_ == (0, 5)
+    _assert_identical(a, b)
+
+
+def test_killed_fit_resumes_to_the_same_parameters(tmp_path):
+    path = tmp_path / "fit.npz"
+    script = tmp_path / "run_fit.py"
+    script.write_text(DATA_CODE + textwrap.dedent("""
+        import sys, warnings
+        import torch
+        torch.set_num_threads(1)
+        warnings.simplefilter("ignore")
+        from gaussmix import GaussianMixture
+        GaussianMixture(4, tol=0.0, max_iter=60, random_state=0, n_init=2).fit(
+            X, checkpoint=sys.argv[1], checkpoint_every=1)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script), str(path)])
+    try:
+        deadline = time.monotonic() + 90
+        n_iter = 0
+        while n_iter < 5:
+            assert proc.poll() is None, "the fit ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.01)
+            if path.exists():
+                _, meta = load_checkpoint(path)
+                n_iter = meta["current"]["n_iter"]
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    _, meta = load_checkpoint(path)
+    killed_at = (meta["init_index"], meta["current"]["n_iter"])
+    assert killed_at < (1, 60)  # killed before the end
+    X = _data()
+    resumed = _model().fit(X, checkpoint=path, checkpoint_every=1)
+    assert resumed._resumed_from_ == killed_at
+    _assert_identical(resumed, _model().fit(X))
