@@ -18,7 +18,10 @@ import torch
 from gaussmix import GaussianMixture
 from gaussmix.checkpoint import FitCheckpoint, load_checkpoint, save_checkpoint
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+    pytest.mark.usefixtures("single_thread"),
+]
 
 DATA_CODE = """
 import numpy as np
@@ -32,15 +35,6 @@ def _data():
     exec(DATA_CODE, ns)
     return ns["X"]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Small problems (thread start-up would dominate), and the same thread count as the
-    # subprocess below, so that interrupted and uninterrupted fits do identical arithmetic.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _model(**kw):

@@ -13,16 +13,11 @@ from gaussmix import GaussianMixture
 from gaussmix.data import DataSource, is_source, reservoir_sample
 
 COV_TYPES = ("full", "tied", "diag", "spherical")
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+    pytest.mark.usefixtures("single_thread"),
+]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The problems here are tiny: thread start-up would dominate their run time.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,12 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 from gaussmix import GaussianMixture
 from gaussmix.online import step_size
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 MEANS = np.array([[0.0, 0.0], [3.0, 1.0], [0.0, 4.0]])
 WEIGHTS = np.array([0.5, 0.3, 0.2])
 COVS = np.array([[[1.0, 0.5], [0.5, 1.0]], [[0.5, 0.0], [0.0, 0.8]], [[1.5, -0.3], [-0.3, 0.6]]])
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Many tiny batches: thread start-up would dominate their run time.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _draw(rng, n):
