@@ -99,8 +99,8 @@ def is_source(X) -> bool:
     Sources are: a path to a ``.npy`` file, a :class:`numpy.memmap`, a
     :class:`torch.utils.data.DataLoader`, a list or tuple of 2-D arrays /
     tensors (or of ``(X, sample_weight)`` pairs), and any other iterable
-    object that is not array-like (no ``__array__``, not a tensor or a
-    DataFrame).  Everything else is treated as one in-memory array.
+    object that is not array-like (no ``__array__`` or ``shape``: not a
+    tensor, a DataFrame or a sparse matrix).  Everything else is treated as one in-memory array.
     """
     if isinstance(X, (str, os.PathLike)):
         return True
@@ -115,7 +115,8 @@ def is_source(X) -> bool:
         if isinstance(first, (list, tuple)) and len(first) > 0:
             first = first[0]
         return _is_2d_block(first)
-    if hasattr(X, "__array__") or hasattr(X, "iloc"):
+    if hasattr(X, "__array__") or hasattr(X, "iloc") or hasattr(X, "shape"):
+        # Array-likes, DataFrames and sparse matrices are in-memory data.
         return False
     return hasattr(X, "__iter__")
 
