@@ -113,6 +113,9 @@ def _worker(rank, world, port, outdir):
     errors["checkpoint_config"] = _error(
         lambda: _model("full", distributed=True).fit(Xs, checkpoint=ck)
     )
+    errors["parameters"] = _error(
+        lambda: _model("full", distributed=True, reg_covar=1e-6 if rank == 0 else -1.0).fit(Xs)
+    )
     # The group is still usable after the failures: one more fit works.
     gm = _model("spherical", distributed=True).fit(Xs, sample_weight=ws)
     out["after_errors_means"] = gm.means_
@@ -189,6 +192,7 @@ def test_initialisation_is_coordinated(ranks):
         ("features", "different numbers of features"),
         ("empty", "shard of rank(s) [1] is empty"),
         ("width_first_pass", "columns"),
+        ("parameters", "reg_covar"),
         ("width_later_pass", "columns"),
         ("checkpoint_config", "another configuration"),
     ],

@@ -513,11 +513,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return n_total, float(table[:, 2].sum())
 
     def _fit(self, X, sample_weight, checkpoint=None, checkpoint_every=1):
-        self._check_hyperparameters()
-        self._check_scale_out_parameters(checkpoint, checkpoint_every)
         do_init = not (self.warm_start and hasattr(self, "converged_"))
-        comm = Communicator.create(self.distributed)
-        data = comm.run(lambda: self._fit_data(X, sample_weight, do_init, comm), "validating the data")
+        comm = Communicator.create(self.distributed is True)
+
+        def validate():
+            # Inside comm.run: a rank that fails here makes every rank raise.
+            self._check_hyperparameters()
+            self._check_scale_out_parameters(checkpoint, checkpoint_every)
+            return self._fit_data(X, sample_weight, do_init, comm)
+
+        data = comm.run(validate, "validating the parameters and the data")
         d = data.n_features
         device, dtype = data.device, data.dtype
         self._device, self._dtype = device, dtype
