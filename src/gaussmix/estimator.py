@@ -92,6 +92,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Mean log-likelihood per sample at the last E-step of the best run.
     lower_bounds_ : list of float
         Its history over iterations.
+    fit_events_ : list of dict
+        Numerical interventions during the best run's EM iterations (see
+        ``docs/RELIABILITY.md``): ``"reseed"`` of an emptied component,
+        ``"regularization"`` of a covariance that needed more than
+        ``reg_covar``.  Empty for a well-posed fit.
+    n_reseeds_ : int
+        Number of component re-seeds in the best run.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Set when fitted on a DataFrame with string column names.
@@ -413,6 +420,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.n_iter_ = int(result.n_iter)
         self.lower_bound_ = float(result.lower_bound)
         self.lower_bounds_ = [float(v) for v in result.lower_bounds]
+        self.fit_events_ = list(result.events)
+        self.n_reseeds_ = sum(len(e["components"]) for e in result.events if e["kind"] == "reseed")
 
     # ---------------------------------------------------------------- inference
     def _chunked(self, Xt, fn):
