@@ -482,7 +482,10 @@ class Diag(CovarianceType):
 
     def check_spd(self, mats, name):
         if bool((mats <= 0).any()):
-            raise ValueError(f"'{name}' must be positive; found a non-positive entry.")
+            raise ValueError(
+                f"'{name}' must be positive; found a non-positive entry. Pass precisions "
+                f"(inverse variances) > 0."
+            )
 
 
 class Spherical(Diag):
