@@ -169,6 +169,7 @@ class CovarianceType:
         reg_covar: float,
         eps: float,
         events: list | None = None,
+        scale: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Precision Cholesky factors, retrying failed matrices with more regularisation.
 
@@ -176,8 +177,11 @@ class CovarianceType:
         added by :meth:`covariances_from_stats`) is retried with its diagonal
         regularisation raised to ``b * RETRY_FACTOR**i`` for
         ``i = 1 .. CHOLESKY_RETRIES``, where ``b = max(reg_covar, eps * s)``
-        and ``s`` is the mean absolute diagonal entry of that matrix (its
-        variance scale; ``b = eps`` if both are zero).  Only the failing
+        and ``s`` is the scale of the second moments the covariance was
+        computed from (``scale``; by default the mean absolute diagonal entry
+        of the matrix; ``b = eps`` if everything is zero).  ``eps * s`` is the
+        rounding error of that computation, so the extra regularisation stays
+        within a few orders of magnitude of the noise.  Only the failing
         matrices change; each retry that succeeds emits a
         :class:`CovarianceWarning` saying what was added.
 
@@ -193,6 +197,9 @@ class CovarianceType:
         events : list, optional
             Receives one ``dict(kind="regularization", components=[...],
             reg_covar=[...], retries=i)`` per successful retry.
+        scale : Tensor, optional
+            One non-negative value per matrix (K, or 1 for tied): the mean
+            diagonal second moment that was centred to give the covariance.
 
         Returns
         -------
@@ -215,8 +222,9 @@ class CovarianceType:
             raise CovarianceError(
                 _ill_defined_message(self._what + ", with non-finite entries") + hint
             )
-        scale = self._diagonal_scale(covariances)
-        base = torch.clamp(scale * eps, min=reg_covar)
+        if scale is None:
+            scale = self._diagonal_scale(covariances)
+        base = torch.clamp(scale.to(mats.dtype) * eps, min=reg_covar)
         base = torch.where(base > 0, base, torch.full_like(base, eps))
         failed = bad
         for i in range(1, CHOLESKY_RETRIES + 1):

@@ -288,7 +288,11 @@ def m_step(
         nk, means_c, covariances = _reseed(
             cov, nk, means_c, covariances, stats, empty, points.double() - shift64
         )
-    prec_chol, covariances = cov.factorize(covariances, reg_covar, eps, events)
+    # Scale of the raw second moments that were centred: their rounding error
+    # (eps times it) bounds what extra regularisation may be needed.
+    raw = cov._diagonal_scale(stats.s2)
+    raw = raw / (nk if raw.shape[0] == nk.shape[0] else nk.sum())
+    prec_chol, covariances = cov.factorize(covariances, reg_covar, eps, events, scale=raw)
     return GMMParams(
         weights=nk / nk.sum(),
         means=means_c + shift64,
