@@ -19,7 +19,7 @@ from sklearn.mixture import GaussianMixture as SKGaussianMixture
 from gaussmix import CovarianceError, GaussianMixture
 from gaussmix.covariance import CHOLESKY_RETRIES, CovarianceWarning, RETRY_FACTOR
 from gaussmix.data import iter_chunks
-from gaussmix.em import EmptyComponentWarning, e_step, m_step, worst_explained
+from gaussmix.em import EmptyComponentWarning, e_step, m_step, run_em, worst_explained
 from gaussmix.params import GMMParams
 from gaussmix.stats import SuffStats
 
@@ -218,6 +218,31 @@ def test_empty_component_is_reseeded_on_worst_explained_point(batch_size):
     pooled = np.tensordot(nk, sk.covariances_[:2], axes=1) / nk.sum()
     np.testing.assert_allclose(gm.covariances_[2], pooled, rtol=1e-8, atol=1e-8)
     np.testing.assert_allclose(gm.weights_[2], 1.0 / (n + 1), rtol=1e-10)
+
+
+def test_reseed_without_gather_in_a_reduced_fit_splits_the_widest_component():
+    # With a reduce (distributed) but no gather, every rank must agree without
+    # communication: the point is one standard deviation from the mean of the
+    # component of largest spread mass, along its most variable feature.
+    X = _blobs()
+    init = _far_init(X)
+    params = GMMParams(
+        weights=torch.tensor(init["weights_init"]), means=torch.tensor(init["means_init"]),
+        precisions_cholesky=torch.eye(3, dtype=torch.float64).expand(3, 3, 3).contiguous(),
+        covariance_type="full",
+    )
+    Xt = torch.tensor(X)
+    with pytest.warns(EmptyComponentWarning):
+        result = run_em(lambda: iter_chunks(Xt, None, 50), params, reg_covar=1e-6, tol=0,
+                        max_iter=1, reduce=lambda stats: stats)
+    sk = SKGaussianMixture(3, tol=0, max_iter=1, **init).fit(X)
+    var = np.diagonal(sk.covariances_[:2], axis1=1, axis2=2)
+    k = int(np.argmax(sk.weights_[:2] * var.mean(1)))
+    axis = int(np.argmax(var[k]))
+    expected = sk.means_[k].copy()
+    expected[axis] += np.sqrt(var[k, axis])
+    np.testing.assert_allclose(result.params.means[2].numpy(), expected, rtol=1e-8, atol=1e-8)
+    assert [e["kind"] for e in result.events] == ["reseed"]
 
 
 def test_reseeded_fit_is_valid_and_uses_the_new_component():

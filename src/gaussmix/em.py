@@ -28,6 +28,7 @@ __all__ = [
     "m_step",
     "empty_components",
     "worst_explained",
+    "split_points",
     "EMResult",
     "run_em",
     "EmptyComponentWarning",
@@ -204,10 +205,44 @@ def worst_explained(
     if values is None:
         raise ValueError("No data to fit: the data source yielded no chunk.")
     if gather is not None:
+        # Same shapes on every rank (a shard may hold fewer candidates).
+        short = n_points - values.shape[0]
+        if short > 0:
+            values = torch.cat([values, values.new_full((short,), math.inf)])
+            points = torch.cat([points, points.new_zeros(short, points.shape[1])])
         values, points = gather(values), gather(points)
         order = torch.sort(values, stable=True).indices[:n_points]
         values, points = values[order], points[order]
     return points[values < math.inf]
+
+
+def split_points(stats: SuffStats, shift: torch.Tensor, covariance_type: str, reg_covar: float,
+                 eps: float, n_points: int) -> torch.Tensor:
+    """Re-seed points from the statistics alone (no extra pass, no collective).
+
+    The component with the largest spread mass (count times mean variance)
+    is split: the points lie one standard deviation from its mean, along its
+    most variable feature, alternately on either side.  Every rank of a
+    distributed fit computes the same points from the all-reduced totals.
+
+    Returns
+    -------
+    Tensor (n_points, D) in float64, original coordinates.
+    """
+    cov = get_covariance_type(covariance_type)
+    nk = stats.nk + 10.0 * eps
+    means_c = stats.s1 / nk.unsqueeze(1)
+    mats = cov._matrix_view(cov.covariances_from_stats(nk, means_c, stats.s2, reg_covar))
+    var = torch.diagonal(mats, dim1=-2, dim2=-1) if mats.dim() == 3 else mats
+    var = var.expand(nk.shape[0], means_c.shape[1]).clamp_min(0.0)
+    mass = torch.where(empty_components(stats), -math.inf, stats.nk * var.mean(1))
+    k = int(torch.argmax(mass))
+    axis = int(torch.argmax(var[k]))
+    step = torch.zeros_like(means_c[k])
+    step[axis] = torch.sqrt(var[k, axis])
+    signs = torch.tensor([1.0 if i % 2 == 0 else -1.0 for i in range(n_points)],
+                         dtype=step.dtype, device=step.device)
+    return means_c[k] + shift.double() + signs[:, None] * step
 
 
 def _reseed(cov, nk, means_c, covariances, stats, empty, points_c):
@@ -369,8 +404,11 @@ def run_em(
     start_iter, lower_bounds : int, list, optional
         Resume state (from a checkpoint).
     gather : callable, optional
-        Concatenates a tensor across ranks; needed in distributed fits only
-        when a component must be re-seeded (see :func:`worst_explained`).
+        Concatenates a tensor across ranks (an all-gather), so that a re-seed
+        uses the worst-explained samples of all ranks (see
+        :func:`worst_explained`).  When ``reduce`` is given without
+        ``gather``, re-seeding uses :func:`split_points` instead, which needs
+        no communication.
 
     Returns
     -------
@@ -409,7 +447,12 @@ def run_em(
         if bool(empty.any()):
             # Rare: one more E-step pass under the same parameters finds the
             # samples the current model explains worst.
-            points = worst_explained(chunks(), params, int(empty.sum()), gather)
+            if reduce is not None and gather is None:
+                # Distributed without a gather: a choice every rank agrees on.
+                points = split_points(stats, shift, params.covariance_type, reg_covar, eps,
+                                      int(empty.sum()))
+            else:
+                points = worst_explained(chunks(), params, int(empty.sum()), gather)
             reseed = (empty, points)
             comps = torch.nonzero(empty).flatten().tolist()
             warnings.warn(
