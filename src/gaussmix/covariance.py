@@ -235,8 +235,10 @@ class CovarianceType:
             if not bool(still.any()):
                 comps = torch.nonzero(failed).flatten().tolist()
                 regs = [float(r) for r in reg_i[failed]]
+                what = "The tied covariance" if self.name == "tied" else (
+                    f"The covariance of component(s) {comps}")
                 warnings.warn(
-                    f"The covariance of component(s) {comps} was not positive definite "
+                    f"{what} was not positive definite "
                     f"with reg_covar={reg_covar:g}; its diagonal regularisation was raised "
                     f"to {max(regs):.3g} (retry {i} of at most {CHOLESKY_RETRIES}). "
                     f"Increase reg_covar, scale the input data, or remove constant or "
