@@ -1,6 +1,7 @@
 """gaussmix: Gaussian mixture models fitted by EM on PyTorch."""
 
-from .covariance import COVARIANCE_TYPES, CovarianceError
+from .covariance import COVARIANCE_TYPES, CovarianceError, CovarianceWarning
+from .em import EmptyComponentWarning
 from .estep import gmm_e_step
 from .estimator import GaussianMixture
 from .params import GMMParams
@@ -10,6 +11,8 @@ __version__ = "0.1.0"
 __all__ = [
     "COVARIANCE_TYPES",
     "CovarianceError",
+    "CovarianceWarning",
+    "EmptyComponentWarning",
     "GMMParams",
     "GaussianMixture",
     "gmm_e_step",

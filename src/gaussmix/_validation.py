@@ -118,7 +118,7 @@ def as_tensor_2d(X, *, name="X", device=None, dtype=None, n_features=None,
         if a.dtype.kind not in "fiub":
             try:
                 a = a.astype(np.float64)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise ValueError(
                     f"{name} must be numeric; found values of type {a.dtype}. Convert or drop "
                     f"the non-numeric columns."
@@ -126,22 +126,25 @@ def as_tensor_2d(X, *, name="X", device=None, dtype=None, n_features=None,
         t = _numpy_to_tensor(a)
     if t.ndim != 2:
         hint = (" Reshape your data with X.reshape(-1, 1) if it has a single feature or "
-                "X.reshape(1, -1) if it contains a single sample.") if t.ndim == 1 else ""
+                "X.reshape(1, -1) if it contains a single sample.") if t.ndim == 1 else (
+                " Pass a 2D array of shape (n_samples, n_features), e.g. "
+                "X.reshape(len(X), -1).")
         raise ValueError(f"Expected a 2D array for {name}, got a {t.ndim}D array instead.{hint}")
     if t.shape[0] < min_samples:
         raise ValueError(
             f"Found array with {t.shape[0]} sample(s) (shape={tuple(t.shape)}) while a minimum "
-            f"of {min_samples} is required by {estimator_name}."
+            f"of {min_samples} is required by {estimator_name}. Provide at least "
+            f"{min_samples} samples."
         )
     if t.shape[1] < 1:
         raise ValueError(
             f"Found array with 0 feature(s) (shape={tuple(t.shape)}) while a minimum of 1 is "
-            f"required by {estimator_name}."
+            f"required by {estimator_name}. Provide at least one feature column."
         )
     if n_features is not None and t.shape[1] != n_features:
         raise ValueError(
             f"X has {t.shape[1]} features, but {estimator_name} is expecting {n_features} "
-            f"features as input."
+            f"features as input. Pass data with the same {n_features} columns as at fit time."
         )
     if not t.is_floating_point():
         t = t.to(torch.float64)
@@ -165,7 +168,10 @@ def check_sample_weight(sample_weight, n_samples: int, device, dtype) -> torch.T
     else:
         a = np.asarray(sample_weight)
         if a.dtype.kind not in "fiub":
-            raise ValueError("sample_weight must be numeric.")
+            raise ValueError(
+                f"sample_weight must be numeric, got values of type {a.dtype}; pass an array "
+                f"of non-negative numbers, one per sample."
+            )
         w = _numpy_to_tensor(a).to(device=device, dtype=dtype)
     if w.ndim != 1 or w.shape[0] != n_samples:
         raise ValueError(
@@ -179,7 +185,10 @@ def check_sample_weight(sample_weight, n_samples: int, device, dtype) -> torch.T
             "sample. Use weights >= 0."
         )
     if not bool((w > 0).any()):
-        raise ValueError("sample_weight sums to zero: at least one sample needs a positive weight.")
+        raise ValueError(
+            "sample_weight sums to zero: at least one sample needs a positive weight. "
+            "Give the samples to fit a weight > 0."
+        )
     return w
 
 

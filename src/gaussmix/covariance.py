@@ -22,6 +22,7 @@ spherical   (K,)           (K,)
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -30,13 +31,26 @@ __all__ = [
     "COVARIANCE_TYPES",
     "get_covariance_type",
     "CovarianceError",
+    "CovarianceWarning",
+    "CHOLESKY_RETRIES",
+    "RETRY_FACTOR",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
+#: How many times a covariance that cannot be factorised is retried with more
+#: regularisation before :class:`CovarianceError` is raised.
+CHOLESKY_RETRIES = 4
+#: Factor by which the regularisation grows at each retry.
+RETRY_FACTOR = 10.0
+
 
 class CovarianceError(ValueError):
     """A covariance matrix could not be factorised (not positive definite)."""
+
+
+class CovarianceWarning(UserWarning):
+    """A covariance needed more regularisation than ``reg_covar`` to be factorised."""
 
 
 def _ill_defined_message(what: str) -> str:
@@ -46,6 +60,12 @@ def _ill_defined_message(what: str) -> str:
         f"samples). Try to decrease the number of components, increase reg_covar, or "
         f"scale the input data."
     )
+
+
+_FLOAT64_HINT = (
+    " The numerical accuracy can also be improved by fitting in float64 "
+    "(dtype='float64') instead of float32."
+)
 
 
 class CovarianceType:
@@ -108,10 +128,135 @@ class CovarianceType:
         raise NotImplementedError
 
     # -- factors ------------------------------------------------------------
-    def precisions_cholesky(self, covariances: torch.Tensor) -> torch.Tensor:
-        """Cholesky factor of the precision from covariances; raises
-        :class:`CovarianceError` with an actionable message when not SPD."""
+    #: What a failed factorisation is called in error messages.
+    _what = "a covariance matrix is not positive definite"
+
+    def _try_factor(self, covariances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Precision Cholesky factors and a boolean mask (one entry per matrix)
+        of the matrices that could not be factorised (their factors are junk)."""
         raise NotImplementedError
+
+    def _matrix_view(self, covariances: torch.Tensor) -> torch.Tensor:
+        """``covariances`` with one leading entry per matrix (K, or 1 for tied)."""
+        return covariances
+
+    def _add_to_diagonal(self, covariances: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+        """A copy of ``covariances`` with ``amount`` (one value per matrix) added
+        to each matrix's diagonal."""
+        raise NotImplementedError
+
+    def _diagonal_scale(self, covariances: torch.Tensor) -> torch.Tensor:
+        """Mean absolute diagonal entry of each matrix (its variance scale)."""
+        raise NotImplementedError
+
+    def precisions_cholesky(self, covariances: torch.Tensor) -> torch.Tensor:
+        """Cholesky factor of the precision from covariances.
+
+        Raises
+        ------
+        CovarianceError
+            With an actionable message when a covariance is not positive
+            definite (no retry; see :meth:`factorize` for the retrying form).
+        """
+        prec_chol, bad = self._try_factor(covariances)
+        if bool(bad.any()):
+            raise CovarianceError(_ill_defined_message(self._what))
+        return prec_chol
+
+    def factorize(
+        self,
+        covariances: torch.Tensor,
+        reg_covar: float,
+        eps: float,
+        events: list | None = None,
+        scale: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Precision Cholesky factors, retrying failed matrices with more regularisation.
+
+        A covariance that is not positive definite (after ``reg_covar`` was
+        added by :meth:`covariances_from_stats`) is retried with its diagonal
+        regularisation raised to ``b * RETRY_FACTOR**i`` for
+        ``i = 1 .. CHOLESKY_RETRIES``, where ``b = max(reg_covar, eps * s)``
+        and ``s`` is the scale of the second moments the covariance was
+        computed from (``scale``; by default the mean absolute diagonal entry
+        of the matrix; ``b = eps`` if everything is zero).  ``eps * s`` is the
+        rounding error of that computation, so the extra regularisation stays
+        within a few orders of magnitude of the noise.  Only the failing
+        matrices change; each retry that succeeds emits a
+        :class:`CovarianceWarning` saying what was added.
+
+        Parameters
+        ----------
+        covariances : Tensor
+            Regularised covariances (float64), as from
+            :meth:`covariances_from_stats`.
+        reg_covar : float
+            The regularisation already in ``covariances``.
+        eps : float
+            Machine epsilon of the data's dtype.
+        events : list, optional
+            Receives one ``dict(kind="regularization", components=[...],
+            reg_covar=[...], retries=i)`` per successful retry.
+        scale : Tensor, optional
+            One non-negative value per matrix (K, or 1 for tied): the mean
+            diagonal second moment that was centred to give the covariance.
+
+        Returns
+        -------
+        prec_chol : Tensor
+        covariances : Tensor
+            The covariances actually factorised (with any extra regularisation).
+
+        Raises
+        ------
+        CovarianceError
+            If a covariance is not finite, or still fails after the last retry.
+        """
+        prec_chol, bad = self._try_factor(covariances)
+        if not bool(bad.any()):
+            return prec_chol, covariances
+        hint = _FLOAT64_HINT if eps > 1e-10 else ""
+        mats = self._matrix_view(covariances)
+        finite = torch.isfinite(mats.reshape(mats.shape[0], -1)).all(1)
+        if not bool(finite.all()):
+            raise CovarianceError(
+                _ill_defined_message(self._what + ", with non-finite entries") + hint
+            )
+        if scale is None:
+            scale = self._diagonal_scale(covariances)
+        base = torch.clamp(scale.to(mats.dtype) * eps, min=reg_covar)
+        base = torch.where(base > 0, base, torch.full_like(base, eps))
+        failed = bad
+        for i in range(1, CHOLESKY_RETRIES + 1):
+            reg_i = base * RETRY_FACTOR**i
+            extra = torch.where(failed, reg_i - reg_covar, torch.zeros_like(reg_i))
+            trial = self._add_to_diagonal(covariances, extra)
+            prec_chol, still = self._try_factor(trial)
+            if not bool(still.any()):
+                comps = torch.nonzero(failed).flatten().tolist()
+                regs = [float(r) for r in reg_i[failed]]
+                what = "The tied covariance" if self.name == "tied" else (
+                    f"The covariance of component(s) {comps}")
+                warnings.warn(
+                    f"{what} was not positive definite "
+                    f"with reg_covar={reg_covar:g}; its diagonal regularisation was raised "
+                    f"to {max(regs):.3g} (retry {i} of at most {CHOLESKY_RETRIES}). "
+                    f"Increase reg_covar, scale the input data, or remove constant or "
+                    f"duplicated features to avoid this." + hint,
+                    CovarianceWarning,
+                    stacklevel=3,
+                )
+                if events is not None:
+                    events.append(
+                        dict(kind="regularization", components=comps, reg_covar=regs, retries=i)
+                    )
+                return prec_chol, trial
+        limit = float((base * RETRY_FACTOR**CHOLESKY_RETRIES).max())
+        raise CovarianceError(
+            _ill_defined_message(self._what)
+            + f" Retrying with the regularisation raised up to {limit:.3g} "
+            f"({CHOLESKY_RETRIES} retries) did not help." + hint
+        )
 
     def precisions_cholesky_from_precisions(self, precisions: torch.Tensor) -> torch.Tensor:
         """Cholesky factor of the precision from precisions."""
@@ -152,14 +297,16 @@ class CovarianceType:
         raise NotImplementedError
 
 
-def _cholesky_upper_inverse(cov: torch.Tensor, what: str) -> torch.Tensor:
-    """Upper-triangular U with U U^T = cov^{-1}, batched over leading dims."""
+def _cholesky_upper_inverse(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Upper-triangular U with U U^T = cov^{-1}, batched over leading dims, and
+    the flat mask of matrices whose Cholesky factorisation failed."""
     chol, info = torch.linalg.cholesky_ex(cov)
-    if bool((info != 0).any()):
-        raise CovarianceError(_ill_defined_message(what))
+    bad = (info != 0).reshape(-1)
+    if bool(bad.any()):
+        return cov, bad
     eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device).expand_as(cov)
     inv_lower = torch.linalg.solve_triangular(chol, eye, upper=False)
-    return inv_lower.transpose(-1, -2)
+    return inv_lower.transpose(-1, -2), bad
 
 
 def _check_symmetric_pd(mats: torch.Tensor, name: str) -> None:
@@ -201,8 +348,20 @@ class Full(CovarianceType):
         cov[:, idx, idx] += reg_covar
         return cov
 
-    def precisions_cholesky(self, covariances):
-        return _cholesky_upper_inverse(covariances, "a covariance matrix is not positive definite")
+    def _try_factor(self, covariances):
+        return _cholesky_upper_inverse(covariances)
+
+    def _matrix_view(self, covariances):
+        return covariances.reshape(-1, *covariances.shape[-2:])
+
+    def _add_to_diagonal(self, covariances, amount):
+        mats = self._matrix_view(covariances).clone()
+        idx = torch.arange(mats.shape[-1], device=mats.device)
+        mats[:, idx, idx] += amount.to(mats.dtype).unsqueeze(1)
+        return mats.reshape(covariances.shape)
+
+    def _diagonal_scale(self, covariances):
+        return torch.diagonal(self._matrix_view(covariances), dim1=-2, dim2=-1).abs().mean(-1)
 
     def precisions_cholesky_from_precisions(self, precisions):
         # U = flip(chol(flip(P))) gives an upper-triangular U with U U^T = P.
@@ -256,8 +415,11 @@ class Tied(CovarianceType):
         cov[idx, idx] += reg_covar
         return cov
 
-    def precisions_cholesky(self, covariances):
-        return _cholesky_upper_inverse(covariances, "the tied covariance is not positive definite")
+    _what = "the tied covariance is not positive definite"
+    _try_factor = Full._try_factor
+    _matrix_view = Full._matrix_view
+    _add_to_diagonal = Full._add_to_diagonal
+    _diagonal_scale = Full._diagonal_scale
 
     precisions_cholesky_from_precisions = Full.precisions_cholesky_from_precisions
     precisions = Full.precisions
@@ -293,10 +455,23 @@ class Diag(CovarianceType):
     def covariances_from_stats(self, nk, means_c, s2, reg_covar):
         return s2 / nk[:, None] - means_c * means_c + reg_covar
 
-    def precisions_cholesky(self, covariances):
-        if bool((covariances <= 0.0).any()) or not bool(torch.isfinite(covariances).all()):
-            raise CovarianceError(_ill_defined_message("a variance is not positive"))
-        return torch.rsqrt(covariances)
+    _what = "a variance is not positive"
+
+    def _try_factor(self, covariances):
+        mats = self._matrix_view(covariances)
+        bad = ((mats <= 0.0) | ~torch.isfinite(mats)).any(1)
+        return torch.rsqrt(covariances), bad
+
+    def _matrix_view(self, covariances):
+        # One row of variances per component (spherical: a single variance).
+        return covariances.reshape(covariances.shape[0], -1)
+
+    def _add_to_diagonal(self, covariances, amount):
+        mats = self._matrix_view(covariances) + amount.to(covariances.dtype).unsqueeze(1)
+        return mats.reshape(covariances.shape)
+
+    def _diagonal_scale(self, covariances):
+        return self._matrix_view(covariances).abs().mean(1)
 
     def precisions_cholesky_from_precisions(self, precisions):
         return torch.sqrt(precisions)
@@ -317,7 +492,10 @@ class Diag(CovarianceType):
 
     def check_spd(self, mats, name):
         if bool((mats <= 0).any()):
-            raise ValueError(f"'{name}' must be positive; found a non-positive entry.")
+            raise ValueError(
+                f"'{name}' must be positive; found a non-positive entry. Pass precisions "
+                f"(inverse variances) > 0."
+            )
 
 
 class Spherical(Diag):

@@ -10,6 +10,7 @@ the chunks come from and in the ``reduce`` applied to the totals.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -25,9 +26,22 @@ __all__ = [
     "chunk_stats",
     "accumulate",
     "m_step",
+    "empty_components",
+    "worst_explained",
+    "split_points",
     "EMResult",
     "run_em",
+    "EmptyComponentWarning",
+    "EMPTY_FRACTION",
 ]
+
+#: A component whose effective count falls below this fraction of one
+#: (average) sample's weight has lost all its points and is re-seeded.
+EMPTY_FRACTION = 1e-3
+
+
+class EmptyComponentWarning(UserWarning):
+    """A component lost all its points during EM and was re-seeded."""
 
 Chunks = Iterable[tuple[torch.Tensor, "torch.Tensor | None"]]
 
@@ -119,12 +133,147 @@ def accumulate(chunks: Chunks, params: GMMParams) -> SuffStats:
     return total
 
 
+def _check_finite_stats(stats: SuffStats) -> None:
+    if not bool(torch.isfinite(stats.flatten()).all()):
+        raise ValueError(
+            "EM produced non-finite sufficient statistics (an overflow: the data's squared "
+            "distances exceed the range of its dtype, or the parameters are degenerate). "
+            "Scale the input data (e.g. sklearn.preprocessing.StandardScaler), fit in "
+            "float64 (dtype='float64'), or increase reg_covar."
+        )
+
+
+def empty_components(stats: SuffStats) -> torch.Tensor:
+    """Components that have lost all their points.
+
+    A component is empty when its effective count is below
+    :data:`EMPTY_FRACTION` of the weight of one average sample
+    (``stats.weight / stats.count``).
+
+    Parameters
+    ----------
+    stats : SuffStats
+
+    Returns
+    -------
+    Tensor (K,) of bool
+    """
+    one_sample = stats.weight / stats.count.clamp_min(1.0)
+    return stats.nk < EMPTY_FRACTION * one_sample
+
+
+def worst_explained(
+    chunks: Chunks,
+    params: GMMParams,
+    n_points: int,
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The ``n_points`` samples with the lowest log-likelihood under ``params``.
+
+    One pass over the chunks keeps, per chunk, only the best candidates, so
+    memory stays ``O(n_points * D)`` whatever the data size; ties are broken
+    by position in the data, so the result does not depend on the chunking.
+    Samples of zero weight are never chosen.
+
+    Parameters
+    ----------
+    chunks : iterable of (X_chunk, weight_chunk)
+    params : GMMParams
+    n_points : int
+    gather : callable, optional
+        In a distributed fit, concatenates a tensor across ranks (in rank
+        order), so that every rank chooses the same points.
+
+    Returns
+    -------
+    Tensor (M, D) in float64, ``M <= n_points`` (fewer only when fewer
+    samples have a positive weight).
+    """
+    values = points = None
+    for xb, wb in chunks:
+        _, lpn = e_step(xb, params)
+        lpn = lpn.double()
+        if wb is not None:
+            lpn = lpn.masked_fill(wb <= 0, math.inf)
+        order = torch.sort(lpn, stable=True).indices[:n_points]
+        v, x = lpn[order], xb[order].double()
+        if values is not None:
+            v, x = torch.cat([values, v]), torch.cat([points, x])
+            order = torch.sort(v, stable=True).indices[:n_points]
+            v, x = v[order], x[order]
+        values, points = v, x
+    if values is None:
+        raise ValueError("No data to fit: the data source yielded no chunk.")
+    if gather is not None:
+        # Same shapes on every rank (a shard may hold fewer candidates).
+        short = n_points - values.shape[0]
+        if short > 0:
+            values = torch.cat([values, values.new_full((short,), math.inf)])
+            points = torch.cat([points, points.new_zeros(short, points.shape[1])])
+        values, points = gather(values), gather(points)
+        order = torch.sort(values, stable=True).indices[:n_points]
+        values, points = values[order], points[order]
+    return points[values < math.inf]
+
+
+def split_points(stats: SuffStats, shift: torch.Tensor, covariance_type: str, reg_covar: float,
+                 eps: float, n_points: int) -> torch.Tensor:
+    """Re-seed points from the statistics alone (no extra pass, no collective).
+
+    The component with the largest spread mass (count times mean variance)
+    is split: the points lie one standard deviation from its mean, along its
+    most variable feature, alternately on either side.  Every rank of a
+    distributed fit computes the same points from the all-reduced totals.
+
+    Returns
+    -------
+    Tensor (n_points, D) in float64, original coordinates.
+    """
+    cov = get_covariance_type(covariance_type)
+    nk = stats.nk + 10.0 * eps
+    means_c = stats.s1 / nk.unsqueeze(1)
+    mats = cov._matrix_view(cov.covariances_from_stats(nk, means_c, stats.s2, reg_covar))
+    var = torch.diagonal(mats, dim1=-2, dim2=-1) if mats.dim() == 3 else mats
+    var = var.expand(nk.shape[0], means_c.shape[1]).clamp_min(0.0)
+    mass = torch.where(empty_components(stats), -math.inf, stats.nk * var.mean(1))
+    k = int(torch.argmax(mass))
+    axis = int(torch.argmax(var[k]))
+    step = torch.zeros_like(means_c[k])
+    step[axis] = torch.sqrt(var[k, axis])
+    signs = torch.tensor([1.0 if i % 2 == 0 else -1.0 for i in range(n_points)],
+                         dtype=step.dtype, device=step.device)
+    return means_c[k] + shift.double() + signs[:, None] * step
+
+
+def _reseed(cov, nk, means_c, covariances, stats, empty, points_c):
+    """Put each empty component on one of ``points_c`` (shifted), with the
+    count of one average sample and the count-weighted mean covariance of
+    the other components."""
+    nk, means_c = nk.clone(), means_c.clone()
+    idx = torch.nonzero(empty).flatten()
+    take = torch.arange(idx.numel(), device=idx.device) % points_c.shape[0]
+    means_c[idx] = points_c[take]
+    nk[idx] = stats.weight / stats.count.clamp_min(1.0)
+    mats = cov._matrix_view(covariances)
+    if mats.shape[0] == nk.shape[0]:  # one covariance per component (not tied)
+        keep = ~empty
+        w = stats.nk[keep]
+        pooled = (w.reshape(-1, *[1] * (mats.dim() - 1)) * mats[keep]).sum(0) / w.sum()
+        mats = mats.clone()
+        mats[idx] = pooled
+        covariances = mats.reshape(covariances.shape)
+    return nk, means_c, covariances
+
+
 def m_step(
     stats: SuffStats,
     shift: torch.Tensor,
     covariance_type: str,
     reg_covar: float,
     eps: float,
+    *,
+    reseed: tuple[torch.Tensor, torch.Tensor] | None = None,
+    events: list | None = None,
 ) -> GMMParams:
     """New parameters from summed statistics, computed in float64.
 
@@ -135,22 +284,50 @@ def m_step(
         The shift the second moments were taken around.
     covariance_type : str
     reg_covar : float
-        Non-negative amount added to every covariance diagonal.
+        Non-negative amount added to every covariance diagonal (absolute, in
+        the data's squared units).
     eps : float
-        ``10 * eps`` is added to the effective counts (as scikit-learn does) so
-        that an emptied component divides by a tiny number, not by zero.
+        Machine epsilon of the data's dtype.  ``10 * eps`` is added to the
+        effective counts (as scikit-learn does) so that an emptied component
+        divides by a tiny number, not by zero; it also sets the scale of the
+        extra regularisation of :meth:`CovarianceType.factorize`.
+    reseed : (Tensor (K,) of bool, Tensor (M, D)), optional
+        Empty components and the points (original coordinates, M >= 1) to
+        put them on; see :func:`empty_components` and :func:`worst_explained`.
+        Each re-seeded component gets the weight of one average sample and
+        the count-weighted mean covariance of the other components.
+    events : list, optional
+        Receives a record of every extra regularisation.
 
     Returns
     -------
     GMMParams
         In float64 on the statistics' device.
+
+    Raises
+    ------
+    ValueError
+        If the statistics are not finite.
+    CovarianceError
+        If a covariance cannot be factorised even after the retries of
+        :meth:`CovarianceType.factorize`.
     """
+    _check_finite_stats(stats)
     cov = get_covariance_type(covariance_type)
     nk = stats.nk + 10.0 * eps
     means_c = stats.s1 / nk.unsqueeze(1)
     shift64 = shift.double()
     covariances = cov.covariances_from_stats(nk, means_c, stats.s2, reg_covar)
-    prec_chol = cov.precisions_cholesky(covariances)
+    if reseed is not None and bool(reseed[0].any()) and reseed[1].shape[0] > 0:
+        empty, points = reseed
+        nk, means_c, covariances = _reseed(
+            cov, nk, means_c, covariances, stats, empty, points.double() - shift64
+        )
+    # Scale of the raw second moments that were centred: their rounding error
+    # (eps times it) bounds what extra regularisation may be needed.
+    raw = cov._diagonal_scale(stats.s2)
+    raw = raw / (nk if raw.shape[0] == nk.shape[0] else nk.sum())
+    prec_chol, covariances = cov.factorize(covariances, reg_covar, eps, events, scale=raw)
     return GMMParams(
         weights=nk / nk.sum(),
         means=means_c + shift64,
@@ -176,6 +353,11 @@ class EMResult:
         before the last M-step, as scikit-learn reports it).
     lower_bounds : list of float
         Its history, one value per iteration.
+    events : list of dict
+        Numerical interventions, in order: ``{"kind": "reseed", "iteration",
+        "components"}`` for re-seeded empty components and ``{"kind":
+        "regularization", "iteration", "components", "reg_covar", "retries"}``
+        for covariances that needed extra regularisation.
     """
 
     params: GMMParams
@@ -183,6 +365,7 @@ class EMResult:
     n_iter: int
     lower_bound: float
     lower_bounds: list = field(default_factory=list)
+    events: list = field(default_factory=list)
 
 
 def run_em(
@@ -197,6 +380,7 @@ def run_em(
     callback: Callable[[int, float, GMMParams], None] | None = None,
     start_iter: int = 0,
     lower_bounds: list | None = None,
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> EMResult:
     """The EM loop, shared by every way of feeding data.
 
@@ -219,14 +403,36 @@ def run_em(
         Called as ``callback(n_iter, lower_bound, params)`` after each M-step.
     start_iter, lower_bounds : int, list, optional
         Resume state (from a checkpoint).
+    gather : callable, optional
+        Concatenates a tensor across ranks (an all-gather), so that a re-seed
+        uses the worst-explained samples of all ranks (see
+        :func:`worst_explained`).  When ``reduce`` is given without
+        ``gather``, re-seeding uses :func:`split_points` instead, which needs
+        no communication.
 
     Returns
     -------
     EMResult
+
+    Notes
+    -----
+    A component that loses all its points (:func:`empty_components`) is
+    re-seeded on the worst-explained sample of the pass (one extra E-step
+    pass, only in that iteration), with an :class:`EmptyComponentWarning`
+    and a ``"reseed"`` event.  An iteration with a re-seed never counts as
+    converged, and its log-likelihood may be lower than the previous one.
+
+    Raises
+    ------
+    ValueError
+        If a pass yields non-finite statistics (overflow).
+    CovarianceError
+        If a covariance cannot be factorised even with extra regularisation.
     """
     dtype = params.means.dtype
     eps = torch.finfo(dtype).eps
     history = list(lower_bounds or [])
+    events: list = []
     converged = False
     n_iter = start_iter
     for n_iter in range(start_iter + 1, max_iter + 1):
@@ -235,13 +441,40 @@ def run_em(
         stats = accumulate(chunks(), params)
         if reduce is not None:
             stats = reduce(stats)
-        new = m_step(stats, shift, params.covariance_type, reg_covar, eps)
+        _check_finite_stats(stats)
+        empty = empty_components(stats)
+        reseed = None
+        if bool(empty.any()):
+            # Rare: one more E-step pass under the same parameters finds the
+            # samples the current model explains worst.
+            if reduce is not None and gather is None:
+                # Distributed without a gather: a choice every rank agrees on.
+                points = split_points(stats, shift, params.covariance_type, reg_covar, eps,
+                                      int(empty.sum()))
+            else:
+                points = worst_explained(chunks(), params, int(empty.sum()), gather)
+            reseed = (empty, points)
+            comps = torch.nonzero(empty).flatten().tolist()
+            warnings.warn(
+                f"Component(s) {comps} lost all their points at EM iteration {n_iter} and "
+                f"were re-seeded on the worst-explained samples. Consider fewer components "
+                f"(n_components={params.n_components}) or check the data for duplicates.",
+                EmptyComponentWarning,
+                stacklevel=2,
+            )
+            events.append(dict(kind="reseed", iteration=n_iter, components=comps))
+        step_events: list = []
+        new = m_step(
+            stats, shift, params.covariance_type, reg_covar, eps,
+            reseed=reseed, events=step_events,
+        )
+        events.extend(dict(e, iteration=n_iter) for e in step_events)
         params = new.to(dtype=dtype)
         lower_bound = stats.mean_log_likelihood
         history.append(lower_bound)
         if callback is not None:
             callback(n_iter, lower_bound, params)
-        if abs(lower_bound - prev) < tol:
+        if abs(lower_bound - prev) < tol and reseed is None:
             converged = True
             break
-    return EMResult(params, converged, n_iter, lower_bound, history)
+    return EMResult(params, converged, n_iter, lower_bound, history, events)

@@ -38,6 +38,24 @@ from .params import GMMParams
 __all__ = ["GaussianMixture"]
 
 
+def _with_remedy(message: str, min_samples: int) -> str:
+    """scikit-learn's input-validation message, completed with what to do."""
+    if "features, but" in message:
+        return message + " Pass data with the same columns as at fit time."
+    if "Found array with dim" in message:
+        return message + " Pass a 2D array of shape (n_samples, n_features)."
+    if "sample(s)" in message:
+        return message + f" Provide at least {min_samples} samples."
+    if "feature(s)" in message:
+        return message + " Provide at least one feature column."
+    if "convert" in message or "dtype" in message:
+        return (f"X must be numeric: {message}. Convert or drop the non-numeric columns "
+                f"(e.g. pandas.get_dummies or DataFrame.select_dtypes).")
+    if "Complex data" in message:
+        return message + " Pass real values."
+    return message
+
+
 class GaussianMixture(DensityMixin, BaseEstimator):
     """Gaussian mixture model fitted by expectation-maximisation, on PyTorch.
 
@@ -113,6 +131,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Mean log-likelihood per sample at the last E-step of the best run.
     lower_bounds_ : list of float
         Its history over iterations.
+    fit_events_ : list of dict
+        Numerical interventions during the best run's EM iterations (see
+        ``docs/RELIABILITY.md``): ``"reseed"`` of an emptied component,
+        ``"regularization"`` of a covariance that needed more than
+        ``reg_covar``.  Empty for a well-posed fit.
+    n_reseeds_ : int
+        Number of component re-seeds in the best run.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Set when fitted on a DataFrame with string column names.
@@ -174,6 +199,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ checks
     def _check_hyperparameters(self):
+        """Raise a ValueError naming the parameter and its valid values."""
+
         def integer(name, low):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
@@ -191,6 +218,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         integer("n_components", 1)
         integer("max_iter", 0)
         integer("n_init", 1)
+        integer("verbose", 0)
         integer("verbose_interval", 1)
         real("tol")
         real("reg_covar")
@@ -198,6 +226,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if self.init_params not in INIT_METHODS:
             raise ValueError(
                 f"Invalid init_params {self.init_params!r}: choose one of {list(INIT_METHODS)}."
+            )
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            raise ValueError(
+                f"Invalid value for 'warm_start': {self.warm_start!r}. Use True or False."
+            )
+        rs = self.random_state
+        if not (rs is None or isinstance(rs, np.random.RandomState) or (
+            isinstance(rs, numbers.Integral) and not isinstance(rs, bool) and 0 <= rs < 2**32
+        )):
+            raise ValueError(
+                f"Invalid value for 'random_state': {rs!r}. Use None, an integer in "
+                f"[0, 2**32 - 1] or a numpy.random.RandomState."
             )
         if self.batch_size is not None:
             v = self.batch_size
@@ -220,9 +260,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 X, device=self._device, dtype=self._dtype, n_features=self.n_features_in_,
                 min_samples=min_samples,
             )
-        arr = validate_data(
-            self, X, reset=reset, dtype=[np.float64, np.float32], ensure_min_samples=min_samples
-        )
+        try:
+            # Non-finite values are reported by as_tensor_2d, with a remedy.
+            arr = validate_data(
+                self, X, reset=reset, dtype=[np.float64, np.float32],
+                ensure_min_samples=min_samples, ensure_all_finite=False,
+            )
+        except ValueError as exc:
+            raise ValueError(_with_remedy(str(exc), min_samples)) from None
         if reset:
             return as_tensor_2d(arr, device=resolve_device(self.device), dtype=resolve_dtype(self.dtype, arr))
         return as_tensor_2d(arr, device=self._device, dtype=self._dtype)
@@ -232,12 +277,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         cov = get_covariance_type(self.covariance_type)
 
         def tensor(v, name, shape):
-            t = as_tensor_2d(np.asarray(v, dtype=np.float64) if not isinstance(v, torch.Tensor) else v,
-                             name=name) if len(shape) == 2 else None
+            if not isinstance(v, torch.Tensor):
+                try:
+                    v = np.asarray(v, dtype=np.float64)
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(
+                        f"The parameter '{name}' must be an array of numbers ({exc}); pass a "
+                        f"numeric array of shape {tuple(shape)}."
+                    ) from None
+            t = as_tensor_2d(v, name=name) if len(shape) == 2 and v.ndim == 2 else None
             if t is None:
-                t = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v, dtype=np.float64))
-                if not bool(torch.isfinite(t).all()):
-                    raise ValueError(f"'{name}' contains NaN or infinity.")
+                t = v if isinstance(v, torch.Tensor) else torch.as_tensor(v)
+                if t.is_complex() or not bool(torch.isfinite(t).all()):
+                    raise ValueError(
+                        f"The parameter '{name}' contains NaN, infinity or complex values; "
+                        f"pass finite real values."
+                    )
             if tuple(t.shape) != tuple(shape):
                 raise ValueError(
                     f"The parameter '{name}' should have the shape of {tuple(shape)}, but got "
@@ -754,6 +809,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.n_iter_ = int(result.n_iter)
         self.lower_bound_ = float(result.lower_bound)
         self.lower_bounds_ = [float(v) for v in result.lower_bounds]
+        self.fit_events_ = list(result.events)
+        self.n_reseeds_ = sum(len(e["components"]) for e in result.events if e["kind"] == "reseed")
 
     # ---------------------------------------------------------------- inference
     def _chunked(self, Xt, fn):

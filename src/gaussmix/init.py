@@ -24,6 +24,10 @@ INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 
 def _sq_dist(X: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances (B, M), clamped at zero."""
+    # Centring on the centers' mean keeps the expanded form free of
+    # cancellation for data with a large offset (float32 around 1e6).
+    c0 = C.mean(0)
+    X, C = X - c0, C - c0
     d = (X * X).sum(1, keepdim=True) - 2.0 * (X @ C.T) + (C * C).sum(1)
     return d.clamp_min_(0.0)
 
