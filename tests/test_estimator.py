@@ -227,7 +227,12 @@ def test_feature_mismatch_at_predict(blobs):
         gm.predict(torch.from_numpy(blobs[:, :2]))
 
 
-def test_ill_defined_covariance_message():
+def test_collapsed_covariance_is_rescued_with_a_warning():
+    """Three repeated points with reg_covar=0: scikit-learn raises; we regularise, warn, and stay finite."""
+    from gaussmix.covariance import CovarianceWarning
+
     X = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]), 10, axis=0)
-    with pytest.raises(ValueError, match="increase reg_covar"):
-        GaussianMixture(3, reg_covar=0, random_state=0).fit(X)
+    with pytest.warns(CovarianceWarning, match="reg"):
+        gm = GaussianMixture(3, reg_covar=0, random_state=0).fit(X)
+    assert np.all(np.isfinite(gm.covariances_)) and np.isfinite(gm.score(X))
+    np.testing.assert_allclose(np.sort(gm.means_[:, 0]), [0.0, 1.0, 5.0], atol=1e-9)

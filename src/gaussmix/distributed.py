@@ -214,6 +214,16 @@ class Communicator:
             self._raise_failure(failed, err, "passing over the data")
         return stats.load_flat_(buf[:n].to(flat.device))
 
+    def all_gather_cat(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate equally shaped tensors of all ranks along dim 0, in rank order."""
+        if not self.enabled:
+            return tensor
+        dist = _dist()
+        local = tensor.contiguous().to(self.comm_device())
+        parts = [torch.empty_like(local) for _ in range(dist.get_world_size(self.group))]
+        dist.all_gather(parts, local, group=self.group)
+        return torch.cat(parts).to(tensor.device)
+
     def finish(self, what: str = "finishing the fit") -> None:
         """Report any failure recorded after the last all-reduce."""
         if not self.enabled:

@@ -658,7 +658,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 result = run_em(
                     chunks, params, reg_covar=self.reg_covar, tol=self.tol,
                     max_iter=self.max_iter, lower_bound=lower_bound,
-                    reduce=comm.reduce_stats,
+                    reduce=comm.reduce_stats if comm.enabled else None,
+                    gather=comm.all_gather_cat if comm.enabled else None,
                     callback=self._fit_callback(save, checkpoint_every, init, gen_state, best, current),
                     start_iter=current.n_iter, lower_bounds=current.lower_bounds,
                 )
