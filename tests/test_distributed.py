@@ -48,6 +48,14 @@ def _init(cov_type, d=3):
     return dict(weights_init=weights, means_init=means, precisions_init=shapes[cov_type])
 
 
+def _far_model(**kw):
+    """Component 2 starts ~500 away from all data: it empties and must be re-seeded."""
+    init = _init("full")
+    init["means_init"] = init["means_init"].copy()
+    init["means_init"][2] = [300.0, 300.0, 300.0]
+    return GaussianMixture(3, tol=0, max_iter=4, **init, **kw)
+
+
 def _model(cov_type, **kw):
     return GaussianMixture(3, covariance_type=cov_type, tol=1e-8, max_iter=40, **_init(cov_type), **kw)
 
@@ -89,6 +97,9 @@ def _worker(rank, world, port, outdir):
         out[f"{ct}_means"], out[f"{ct}_weights"] = gm.means_, gm.weights_
         out[f"{ct}_cov"], out[f"{ct}_lb"] = gm.covariances_, np.array(gm.lower_bound_)
         out[f"{ct}_niter"] = np.array(gm.n_iter_)
+    # An emptied component is re-seeded on the same worst-explained point on every rank.
+    gm = _far_model(distributed=True).fit(Xs)
+    out["reseed_means"], out["reseed_n"] = gm.means_, np.array(gm.n_reseeds_)
     # Coordinated default initialisation (k-means on rank 0, broadcast).
     gm = GaussianMixture(3, random_state=rank, max_iter=3, distributed=True).fit(Xs)
     out["kmeans_means"] = gm.means_
@@ -178,6 +189,17 @@ def test_sources_and_checkpoints_on_ranks(ranks):
         np.testing.assert_array_equal(arrays[r]["ckpt_a"], arrays[r]["ckpt_b"])
         assert bool(arrays[r]["ckpt_resumed"])
         _close(arrays[r]["after_errors_means"], _model("spherical").fit(X, sample_weight=w).means_)
+
+
+@pytest.mark.filterwarnings("ignore::gaussmix.EmptyComponentWarning")
+def test_reseed_across_ranks_equals_single_process(ranks):
+    arrays, _ = ranks
+    X, _ = _data()
+    ref = _far_model().fit(X)
+    assert ref.n_reseeds_ >= 1
+    for r in range(WORLD):
+        assert int(arrays[r]["reseed_n"]) == ref.n_reseeds_
+        _close(arrays[r]["reseed_means"], ref.means_)
 
 
 def test_initialisation_is_coordinated(ranks):
