@@ -479,10 +479,11 @@ def select_model(
     values = np.array(rows[criterion], dtype=np.float64)
     eligible = np.array([g != "excluded" for g in rows["guard"]]) & np.isfinite(values)
     if not eligible.any():
+        t, k, _, why = events[0] if events else (types[0], ks[0], "", "non-finite criterion")
         raise ValueError(
-            "No admissible candidate: every fit in the grid collapsed or failed. Use fewer "
-            "components, increase reg_covar, scale the data, or pass degenerate='flag' to "
-            "keep collapsed fits."
+            f"No admissible candidate: every fit in the grid collapsed or failed (first: "
+            f"{t} K={k}: {why}). Use fewer components, increase reg_covar, scale the data, "
+            f"or pass degenerate='flag' to keep collapsed fits."
         )
     best = int(np.flatnonzero(eligible)[np.argmin(values[eligible])])
     rows["selected"][best] = True
