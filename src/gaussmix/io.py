@@ -24,6 +24,7 @@ import io as _io
 import json
 import math
 import os
+import struct
 import zipfile
 import zlib
 
@@ -46,6 +47,12 @@ __all__ = [
 
 FORMAT_NAME = "gaussmix-model"
 FORMAT_VERSION = 1
+# Everything zipfile/zlib may raise on a damaged archive (NotImplementedError,
+# a RuntimeError, for nonsense version or compression fields).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile, EOFError, OSError, zlib.error, RuntimeError, struct.error, KeyError,
+    IndexError, OverflowError, MemoryError,
+)
 _ARRAYS = ("weights", "means", "covariances", "precisions_cholesky", "precisions")
 _META = "metadata.json"
 # Metadata is small; refuse to inflate more than this from a member.
@@ -208,7 +215,7 @@ def _open_archive(path):
     try:
         with zipfile.ZipFile(path) as zf:
             infos = {i.filename: i for i in zf.infolist()}
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+    except _ZIP_ERRORS as exc:
         raise _bad(path, f"the archive is damaged or truncated ({exc})") from None
     return infos
 
@@ -240,7 +247,7 @@ def read_metadata(path) -> dict:
         with zipfile.ZipFile(path) as zf:
             raw = zf.read(_META)
         meta = json.loads(raw.decode("utf-8"))
-    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, RuntimeError) as exc:
+    except _ZIP_ERRORS as exc:
         raise _bad(path, f"the metadata cannot be read ({exc})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _bad(path, f"the metadata is not valid JSON ({exc})") from None
@@ -313,7 +320,7 @@ def _read_arrays(path, infos, kind, k, d, dtype) -> dict:
                     )
                 buf.seek(0)
                 out[name] = np.lib.format.read_array(buf, allow_pickle=False)
-    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, KeyError, RuntimeError) as exc:
+    except _ZIP_ERRORS as exc:
         raise _bad(path, f"an array cannot be read ({exc})") from None
     except _NpyHeaderError as exc:
         raise _bad(path, f"an array is not a plain numeric .npy array ({exc})") from None
@@ -361,7 +368,9 @@ def load(path, device=None) -> GaussianMixture:
     ----------
     path : str or path-like
     device : str or torch.device, optional
-        Where the loaded model computes (default: the CPU).
+        Where the loaded model computes (default: the CPU); it also becomes
+        the model's ``device`` parameter (the device the model was fitted on
+        is not restored, as it may not exist on this machine).
 
     Returns
     -------
@@ -384,7 +393,8 @@ def load(path, device=None) -> GaussianMixture:
     infos = _open_archive(path)
     arrays = _read_arrays(path, infos, kind, k, d, dtype)
     params = _check_params(path, meta.get("estimator_params", {}))
-    params.update(n_components=k, covariance_type=kind)
+    # The fitting device of the saver's machine need not exist here.
+    params.update(n_components=k, covariance_type=kind, device=device)
     est = GaussianMixture(**params)
     try:
         est._check_hyperparameters()
