@@ -269,10 +269,11 @@ def _report_warnings(caught) -> None:
             _warn_line(text)
 
 
-def _read(args, path):
+def _read(args, path, prefer=None):
     from .io import read_data
 
-    return read_data(path, columns=args.columns, header=args.header, delimiter=args.delimiter)
+    return read_data(path, columns=args.columns, header=args.header, delimiter=args.delimiter,
+                     prefer=prefer)
 
 
 def _load_model(path):
@@ -282,19 +283,19 @@ def _load_model(path):
     return load(path), meta
 
 
-def _align_features(model, meta, X, names, path, explicit_columns) -> "object":
-    """Pick the model's features out of the data, by name when possible."""
+def _model_data(args, model, meta):
+    """The data file's columns for the model: its features by name when the
+    header has them all, else every (or every --columns) column."""
+    X, names = _read(args, args.data, prefer=meta.get("feature_names"))
     d = model.n_features_in_
     model_names = meta.get("feature_names")
-    if not explicit_columns and model_names and all(n in names for n in model_names):
-        return X[:, [names.index(n) for n in model_names]]
     if X.shape[1] != d:
         expect = f" ({', '.join(model_names)})" if model_names else ""
         raise UsageError(
-            f"{path}: {X.shape[1]} column(s) but the model expects {d} feature(s){expect}; "
+            f"{args.data}: {X.shape[1]} column(s) but the model expects {d} feature(s){expect}; "
             f"choose them with --columns"
         )
-    return X
+    return X.astype("float32") if meta["dtype"] == "float32" else X
 
 
 def _open_out(path):
@@ -364,18 +365,22 @@ def _run_selection(X, ks, types, criterion, seed, device, progress, **kw):
 def _cmd_fit(args) -> int:
     from .io import save_model
 
-    X, names = _read(args, args.data)
+    # Cheap checks of the options first, then the (possibly large) data.
     ks = parse_components(args.n_components)
     types = _parse_types(args.covariance_type)
-    for name in ("n_init", "max_iter"):
-        if getattr(args, name) < (1 if name == "n_init" else 0):
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
-    if not (args.tol >= 0 and math.isfinite(args.tol)) or not (args.reg_covar >= 0 and math.isfinite(args.reg_covar)):
-        raise UsageError("--tol and --reg-covar must be finite numbers >= 0")
+    if args.n_init < 1:
+        raise UsageError("--n-init must be an integer >= 1")
+    if args.max_iter < 0:
+        raise UsageError("--max-iter must be an integer >= 0")
+    for name in ("tol", "reg_covar"):
+        v = getattr(args, name)
+        if not (v >= 0 and math.isfinite(v)):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
+    X, names = _read(args, args.data)
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     try:
         sel, caught = _run_selection(
-            X, ks, types, args.criterion, args.seed, args.device, progress and not args.json,
+            X, ks, types, args.criterion, args.seed, args.device, progress,
             n_init=args.n_init, degenerate=args.degenerate, max_iter=args.max_iter,
             tol=args.tol, reg_covar=args.reg_covar, dtype=args.dtype,
         )
@@ -457,9 +462,7 @@ def _cmd_demo(args) -> int:
 
 def _cmd_predict(args) -> int:
     model, meta = _load_model(args.model)
-    X, names = _read(args, args.data)
-    X = _align_features(model, meta, X, names, args.data, args.columns is not None)
-    Xm = X.astype("float32") if meta["dtype"] == "float32" else X
+    Xm = _model_data(args, model, meta)
     try:
         labels = model.predict(Xm)
         proba = model.predict_proba(Xm) if args.proba else None
@@ -483,14 +486,12 @@ def _cmd_score(args) -> int:
     from .selection import information_criteria
 
     model, meta = _load_model(args.model)
-    X, names = _read(args, args.data)
-    X = _align_features(model, meta, X, names, args.data, args.columns is not None)
-    Xm = X.astype("float32") if meta["dtype"] == "float32" else X
+    Xm = _model_data(args, model, meta)
     try:
         crit = information_criteria(model, Xm)
     except ValueError as exc:
         raise UsageError(f"{args.data}: {exc}") from None
-    n = X.shape[0]
+    n = Xm.shape[0]
     out = {
         "n_samples": n,
         "mean_log_likelihood": crit["log_likelihood"] / n,

@@ -458,9 +458,15 @@ def _parse_float(text: str):
         return None
 
 
-def _select_columns(names: list[str], columns, where: str) -> list[int]:
-    """Indices of the requested columns: names, or 1-based positions."""
+def _select_columns(names: list[str], columns, where: str, prefer=None) -> list[int]:
+    """Indices of the requested columns: names, or 1-based positions.
+
+    Without ``columns``, ``prefer`` (a model's feature names) picks those
+    columns by name when all of them are present; otherwise all columns.
+    """
     if columns is None:
+        if prefer and all(p in names for p in prefer):
+            return [names.index(p) for p in prefer]
         return list(range(len(names)))
     if isinstance(columns, str):
         columns = [c.strip() for c in columns.split(",") if c.strip()]
@@ -493,7 +499,7 @@ def _detect_delimiter(line: str, path: str) -> str:
     return best
 
 
-def _read_text(path: str, columns, header, delimiter) -> tuple[np.ndarray, list[str]]:
+def _read_text(path: str, columns, header, delimiter, prefer) -> tuple[np.ndarray, list[str]]:
     with open(path, "rb") as fh:
         raw = fh.read()
     if not raw.strip():
@@ -543,7 +549,7 @@ def _read_text(path: str, columns, header, delimiter) -> tuple[np.ndarray, list[
     if not body:
         raise DataError(f"{path}: a header but no data rows.")
     width = len(names)
-    idx = _select_columns(names, columns, path)
+    idx = _select_columns(names, columns, path, prefer)
     out = np.empty((len(body), len(idx)), dtype=np.float64)
     for i, (line_no, row) in enumerate(body):
         if len(row) != width:
@@ -609,7 +615,7 @@ def _read_npy(path: str, columns) -> tuple[np.ndarray, list[str]]:
     return a, [names[j] for j in idx]
 
 
-def _read_parquet(path: str, columns) -> tuple[np.ndarray, list[str]]:
+def _read_parquet(path: str, columns, prefer) -> tuple[np.ndarray, list[str]]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -621,7 +627,7 @@ def _read_parquet(path: str, columns) -> tuple[np.ndarray, list[str]]:
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for bad files
         raise DataError(f"{path}: cannot read it as Parquet ({type(exc).__name__}: {exc}).") from None
     names = [str(n) for n in table.column_names]
-    idx = _select_columns(names, columns, path)
+    idx = _select_columns(names, columns, path, prefer)
     cols = []
     for j in idx:
         col = table.column(j)
@@ -644,7 +650,7 @@ def _read_parquet(path: str, columns) -> tuple[np.ndarray, list[str]]:
     return np.column_stack(cols), [names[j] for j in idx]
 
 
-def read_data(path, columns=None, header=None, delimiter=None) -> tuple[np.ndarray, list[str]]:
+def read_data(path, columns=None, header=None, delimiter=None, prefer=None) -> tuple[np.ndarray, list[str]]:
     """Read a numeric table from CSV/TSV text, ``.npy`` or Parquet.
 
     Parameters
@@ -659,6 +665,10 @@ def read_data(path, columns=None, header=None, delimiter=None) -> tuple[np.ndarr
     delimiter : str, optional
         Field separator of a text file.  Default: tab for ``.tsv``, else the
         most frequent of ``,``, tab and ``;`` in the first row.
+    prefer : sequence of str, optional
+        Without ``columns``: names to select, in this order, when the header
+        has all of them (how a saved model finds its features); otherwise
+        every column is read.
 
     Returns
     -------
@@ -683,5 +693,5 @@ def read_data(path, columns=None, header=None, delimiter=None) -> tuple[np.ndarr
     if low.endswith(_NUMPY_SUFFIXES):
         return _read_npy(path, columns)
     if low.endswith(_PARQUET_SUFFIXES):
-        return _read_parquet(path, columns)
-    return _read_text(path, columns, header, delimiter)
+        return _read_parquet(path, columns, prefer)
+    return _read_text(path, columns, header, delimiter, prefer)

@@ -294,7 +294,7 @@ def _check_grid(n_components, covariance_types, criterion, degenerate, n_reseed)
 
 
 def _fit_once(X, k, cov_type, seed, n_init, device, estimator_params):
-    """One fit; returns (estimator or None, error message, converged-warning flag)."""
+    """One fit; returns (estimator, "") or (None, error message)."""
     est = GaussianMixture(
         n_components=k, covariance_type=cov_type, n_init=n_init, random_state=seed,
         device=device, **estimator_params,
@@ -417,6 +417,8 @@ def select_model(
             if est is not None and not outcome[2]["components"]:
                 chosen = outcome
                 break
+            if est is None and not _worth_reseeding(err):
+                break
         fit_time = time.perf_counter() - t0
         if chosen is not None:
             guard = "ok" if used == 1 else "reseeded"
@@ -498,6 +500,12 @@ def select_model(
         estimators_=estimators,
         criterion=criterion,
     )
+
+
+def _worth_reseeding(error: str) -> bool:
+    """Only numerical failures may go away with another start; a problem of
+    the data's size (fewer samples than components) will not."""
+    return "n_samples" not in error and "minimum of" not in error
 
 
 def _n_features(X) -> int:
