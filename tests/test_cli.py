@@ -121,7 +121,6 @@ def test_predict_score_sample_info_agree_with_the_library(fitted):
         ("predict", model, path, "--proba", "--output", pred_csv),
         ("score", model, path, "--json"),
         ("sample", model, "-n", "40", "--seed", "3"),
-        ("info", model, "--json"),
     ])
     for p in procs:
         assert p.returncode == 0, p.stderr
@@ -135,9 +134,6 @@ def test_predict_score_sample_info_agree_with_the_library(fitted):
     assert score["bic"] == pytest.approx(lib.bic(X), rel=1e-12)
     sample_lines = procs[2].stdout.splitlines()
     assert sample_lines[0] == "height,width,component" and len(sample_lines) == 41
-    info = json.loads(procs[3].stdout)
-    assert info["n_components"] == 2 and info["covariance_type"] == "diag"
-    assert info["feature_names"] == ["height", "width"]
 
 
 def test_broken_inputs_exit_2_with_one_line(tmp_path, fitted):
@@ -145,13 +141,11 @@ def test_broken_inputs_exit_2_with_one_line(tmp_path, fitted):
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "text.csv").write_text("a,b\n1,2\n3,abc\n")
     (tmp_path / "ragged.csv").write_text("a,b,c\n1,2,3\n4,5\n")
-    (tmp_path / "fake.npz").write_bytes(b"\x80\x04K\x01.")
     cases = [
         (("fit", tmp_path / "missing.csv"), ("missing.csv", "no such file")),
         (("fit", tmp_path / "empty.csv"), ("empty.csv", "empty")),
         (("fit", tmp_path / "text.csv"), ("text.csv", "line 3", "column 'b'", "'abc'")),
         (("fit", tmp_path / "ragged.csv"), ("ragged.csv", "line 3", "2 field(s), expected 3")),
-        (("predict", tmp_path / "fake.npz", path), ("fake.npz", "not a valid gaussmix model")),
     ]
     procs = run_many([a for a, _ in cases])
     for (args, needles), p in zip(cases, procs):
@@ -186,11 +180,25 @@ def test_usage_errors_in_process(capsys, tmp_path, fitted):
     assert_main_error(capsys, ("predict", model, three), "three.csv", "3 column(s)", "expects 2")
     assert_main_error(capsys, ("sample", model, "-n", "0"), "at least 1")
     assert_main_error(capsys, ("info", tmp_path / "nope.npz"), "nope.npz", "no such file")
+    (tmp_path / "fake.npz").write_bytes(b"\x80\x04K\x01.")  # a pickle
+    assert_main_error(capsys, ("predict", tmp_path / "fake.npz", path), "fake.npz",
+                      "not a valid gaussmix model")
     assert_main_error(capsys, ("nonsense",), "invalid choice")
     assert_main_error(capsys, (), "required")
     two = tmp_path / "two.csv"
     two.write_text("a\n1\n")
     assert_main_error(capsys, ("fit", two, "-k", "1"), "two.csv")
+
+
+def test_info_json_in_process(capsys, fitted):
+    d, path, X, model, _ = fitted
+    code, out, err = call(capsys, "info", model, "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    lib = gaussmix.load(model)
+    assert info["n_components"] == 2 and info["covariance_type"] == "diag"
+    assert info["feature_names"] == ["height", "width"]
+    assert info["weights"] == lib.weights_.tolist()
 
 
 def test_parse_components():

@@ -105,8 +105,8 @@ def test_grid_recovers_known_spherical_structure():
     rng = np.random.default_rng(3)
     centres = np.array([[0, 0, 0], [7, 0, 0], [0, 7, 0], [0, 0, 7]], dtype=float)
     sds = [0.6, 1.0, 1.4, 0.8]
-    X = np.concatenate([rng.normal(c, s, (200, 3)) for c, s in zip(centres, sds)])
-    sel = select_model(X, range(1, 7), TYPES, random_state=0)
+    X = np.concatenate([rng.normal(c, s, (150, 3)) for c, s in zip(centres, sds)])
+    sel = select_model(X, range(2, 6), TYPES, random_state=0)
     assert sel.best_params_ == {"n_components": 4, "covariance_type": "spherical"}
     res = sel.results_
     assert res["selected"].count(True) == 1 and res["selected"][sel.best_index_]

@@ -451,6 +451,11 @@ _NUMPY_SUFFIXES = (".npy",)
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
+def _printable(name: str) -> str:
+    """A column name as it can appear in a one-line message."""
+    return name if name.isprintable() else repr(name)
+
+
 def _parse_float(text: str):
     try:
         return float(text)
@@ -478,7 +483,7 @@ def _select_columns(names: list[str], columns, where: str, prefer=None) -> list[
         elif c.isdigit() and 1 <= int(c) <= len(names):
             out.append(int(c) - 1)
         else:
-            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            shown = ", ".join(_printable(n) for n in names[:12]) + (", ..." if len(names) > 12 else "")
             raise DataError(
                 f"{where}: column {c!r} not found (columns: {shown}); give names from the "
                 f"header or 1-based positions."
