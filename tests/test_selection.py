@@ -320,8 +320,17 @@ def test_reproducible_with_seed():
         (dict(degenerate="ignore"), "degenerate"),
         (dict(n_reseed=-1), "n_reseed"),
         (dict(covariance_type="full"), "select_model directly"),
+        (dict(max_iter=-1), "max_iter"),
+        (dict(n_init=0), "n_init"),
+        (dict(dtype="float16"), "dtype"),
+        (dict(device="nonsense"), "device"),
     ],
 )
 def test_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         select_model(np.zeros((10, 2)), **kwargs)
+
+
+def test_unknown_estimator_parameter():
+    with pytest.raises(TypeError, match="bogus.*valid ones"):
+        select_model(np.zeros((10, 2)), bogus=1)

@@ -363,6 +363,7 @@ def _run_selection(X, ks, types, criterion, seed, device, progress, **kw):
 
 # ----------------------------------------------------------------- commands
 def _cmd_fit(args) -> int:
+    from ._validation import resolve_device
     from .io import save_model
 
     # Cheap checks of the options first, then the (possibly large) data.
@@ -376,6 +377,7 @@ def _cmd_fit(args) -> int:
         v = getattr(args, name)
         if not (v >= 0 and math.isfinite(v)):
             raise UsageError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
+    resolve_device(args.device)
     X, names = _read(args, args.data)
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     try:

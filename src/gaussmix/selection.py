@@ -26,6 +26,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
+from ._validation import resolve_device, resolve_dtype
 from .covariance import get_covariance_type
 from .data import chunk_rows, iter_chunks
 from .em import e_step
@@ -388,6 +389,18 @@ def select_model(
     for name in ("n_components", "covariance_type", "random_state", "n_init", "device"):
         if name in estimator_params:
             raise ValueError(f"Pass {name!r} to select_model directly, not as an estimator parameter.")
+    # Settings errors are the caller's, not a candidate's: raise them now.
+    resolve_device(device)
+    unknown = set(estimator_params) - set(GaussianMixture().get_params())
+    if unknown:
+        raise TypeError(
+            f"Unknown GaussianMixture parameter(s) {sorted(unknown)}; valid ones are "
+            f"{sorted(GaussianMixture().get_params())}."
+        )
+    probe = GaussianMixture(n_components=ks[0], covariance_type=types[0], n_init=n_init,
+                            device=device, **estimator_params)
+    probe._check_hyperparameters()
+    resolve_dtype(probe.dtype)
     rng = check_random_state(random_state)
     base_seed = None if random_state is None else int(rng.randint(np.iinfo(np.int32).max))
     reseeds = np.random.RandomState(base_seed).randint(np.iinfo(np.int32).max, size=max(n_reseed, 1))
