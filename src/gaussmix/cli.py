@@ -298,16 +298,16 @@ def _model_data(args, model, meta):
     return X.astype("float32") if meta["dtype"] == "float32" else X
 
 
-def _open_out(path):
-    if path is None:
-        return sys.stdout, False
-    return open(path, "w", newline="", encoding="utf-8"), True
-
-
-def _write_rows(fh, header, rows) -> None:
-    fh.write(",".join(header) + "\n")
-    for r in rows:
-        fh.write(",".join(r) + "\n")
+def _write_csv(path, header, rows) -> None:
+    """Write CSV rows (lists of strings) to ``path``, or stdout when None."""
+    fh = sys.stdout if path is None else open(path, "w", newline="", encoding="utf-8")
+    try:
+        fh.write(",".join(header) + "\n")
+        for r in rows:
+            fh.write(",".join(r) + "\n")
+    finally:
+        if path is not None:
+            fh.close()
 
 
 def _num(v: float) -> str:
@@ -452,8 +452,7 @@ def _cmd_demo(args) -> int:
     ari = adjusted_rand_score(truth, model.predict(X))
     print(f"Agreement with the true labels (adjusted Rand index, 1 = perfect): {ari:.3f}")
     data_path = os.path.join(args.out, "data.csv")
-    with open(data_path, "w", encoding="utf-8") as fh:
-        _write_rows(fh, ["x1", "x2"], ([_num(a), _num(b)] for a, b in X))
+    _write_csv(data_path, ["x1", "x2"], ([_num(a), _num(b)] for a, b in X))
     model_path = os.path.join(args.out, "model.npz")
     save_model(model, model_path, feature_names=["x1", "x2"])
     written = [data_path, model_path] + _make_plots(sel, model, X, args.out)
@@ -471,16 +470,11 @@ def _cmd_predict(args) -> int:
     except ValueError as exc:
         raise UsageError(f"{args.data}: {exc}") from None
     header = ["label"] + ([f"prob_{k}" for k in range(model.n_components)] if args.proba else [])
-    fh, close = _open_out(args.output)
-    try:
-        if proba is None:
-            rows = ([str(int(v))] for v in labels)
-        else:
-            rows = ([str(int(v))] + [_num(x) for x in p] for v, p in zip(labels, proba))
-        _write_rows(fh, header, rows)
-    finally:
-        if close:
-            fh.close()
+    if proba is None:
+        rows = ([str(int(v))] for v in labels)
+    else:
+        rows = ([str(int(v))] + [_num(x) for x in p] for v, p in zip(labels, proba))
+    _write_csv(args.output, header, rows)
     return EXIT_OK
 
 
@@ -517,13 +511,8 @@ def _cmd_sample(args) -> int:
     model.random_state = args.seed
     X, comp = model.sample(args.n_samples)
     names = meta.get("feature_names") or [f"x{j + 1}" for j in range(model.n_features_in_)]
-    fh, close = _open_out(args.output)
-    try:
-        _write_rows(fh, list(names) + ["component"],
-                    ([_num(v) for v in x] + [str(int(c))] for x, c in zip(X, comp)))
-    finally:
-        if close:
-            fh.close()
+    _write_csv(args.output, list(names) + ["component"],
+               ([_num(v) for v in x] + [str(int(c))] for x, c in zip(X, comp)))
     return EXIT_OK
 
 

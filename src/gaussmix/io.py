@@ -53,7 +53,6 @@ _ZIP_ERRORS = (
     zipfile.BadZipFile, EOFError, OSError, zlib.error, RuntimeError, struct.error, KeyError,
     IndexError, OverflowError, MemoryError,
 )
-_ARRAYS = ("weights", "means", "covariances", "precisions_cholesky", "precisions")
 _META = "metadata.json"
 # Metadata is small; refuse to inflate more than this from a member.
 _MAX_META_BYTES = 1 << 20
