@@ -331,6 +331,14 @@ def test_invalid_arguments(kwargs, match):
         select_model(np.zeros((10, 2)), **kwargs)
 
 
+def test_bad_data_is_reported_once_not_per_candidate():
+    X = np.array([[0.0, 1.0], [np.nan, 2.0], [3.0, 4.0]])
+    with pytest.raises(ValueError, match="NaN"):
+        select_model(X, [1, 2])
+    with pytest.raises(ValueError, match="2D"):
+        select_model(np.arange(5.0), [1])
+
+
 def test_unknown_estimator_parameter():
     with pytest.raises(TypeError, match="bogus.*valid ones"):
         select_model(np.zeros((10, 2)), bogus=1)

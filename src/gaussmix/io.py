@@ -522,57 +522,73 @@ def _read_text(path: str, columns, header, delimiter, prefer) -> tuple[np.ndarra
     if first is None:
         raise DataError(f"{path}: no data rows (only blank or comment lines).")
     sep = delimiter or _detect_delimiter(first, path)
+    rows, nums = [], []  # kept rows and their line numbers (for messages)
     if sep == " ":
-        records = [(i + 1, ln.split()) for i, ln in enumerate(lines)]
+        for i, ln in enumerate(lines):
+            row = ln.split()
+            if row and not row[0].startswith("#"):
+                rows.append(row)
+                nums.append(i + 1)
     else:
+        rdr = csv.reader(_io.StringIO(text, newline=""), delimiter=sep, strict=True)
         try:
-            rdr = csv.reader(_io.StringIO(text, newline=""), delimiter=sep, strict=True)
-            records = []
             for row in rdr:
-                records.append((rdr.line_num, row))
+                # Skip blank lines, all-empty rows and comments.
+                if row and "".join(row).strip() and not row[0].lstrip().startswith("#"):
+                    rows.append(row)
+                    nums.append(rdr.line_num)
         except csv.Error as exc:
             raise DataError(f"{path}: line {rdr.line_num}: malformed CSV ({exc}).") from None
-    records = [
-        (n, [f.strip() for f in row]) for n, row in records
-        if row and any(f.strip() for f in row) and not row[0].lstrip().startswith("#")
-    ]
-    if not records:
+    if not rows:
         raise DataError(f"{path}: no data rows.")
-    first_no, first_row = records[0]
+    first_no, first_row = nums[0], [f.strip() for f in rows[0]]
     if header is None:
         header = any(_parse_float(f) is None for f in first_row)
     if header:
         names = [f if f else f"column{j + 1}" for j, f in enumerate(first_row)]
-        body = records[1:]
+        body, body_nums = rows[1:], nums[1:]
     else:
         names = [f"x{j + 1}" for j in range(len(first_row))]
-        body = records
+        body, body_nums = rows, nums
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
-        raise DataError(f"{path}: line {first_no}: column name {dup!r} appears twice; rename it.")
+        raise DataError(
+            f"{path}: line {first_no}: column name {dup!r} appears twice; rename it."
+        )
     if not body:
         raise DataError(f"{path}: a header but no data rows.")
     width = len(names)
     idx = _select_columns(names, columns, path, prefer)
-    out = np.empty((len(body), len(idx)), dtype=np.float64)
-    for i, (line_no, row) in enumerate(body):
-        if len(row) != width:
-            raise DataError(
-                f"{path}: line {line_no}: {len(row)} field(s), expected {width} "
-                f"(as in line {first_no}); every row needs the same number of "
-                f"{'tab' if sep == chr(9) else repr(sep)}-separated fields."
-            )
-        for j_out, j in enumerate(idx):
+    if any(len(row) != width for row in body):
+        i = next(i for i, row in enumerate(body) if len(row) != width)
+        raise DataError(
+            f"{path}: line {body_nums[i]}: {len(body[i])} field(s), expected {width} "
+            f"(as in line {first_no}); every row needs the same number of "
+            f"{'tab' if sep == chr(9) else repr(sep)}-separated fields."
+        )
+    # Fast path: numpy parses the whole table in C; the field-by-field loop
+    # below only runs to name the first bad value.
+    try:
+        out = np.array(body, dtype=str)[:, idx].astype(np.float64)
+        if np.isfinite(out).all():
+            return out, [names[j] for j in idx]
+    except (ValueError, OverflowError):
+        pass
+    for line_no, row in zip(body_nums, body):
+        for j in idx:
             v = _parse_float(row[j])
             if v is None or not math.isfinite(v):
                 what = "is not a number" if v is None else "is not a finite number"
-                shown = row[j] if len(row[j]) <= 40 else row[j][:37] + "..."
+                f = row[j].strip()
+                shown = f if len(f) <= 40 else f[:37] + "..."
                 raise DataError(
-                    f"{path}: line {line_no}, column {names[j]!r} (#{j + 1}): {shown!r} {what}; "
-                    f"fix or drop that value, or leave the column out with --columns."
+                    f"{path}: line {line_no}, column {names[j]!r} (#{j + 1}): "
+                    f"{shown!r} {what}; fix or drop that value, or leave the column out with "
+                    f"--columns."
                 )
-            out[i, j_out] = v
-    return out, [names[j] for j in idx]
+    raise DataError(  # numpy and Python disagree on some spelling of a number
+        f"{path}: some values could not be read as numbers; write them in plain decimal notation."
+    )
 
 
 def _read_npy(path: str, columns) -> tuple[np.ndarray, list[str]]:

@@ -26,7 +26,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
-from ._validation import resolve_device, resolve_dtype
+from ._validation import as_tensor_2d, resolve_device, resolve_dtype
 from .covariance import get_covariance_type
 from .data import chunk_rows, iter_chunks
 from .em import e_step
@@ -389,7 +389,8 @@ def select_model(
     for name in ("n_components", "covariance_type", "random_state", "n_init", "device"):
         if name in estimator_params:
             raise ValueError(f"Pass {name!r} to select_model directly, not as an estimator parameter.")
-    # Settings errors are the caller's, not a candidate's: raise them now.
+    # Data and settings errors are the caller's, not a candidate's: raise them now.
+    as_tensor_2d(X if isinstance(X, torch.Tensor) else np.asarray(X))
     resolve_device(device)
     unknown = set(estimator_params) - set(GaussianMixture().get_params())
     if unknown:
