@@ -89,6 +89,7 @@ def test_icl_is_bic_plus_twice_entropy_of_responsibilities(kind):
     assert crit["icl"] >= crit["bic"]
 
 
+@pytest.mark.filterwarnings("ignore::gaussmix.selection.DegenerateFitWarning")
 @pytest.mark.parametrize("kind", TYPES)
 def test_parameter_counts_match_sklearn(kind):
     X = _blobs()[:40, :2]
@@ -299,6 +300,16 @@ def test_failed_fit_is_recorded_not_raised():
     assert "n_samples" in res["guard_detail"][1]
     assert math.isnan(res["bic"][1]) and sel.estimators_[1] is None
     assert sel.best_params_["n_components"] == 1
+
+
+def test_winner_is_the_plain_fit_with_the_same_seed():
+    X = _blobs(seed=6)[::2]
+    sel = select_model(X, [1, 2, 3], ("diag", "full"), random_state=11)
+    b = sel.best_params_
+    plain = GaussianMixture(b["n_components"], covariance_type=b["covariance_type"],
+                            random_state=11).fit(X)
+    assert np.array_equal(plain.means_, sel.best_estimator_.means_)
+    assert np.array_equal(plain.covariances_, sel.best_estimator_.covariances_)
 
 
 def test_reproducible_with_seed():

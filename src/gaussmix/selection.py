@@ -344,8 +344,9 @@ def select_model(
     n_init : int, default=1
         Initialisations per candidate.
     random_state : int, RandomState instance or None, default=None
-        Seed shared by all candidates (re-seeding attempts derive their own
-        seeds from it).
+        Seed shared by all candidates, so that the winner is the model
+        ``GaussianMixture(K, covariance_type=..., random_state=seed).fit(X)``;
+        re-seeding attempts derive their own seeds from it.
     device : str or torch.device, optional
         Where to fit.
     degenerate : {"reseed", "exclude", "flag"}, default="reseed"
@@ -402,8 +403,13 @@ def select_model(
                             device=device, **estimator_params)
     probe._check_hyperparameters()
     resolve_dtype(probe.dtype)
-    rng = check_random_state(random_state)
-    base_seed = None if random_state is None else int(rng.randint(np.iinfo(np.int32).max))
+    # An int seed is used as it is, so the winner equals
+    # GaussianMixture(..., random_state=seed).fit(X) for its K and type.
+    if random_state is None or (isinstance(random_state, numbers.Integral)
+                                and not isinstance(random_state, bool)):
+        base_seed = random_state
+    else:
+        base_seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
     reseeds = np.random.RandomState(base_seed).randint(np.iinfo(np.int32).max, size=max(n_reseed, 1))
     grid = [(t, k) for t in types for k in ks]
     rows = {c: [] for c in _COLUMNS}
@@ -479,9 +485,9 @@ def select_model(
         lines = "; ".join(f"{t} K={k}: {g} ({d})" for t, k, g, d in events)
         warnings.warn(
             f"{len(events)} of {len(grid)} candidate fit(s) had collapsed components "
-            f"(degenerate='{degenerate}'): {lines}. Collapsed components sit on repeated or "
-            f"integer values; consider fewer components, a larger reg_covar, or jittering "
-            f"discrete features.",
+            f"(degenerate='{degenerate}'): {lines}. Components collapse onto repeated or "
+            f"integer values, or onto too few points; consider fewer components, a larger "
+            f"reg_covar, or jittering discrete features.",
             DegenerateFitWarning,
             stacklevel=2,
         )
