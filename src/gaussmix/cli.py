@@ -553,7 +553,7 @@ def _cmd_info(args) -> int:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     if isinstance(exc, FileNotFoundError) and getattr(exc, "filename", None):
-        text = f"{exc.filename}: no such file"
+        text = f"{exc.filename}: no such file or directory"
     elif isinstance(exc, OSError) and getattr(exc, "filename", None):
         text = f"{exc.filename}: {exc.strerror or text}"
     return text or type(exc).__name__

@@ -82,8 +82,9 @@ def _npy_header(fh) -> tuple[tuple, bool, np.dtype]:
             raise _NpyHeaderError(f"unsupported .npy version {major}")
     except _NpyHeaderError:
         raise
-    except (ValueError, EOFError, OSError, SyntaxError, TypeError, UnicodeDecodeError) as exc:
-        raise _NpyHeaderError(f"bad .npy header: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - numpy's header parser (literal_eval,
+        # tokenize) raises many types on hostile bytes; all mean "not a .npy header".
+        raise _NpyHeaderError(f"bad .npy header: {type(exc).__name__}: {exc}") from None
     if dtype.hasobject:
         raise _NpyHeaderError("it holds Python objects (pickled data), which are never loaded")
     return tuple(shape), bool(fortran), dtype
@@ -182,6 +183,9 @@ def save_model(estimator: GaussianMixture, path, feature_names=None) -> None:
         },
         "arrays": {k: {"shape": list(a.shape), "dtype": a.dtype.str} for k, a in arrays.items()},
     }
+    folder = os.path.dirname(os.fspath(path)) or "."
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {os.fspath(path)}: the folder {folder} does not exist")
     tmp = os.fspath(path) + ".tmp"
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -613,8 +617,8 @@ def _read_npy(path: str, columns) -> tuple[np.ndarray, list[str]]:
         a = np.load(path, allow_pickle=False)
     except ValueError as exc:
         raise DataError(f"{path}: not a plain numeric .npy array ({exc}).") from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read it as a .npy array ({exc}).") from None
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any failure means "not .npy"
+        raise DataError(f"{path}: cannot read it as a .npy array ({type(exc).__name__}: {exc}).") from None
     if isinstance(a, np.lib.npyio.NpzFile):
         a.close()
         raise DataError(f"{path}: a .npz archive, not a .npy array; save one array with numpy.save.")
