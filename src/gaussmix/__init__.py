@@ -4,7 +4,9 @@ from .covariance import COVARIANCE_TYPES, CovarianceError, CovarianceWarning
 from .em import EmptyComponentWarning
 from .estep import gmm_e_step
 from .estimator import GaussianMixture
+from .io import load
 from .params import GMMParams
+from .selection import select_model
 
 __version__ = "0.1.0"
 
@@ -16,5 +18,7 @@ __all__ = [
     "GMMParams",
     "GaussianMixture",
     "gmm_e_step",
+    "load",
+    "select_model",
     "__version__",
 ]

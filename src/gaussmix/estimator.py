@@ -978,6 +978,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self._check_fitted()
         return self._params
 
+    def save(self, path):
+        """Write the fitted model to a file that :func:`gaussmix.load` reads.
+
+        The file is a ``.npz`` archive of the parameter arrays plus JSON
+        metadata; loading it never unpickles and never runs code.  See
+        :mod:`gaussmix.io`.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Destination, conventionally ending in ``.npz``.
+        """
+        from .io import save_model
+
+        save_model(self, path)
+
 
 def _move_result(result: EMResult, device, dtype) -> EMResult:
     return EMResult(

@@ -1,0 +1,535 @@
+"""Model selection: information criteria over a grid of candidates, with a
+guard that keeps degenerate (collapsed) fits from winning.
+
+Criteria follow scikit-learn's sign convention (lower is better)::
+
+    BIC = -2 log L + p log n
+    AIC = -2 log L + 2 p
+    ICL = BIC + 2 * sum_i sum_k -r_ik log r_ik
+
+R's mclust reports ``2 log L - p log n`` (higher is better), i.e. minus our
+BIC; its EEE / VVV / VVI / VII models are our tied / full / diag / spherical.
+See ``docs/SELECTION.md`` for the degenerate-fit rule and its reason.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+
+from ._validation import as_tensor_2d, resolve_device, resolve_dtype
+from .covariance import get_covariance_type
+from .data import chunk_rows, iter_chunks
+from .em import e_step
+from .estimator import GaussianMixture
+
+__all__ = [
+    "CRITERIA",
+    "DEGENERATE_POLICIES",
+    "DegenerateFitWarning",
+    "ModelSelection",
+    "collapsed_components",
+    "information_criteria",
+    "min_component_count",
+    "select_model",
+]
+
+CRITERIA = ("bic", "aic", "icl")
+DEGENERATE_POLICIES = ("reseed", "exclude", "flag")
+
+# Relative size, against the data's own variance along the same direction, below
+# which a component's variance (net of reg_covar) counts as collapsed.  A
+# component that sits on repeated values has an empirical variance of zero up to
+# rounding (~1e-16 relative); a genuine cluster would need a standard deviation
+# a thousand times smaller than the data's to be caught.
+VARIANCE_RTOL = 1e-6
+
+
+class DegenerateFitWarning(UserWarning):
+    """A candidate's fit had collapsed components and was re-seeded, excluded
+    or flagged during model selection."""
+
+
+# ---------------------------------------------------------------- criteria
+def information_criteria(estimator: GaussianMixture, X) -> dict:
+    """Log-likelihood, BIC, AIC and ICL of a fitted mixture on ``X``.
+
+    One chunked pass over the data computes the total log-likelihood and the
+    entropy of the responsibilities.
+
+    Parameters
+    ----------
+    estimator : GaussianMixture
+        A fitted mixture.
+    X : array-like or Tensor of shape (n_samples, n_features)
+
+    Returns
+    -------
+    dict
+        ``log_likelihood`` (total over samples), ``n_parameters``, ``entropy``
+        (``-sum r log r``), ``bic``, ``aic`` and ``icl``; all lower-is-better
+        as in scikit-learn's :meth:`GaussianMixture.bic`.
+    """
+    Xt = estimator._predict_input(X)
+    params = estimator._params
+    n, d = Xt.shape
+    rows = chunk_rows(n, params.n_components, d, Xt.device, Xt.dtype, estimator.batch_size)
+    ll = 0.0
+    entropy = 0.0
+    for xb, _ in iter_chunks(Xt, None, rows):
+        log_resp, log_prob = e_step(xb, params)
+        log_resp = log_resp.double()
+        resp = torch.exp(log_resp)
+        # 0 * log 0 is 0 in the entropy; exp underflow gives resp == 0 exactly.
+        plogp = torch.where(resp > 0, resp * log_resp, torch.zeros_like(resp))
+        ll += float(log_prob.double().sum())
+        entropy -= float(plogp.sum())
+    p = params.n_parameters()
+    bic = -2.0 * ll + p * math.log(n)
+    return {
+        "log_likelihood": ll,
+        "n_parameters": int(p),
+        "entropy": entropy,
+        "bic": bic,
+        "aic": -2.0 * ll + 2.0 * p,
+        "icl": bic + 2.0 * entropy,
+    }
+
+
+# ---------------------------------------------------------- degeneracy guard
+def min_component_count(covariance_type: str, n_features: int) -> int:
+    """Smallest effective count for which a component's covariance is defined.
+
+    A full covariance estimated from fewer than ``D + 1`` points is singular;
+    a variance needs two points; the tied covariance is pooled over all
+    components, so each component only needs one point for its mean.
+    """
+    return {"full": n_features + 1, "tied": 1, "diag": 2, "spherical": 2}[covariance_type]
+
+
+def _feature_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature variance and a mask of the non-constant features.
+
+    A feature whose spread is below 1e-7 of its magnitude carries no
+    information that float32 could even represent; it is left out of the
+    collapse test (every component would look collapsed along it).
+    """
+    var = X.var(axis=0)
+    mag = np.abs(X).max(axis=0)
+    varying = var > (1e-7 * mag) ** 2
+    varying &= var > 0
+    return var, varying
+
+
+def collapsed_components(estimator: GaussianMixture, X, reg_covar: float | None = None) -> dict:
+    """Find components that collapsed during the fit.
+
+    A component is collapsed when
+
+    * its effective count ``n * weight_k`` is below
+      :func:`min_component_count` (too few points to define its covariance), or
+    * its covariance, net of ``reg_covar``, is pinned at the regularisation
+      floor: along some direction its variance is at most ``VARIANCE_RTOL``
+      times the data's variance along that direction (features are
+      standardised by the data's standard deviation; full and tied
+      covariances are tested on their smallest eigenvalue).
+
+    Parameters
+    ----------
+    estimator : GaussianMixture
+        A fitted mixture.
+    X : array-like or Tensor of shape (n_samples, n_features)
+        The data it was fitted on.
+    reg_covar : float, optional
+        Regularisation used in the fit (default: the estimator's).
+
+    Returns
+    -------
+    dict
+        ``components`` (sorted list of collapsed component indices),
+        ``too_few`` and ``pinned`` (the indices caught by each rule) and
+        ``detail`` (a short human-readable reason, empty when none).
+    """
+    params = estimator._params
+    reg = float(estimator.reg_covar if reg_covar is None else reg_covar)
+    Xn = X.detach().double().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X, dtype=np.float64)
+    n, d = Xn.shape
+    kind = params.covariance_type
+    weights = params.weights.detach().double().cpu().numpy()
+    cov = params.get_covariances().detach().double().cpu().numpy()
+    counts = weights * n
+    need = min_component_count(kind, d)
+    too_few = [int(k) for k in np.flatnonzero(~(counts >= need))]
+
+    var, varying = _feature_scale(Xn)
+    pinned: list[int] = []
+    if varying.any():
+        s = np.sqrt(var[varying])
+        idx = np.flatnonzero(varying)
+        k_all = params.n_components
+        if kind in ("full", "tied"):
+            mats = cov if kind == "full" else cov[None]
+            sub = mats[:, idx[:, None], idx[None, :]] - reg * np.eye(idx.size)
+            std = sub / (s[:, None] * s[None, :])
+            with np.errstate(invalid="ignore"):
+                finite = np.isfinite(std).all(axis=(1, 2))
+            low = np.full(std.shape[0], -np.inf)
+            if finite.any():
+                low[finite] = np.linalg.eigvalsh(std[finite]).min(axis=1)
+            bad = ~(low > VARIANCE_RTOL)
+            pinned = list(range(k_all)) if (kind == "tied" and bad[0]) else (
+                [int(k) for k in np.flatnonzero(bad)] if kind == "full" else [])
+        elif kind == "diag":
+            excess = (cov[:, idx] - reg) / var[idx]
+            pinned = [int(k) for k in np.flatnonzero(~(excess > VARIANCE_RTOL).all(axis=1))]
+        else:  # spherical: one variance, compared with the mean data variance
+            excess = (cov - reg) / var[idx].mean()
+            pinned = [int(k) for k in np.flatnonzero(~(excess > VARIANCE_RTOL))]
+    components = sorted(set(too_few) | set(pinned))
+    parts = []
+    if too_few:
+        parts.append(
+            f"component(s) {too_few} hold fewer than {need} effective points"
+        )
+    if pinned:
+        parts.append(f"component(s) {pinned} have a variance pinned at reg_covar={reg:g}")
+    return {
+        "components": components,
+        "too_few": too_few,
+        "pinned": pinned,
+        "detail": "; ".join(parts),
+    }
+
+
+# ------------------------------------------------------------------ results
+@dataclass
+class ModelSelection:
+    """Outcome of :func:`select_model`.
+
+    Attributes
+    ----------
+    best_estimator_ : GaussianMixture
+        The candidate with the lowest criterion among the admissible ones.
+    best_params_ : dict
+        Its ``n_components`` and ``covariance_type``.
+    best_index_ : int
+        Its row in ``results_``.
+    results_ : dict of lists
+        One row per candidate (``pandas.DataFrame(results_)`` works):
+        ``n_components``, ``covariance_type``, ``log_likelihood`` (total),
+        ``n_parameters``, ``bic``, ``aic``, ``icl`` (lower is better),
+        ``converged``, ``n_iter``, ``fit_time`` (seconds, all attempts),
+        ``guard`` (``"ok"``, ``"reseeded"``, ``"flagged"`` or ``"excluded"``),
+        ``guard_detail`` (why), ``n_collapsed`` (collapsed components in the
+        reported fit), ``n_attempts`` and ``selected``.
+    estimators_ : list of GaussianMixture or None
+        The fitted candidate of each row (None where every attempt failed).
+    criterion : str
+        The criterion that chose the best candidate.
+    """
+
+    best_estimator_: GaussianMixture
+    best_params_: dict
+    best_index_: int
+    results_: dict
+    estimators_: list = field(repr=False)
+    criterion: str = "bic"
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelSelection(criterion={self.criterion!r}, best_params_={self.best_params_!r}, "
+            f"n_candidates={len(self.estimators_)})"
+        )
+
+
+_COLUMNS = (
+    "n_components", "covariance_type", "log_likelihood", "n_parameters", "bic", "aic", "icl",
+    "converged", "n_iter", "fit_time", "guard", "guard_detail", "n_collapsed", "n_attempts",
+    "selected",
+)
+
+
+def _check_grid(n_components, covariance_types, criterion, degenerate, n_reseed):
+    if isinstance(n_components, numbers.Integral) and not isinstance(n_components, bool):
+        n_components = [n_components]
+    try:
+        ks = list(n_components)
+    except TypeError:
+        raise ValueError(
+            f"n_components must be an int or an iterable of ints (e.g. range(1, 10)); "
+            f"got {n_components!r}."
+        ) from None
+    if not ks:
+        raise ValueError("n_components is empty: give at least one number of components.")
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(
+                f"Invalid number of components {k!r} in n_components: use integers >= 1."
+            )
+    if isinstance(covariance_types, str):
+        covariance_types = [covariance_types]
+    types = list(covariance_types)
+    if not types:
+        raise ValueError("covariance_types is empty: give at least one of full, tied, diag, spherical.")
+    for t in types:
+        get_covariance_type(t)
+    if criterion not in CRITERIA:
+        raise ValueError(f"Invalid criterion {criterion!r}: choose one of {list(CRITERIA)}.")
+    if degenerate not in DEGENERATE_POLICIES:
+        raise ValueError(
+            f"Invalid degenerate policy {degenerate!r}: choose one of {list(DEGENERATE_POLICIES)}."
+        )
+    if isinstance(n_reseed, bool) or not isinstance(n_reseed, numbers.Integral) or n_reseed < 0:
+        raise ValueError(f"Invalid n_reseed {n_reseed!r}: use an integer >= 0.")
+    # Keep the user's order but drop repeats.
+    return list(dict.fromkeys(int(k) for k in ks)), list(dict.fromkeys(types))
+
+
+def _fit_once(X, k, cov_type, seed, n_init, device, estimator_params):
+    """One fit; returns (estimator, "") or (None, error message)."""
+    est = GaussianMixture(
+        n_components=k, covariance_type=cov_type, n_init=n_init, random_state=seed,
+        device=device, **estimator_params,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        try:
+            est.fit(X)
+        except ValueError as exc:  # ill-defined covariance, too few samples, non-finite EM
+            return None, str(exc).split(". ")[0]
+    for w in caught:
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return est, ""
+
+
+def select_model(
+    X,
+    n_components=range(1, 10),
+    covariance_types=("full", "tied", "diag", "spherical"),
+    criterion="bic",
+    *,
+    n_init=1,
+    random_state=None,
+    device=None,
+    degenerate="reseed",
+    n_reseed=2,
+    callback: Callable[[int, int, dict], None] | None = None,
+    **estimator_params,
+) -> ModelSelection:
+    """Fit a grid of mixtures and choose one by BIC, AIC or ICL.
+
+    The candidates are fitted one after another (on the chosen device); a
+    candidate whose fit has collapsed components is handled according to
+    ``degenerate`` so that it cannot win on a spuriously high likelihood.
+
+    Parameters
+    ----------
+    X : array-like or Tensor of shape (n_samples, n_features)
+    n_components : int or iterable of int, default=range(1, 10)
+        Numbers of components to try.
+    covariance_types : str or iterable of str, default=("full", "tied", "diag", "spherical")
+    criterion : {"bic", "aic", "icl"}, default="bic"
+        Lower is better (scikit-learn's convention; R mclust's BIC is minus
+        ours).
+    n_init : int, default=1
+        Initialisations per candidate.
+    random_state : int, RandomState instance or None, default=None
+        Seed shared by all candidates, so that the winner is the model
+        ``GaussianMixture(K, covariance_type=..., random_state=seed).fit(X)``;
+        re-seeding attempts derive their own seeds from it.
+    device : str or torch.device, optional
+        Where to fit.
+    degenerate : {"reseed", "exclude", "flag"}, default="reseed"
+        What to do with a candidate whose fit collapsed (see
+        :func:`collapsed_components`): ``"reseed"`` refits it from up to
+        ``n_reseed`` new seeds and excludes it if every attempt collapses;
+        ``"exclude"`` excludes it at once; ``"flag"`` keeps it eligible.
+        Every case is recorded in ``results_["guard"]`` and warned about with
+        :class:`DegenerateFitWarning`.  A candidate whose fit raises a
+        ``ValueError`` (e.g. an ill-defined covariance) is handled the same way.
+    n_reseed : int, default=2
+        Extra attempts per collapsed candidate under ``degenerate="reseed"``.
+    callback : callable, optional
+        Called as ``callback(i, n_candidates, row)`` after each candidate,
+        with ``row`` its dict of results (used for progress display).
+    **estimator_params
+        Passed to every :class:`GaussianMixture` (``max_iter``, ``tol``,
+        ``reg_covar``, ``dtype``, ``init_params``...).
+
+    Returns
+    -------
+    ModelSelection
+        With ``best_estimator_``, ``best_params_`` and ``results_``.
+
+    Raises
+    ------
+    ValueError
+        For an invalid grid, or when no candidate is admissible.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gaussmix import select_model
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2))]
+    >>> sel = select_model(X, n_components=range(1, 5), random_state=0)
+    >>> sel.best_params_["n_components"]
+    2
+    """
+    ks, types = _check_grid(n_components, covariance_types, criterion, degenerate, n_reseed)
+    for name in ("n_components", "covariance_type", "random_state", "n_init", "device"):
+        if name in estimator_params:
+            raise ValueError(f"Pass {name!r} to select_model directly, not as an estimator parameter.")
+    # Data and settings errors are the caller's, not a candidate's: raise them now.
+    as_tensor_2d(X if isinstance(X, torch.Tensor) else np.asarray(X))
+    resolve_device(device)
+    unknown = set(estimator_params) - set(GaussianMixture().get_params())
+    if unknown:
+        raise TypeError(
+            f"Unknown GaussianMixture parameter(s) {sorted(unknown)}; valid ones are "
+            f"{sorted(GaussianMixture().get_params())}."
+        )
+    probe = GaussianMixture(n_components=ks[0], covariance_type=types[0], n_init=n_init,
+                            device=device, **estimator_params)
+    probe._check_hyperparameters()
+    resolve_dtype(probe.dtype)
+    # An int seed is used as it is, so the winner equals
+    # GaussianMixture(..., random_state=seed).fit(X) for its K and type.
+    if random_state is None or (isinstance(random_state, numbers.Integral)
+                                and not isinstance(random_state, bool)):
+        base_seed = random_state
+    else:
+        base_seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+    reseeds = np.random.RandomState(base_seed).randint(np.iinfo(np.int32).max, size=max(n_reseed, 1))
+    grid = [(t, k) for t in types for k in ks]
+    rows = {c: [] for c in _COLUMNS}
+    estimators: list = []
+    events = []
+    not_converged = 0
+    for i, (cov_type, k) in enumerate(grid):
+        t0 = time.perf_counter()
+        attempts = 1 + (n_reseed if degenerate == "reseed" else 0)
+        first = None  # (est, crit, collapse, error) of the first attempt
+        chosen = None
+        used = 0
+        for a in range(attempts):
+            seed = base_seed if a == 0 else (
+                int(reseeds[a - 1]) if base_seed is not None else None)
+            used += 1
+            est, err = _fit_once(X, k, cov_type, seed, n_init, device, estimator_params)
+            if est is None:
+                outcome = (None, None, None, err)
+            else:
+                reg = est.reg_covar
+                outcome = (est, information_criteria(est, X), collapsed_components(est, X, reg), "")
+            if first is None:
+                first = outcome
+            if est is not None and not outcome[2]["components"]:
+                chosen = outcome
+                break
+            if est is None and not _worth_reseeding(err):
+                break
+        fit_time = time.perf_counter() - t0
+        if chosen is not None:
+            guard = "ok" if used == 1 else "reseeded"
+            detail = "" if used == 1 else (
+                f"attempt 1 collapsed ({first[3] or first[2]['detail']}); re-seeded fit is clean")
+            est, crit, collapse, _ = chosen
+        else:
+            est, crit, collapse, err = first
+            if degenerate == "flag" and est is not None:
+                guard = "flagged"
+            else:
+                guard = "excluded"
+            detail = err or collapse["detail"]
+            if used > 1:
+                detail += f" (in all {used} attempts)"
+        if guard != "ok":
+            events.append((cov_type, k, guard, detail))
+        row = {
+            "n_components": k,
+            "covariance_type": cov_type,
+            "log_likelihood": crit["log_likelihood"] if crit else math.nan,
+            "n_parameters": get_covariance_type(cov_type).n_parameters(k, _n_features(X)),
+            "bic": crit["bic"] if crit else math.nan,
+            "aic": crit["aic"] if crit else math.nan,
+            "icl": crit["icl"] if crit else math.nan,
+            "converged": bool(est.converged_) if est is not None else False,
+            "n_iter": int(est.n_iter_) if est is not None else 0,
+            "fit_time": fit_time,
+            "guard": guard,
+            "guard_detail": detail,
+            "n_collapsed": len(collapse["components"]) if collapse else 0,
+            "n_attempts": used,
+            "selected": False,
+        }
+        if est is not None and not est.converged_:
+            not_converged += 1
+        for c in _COLUMNS:
+            rows[c].append(row[c])
+        estimators.append(est)
+        if callback is not None:
+            callback(i, len(grid), row)
+
+    if events:
+        lines = "; ".join(f"{t} K={k}: {g} ({d})" for t, k, g, d in events)
+        warnings.warn(
+            f"{len(events)} of {len(grid)} candidate fit(s) had collapsed components "
+            f"(degenerate='{degenerate}'): {lines}. Components collapse onto repeated or "
+            f"integer values, or onto too few points; consider fewer components, a larger "
+            f"reg_covar, or jittering discrete features.",
+            DegenerateFitWarning,
+            stacklevel=2,
+        )
+    if not_converged:
+        warnings.warn(
+            f"{not_converged} of {len(grid)} candidate fit(s) did not converge; see "
+            f"results_['converged']. Increase max_iter or tol.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    values = np.array(rows[criterion], dtype=np.float64)
+    eligible = np.array([g != "excluded" for g in rows["guard"]]) & np.isfinite(values)
+    if not eligible.any():
+        t, k, _, why = events[0] if events else (types[0], ks[0], "", "non-finite criterion")
+        raise ValueError(
+            f"No admissible candidate: every fit in the grid collapsed or failed (first: "
+            f"{t} K={k}: {why}). Use fewer components, increase reg_covar, scale the data, "
+            f"or pass degenerate='flag' to keep collapsed fits."
+        )
+    best = int(np.flatnonzero(eligible)[np.argmin(values[eligible])])
+    rows["selected"][best] = True
+    return ModelSelection(
+        best_estimator_=estimators[best],
+        best_params_={
+            "n_components": rows["n_components"][best],
+            "covariance_type": rows["covariance_type"][best],
+        },
+        best_index_=best,
+        results_=rows,
+        estimators_=estimators,
+        criterion=criterion,
+    )
+
+
+def _worth_reseeding(error: str) -> bool:
+    """Only numerical failures may go away with another start; a problem of
+    the data's size (fewer samples than components) will not."""
+    return "n_samples" not in error and "minimum of" not in error
+
+
+def _n_features(X) -> int:
+    shape = getattr(X, "shape", None)
+    if shape is not None and len(shape) == 2:
+        return int(shape[1])
+    return int(np.asarray(X).shape[1])
