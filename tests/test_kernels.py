@@ -197,3 +197,11 @@ def test_tf32_switch(monkeypatch):
     # On the CPU the switch changes nothing: the context is a no-op.
     with matmul_precision("cpu"):
         pass
+
+
+@pytest.mark.parametrize("cols", [1, 2, 31, 32, 33, 100])
+def test_row_sums_both_branches(cols):
+    from gaussmix.covariance import row_sums
+
+    a = torch.randn(57, cols, dtype=torch.float64, generator=torch.Generator().manual_seed(cols))
+    np.testing.assert_allclose(row_sums(a).numpy(), a.numpy().sum(1), rtol=1e-13, atol=1e-13)

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 import torch
 
 from . import kernels
-from .covariance import _LOG_2PI, get_covariance_type
+from .covariance import _LOG_2PI, get_covariance_type, row_sums
 from .params import GMMParams
 from .stats import SuffStats
 
@@ -100,7 +100,7 @@ def _add_chunk(total: SuffStats, X: torch.Tensor, sample_weight, ctx: _Pass) -> 
     # log p(x) = max + log(sum), the same numbers logsumexp gives.
     top = wlp.amax(1, keepdim=True)
     resp = wlp.sub_(top).exp_()
-    norm = resp.sum(1, keepdim=True)
+    norm = row_sums(resp).unsqueeze(1)
     resp.div_(norm)
     log_prob_norm = norm.log_().add_(top).view(-1)
     if sample_weight is not None:
