@@ -167,14 +167,29 @@ class CovarianceType:
         """
         raise NotImplementedError
 
-    def mahalanobis_prepared(self, xc: torch.Tensor, prep: tuple) -> torch.Tensor:
-        """Squared Mahalanobis distances (B, K) from :meth:`prepare`'s constants.
+    def features(self, X: torch.Tensor, shift: torch.Tensor) -> tuple:
+        """Shifted data and the per-row features both halves of the E-step read.
+
+        Returns
+        -------
+        xc : Tensor (B, D)
+            ``X - shift``.
+        feats : Tensor
+            What :meth:`mahalanobis_prepared` and :meth:`moments` take
+            (``xc`` itself unless a type needs more, e.g. ``[x*x, x]``).
+        """
+        xc = X - shift
+        return xc, xc
+
+    def mahalanobis_prepared(self, feats: torch.Tensor, prep: tuple) -> torch.Tensor:
+        """Squared Mahalanobis distances (B, K) from :meth:`features` and
+        :meth:`prepare`'s constants.
 
         The result is a fresh tensor that the caller may overwrite.
         """
         raise NotImplementedError
 
-    def moments(self, xc: torch.Tensor, resp: torch.Tensor) -> tuple:
+    def moments(self, xc: torch.Tensor, resp: torch.Tensor, feats: torch.Tensor | None = None) -> tuple:
         """All per-chunk statistics ``(nk, s1, s2)`` in the chunk's dtype.
 
         Parameters
@@ -183,6 +198,8 @@ class CovarianceType:
             Shifted data.
         resp : Tensor (B, K)
             Responsibilities multiplied by the sample weights.
+        feats : Tensor, optional
+            :meth:`features`' second result, reused when given.
 
         Returns
         -------
@@ -362,11 +379,23 @@ class Diag(CovarianceType):
     def second_moment(self, xc, resp):
         return resp.T @ (xc * xc)
 
-    def moments(self, xc, resp):
-        # s1 and s2 from one GEMM: resp^T @ [x, x*x].
+    def features(self, X, shift):
+        # [x*x, x] written once into one buffer: the E-step's GEMM and the
+        # M-step's GEMM both read it (no torch.cat, no second copy).
+        b, d = X.shape
+        feats = torch.empty(b, 2 * d, dtype=X.dtype, device=X.device)
+        xc = feats[:, d:]
+        torch.sub(X, shift, out=xc)
+        torch.mul(xc, xc, out=feats[:, :d])
+        return xc, feats
+
+    def moments(self, xc, resp, feats=None):
+        # s2 and s1 from one GEMM: resp^T @ [x*x, x].
         d = xc.shape[1]
-        both = resp.T @ torch.cat([xc, xc * xc], dim=1)
-        return resp.sum(0), both[:, :d], both[:, d:]
+        if feats is None:
+            feats = self.features(xc, torch.zeros((), dtype=xc.dtype, device=xc.device))[1]
+        both = resp.T @ feats
+        return resp.sum(0), both[:, d:], both[:, :d]
 
     def covariances_from_stats(self, nk, means_c, s2, reg_covar):
         return s2 / nk[:, None] - means_c * means_c + reg_covar
@@ -389,19 +418,19 @@ class Diag(CovarianceType):
         return torch.log(prec_chol).sum(-1)
 
     def mahalanobis(self, xc, means_c, prec_chol):
-        return self.mahalanobis_prepared(xc, self.prepare(means_c, prec_chol))
+        feats = self.features(xc, torch.zeros((), dtype=xc.dtype, device=xc.device))[1]
+        return self.mahalanobis_prepared(feats, self.prepare(means_c, prec_chol))
 
     def prepare(self, means_c, prec_chol):
         p2 = prec_chol * prec_chol
         coef = torch.cat([p2.T, -2.0 * (means_c * p2).T], dim=0)
         return coef, (means_c * means_c * p2).sum(1)
 
-    def mahalanobis_prepared(self, xc, prep):
+    def mahalanobis_prepared(self, feats, prep):
         coef, mean_sq = prep
         # sum_d p_kd (x_d^2 - 2 x_d mu_kd) + sum_d p_kd mu_kd^2 as one GEMM
         # [x*x, x] (B, 2D) @ (2D, K).
-        maha = torch.addmm(mean_sq, torch.cat([xc * xc, xc], dim=1), coef)
-        return maha.clamp_min_(0.0)
+        return torch.addmm(mean_sq, feats, coef).clamp_min_(0.0)
 
     def check_spd(self, mats, name):
         if bool((mats <= 0).any()):
@@ -429,15 +458,12 @@ class Spherical(Diag):
         return n_features * torch.log(prec_chol)
 
     def prepare(self, means_c, prec_chol):
+        # Diag's features [x*x, x] with p_k repeated over the x*x block: the
+        # same buffer then serves the E-step and the (K, D) second moments.
+        d = means_c.shape[1]
         p2 = prec_chol * prec_chol
-        coef = torch.cat([-2.0 * means_c.T * p2, p2.unsqueeze(0)], dim=0)
+        coef = torch.cat([p2.expand(d, -1), -2.0 * means_c.T * p2], dim=0)
         return coef, (means_c * means_c).sum(1) * p2
-
-    def mahalanobis_prepared(self, xc, prep):
-        coef, mean_sq = prep
-        # p_k (||x||^2 - 2 x.mu_k + ||mu_k||^2) as one GEMM [x, ||x||^2] @ (D+1, K).
-        feats = torch.cat([xc, row_sums(xc * xc).unsqueeze(1)], dim=1)
-        return torch.addmm(mean_sq, feats, coef).clamp_min_(0.0)
 
 
 def row_sums(a: torch.Tensor) -> torch.Tensor:

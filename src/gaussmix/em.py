@@ -51,10 +51,10 @@ class _Pass:
         log_det = cov.log_det(params.precisions_cholesky, d)
         self.const = torch.log(params.weights) + (log_det - 0.5 * d * _LOG_2PI)
 
-    def weighted_log_prob(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        xc = X - self.shift
-        maha = self.cov.mahalanobis_prepared(xc, self.prep)
-        return torch.add(self.const, maha, alpha=-0.5), xc
+    def weighted_log_prob(self, X: torch.Tensor) -> tuple:
+        xc, feats = self.cov.features(X, self.shift)
+        maha = self.cov.mahalanobis_prepared(feats, self.prep)
+        return torch.add(self.const, maha, alpha=-0.5), xc, feats
 
 
 def estimate_weighted_log_prob(X: torch.Tensor, params: GMMParams) -> torch.Tensor:
@@ -95,7 +95,7 @@ def e_step(X: torch.Tensor, params: GMMParams) -> tuple[torch.Tensor, torch.Tens
 def _add_chunk(total: SuffStats, X: torch.Tensor, sample_weight, ctx: _Pass) -> None:
     """E-step of one chunk; its statistics are added into ``total`` (all but
     ``weight`` and ``count``, which the caller keeps)."""
-    wlp, xc = ctx.weighted_log_prob(X)
+    wlp, xc, feats = ctx.weighted_log_prob(X)
     # Normalise in place with a single exp: resp = exp(wlp - max) / sum, and
     # log p(x) = max + log(sum), the same numbers logsumexp gives.
     top = wlp.amax(1, keepdim=True)
@@ -108,7 +108,7 @@ def _add_chunk(total: SuffStats, X: torch.Tensor, sample_weight, ctx: _Pass) -> 
         total.log_likelihood.add_(log_prob_norm.double() @ sample_weight.double())
     else:
         total.log_likelihood.add_(log_prob_norm.sum(dtype=torch.float64))
-    nk, s1, s2 = ctx.cov.moments(xc, resp)
+    nk, s1, s2 = ctx.cov.moments(xc, resp, feats)
     total.nk.add_(nk)
     total.s1.add_(s1)
     total.s2.add_(s2)
