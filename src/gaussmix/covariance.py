@@ -26,13 +26,13 @@ import math
 import torch
 
 __all__ = [
+    "row_sums",
+    "second_moment_outer",
+    "second_moment_weighted",
     "CovarianceType",
     "COVARIANCE_TYPES",
     "get_covariance_type",
     "CovarianceError",
-    "second_moment_weighted",
-    "second_moment_outer",
-    "row_sums",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
