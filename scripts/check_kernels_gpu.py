@@ -25,11 +25,10 @@ import sys
 
 import torch
 
-from gaussmix.covariance import COVARIANCE_TYPES, get_covariance_type
+from gaussmix.covariance import COVARIANCE_TYPES
 from gaussmix.data import iter_chunks
 from gaussmix.em import accumulate
 from gaussmix.kernels import reference
-from gaussmix.params import GMMParams
 
 FIELDS = ("nk", "s1", "s2", "log_likelihood", "weight", "count")
 SHAPES = [
@@ -48,25 +47,6 @@ SHAPES = [
 ]
 
 
-def random_params(kind, k, d, gen):
-    o = dict(dtype=torch.float64)
-    weights = torch.rand(k, generator=gen, **o) + 0.1
-    weights /= weights.sum()
-    means = 3.0 * torch.randn(k, d, generator=gen, **o)
-    if kind == "full":
-        a = torch.randn(k, d, d, generator=gen, **o)
-        cov = a @ a.transpose(1, 2) / d + 0.5 * torch.eye(d, **o)
-    elif kind == "tied":
-        a = torch.randn(d, d, generator=gen, **o)
-        cov = a @ a.T / d + 0.5 * torch.eye(d, **o)
-    elif kind == "diag":
-        cov = torch.rand(k, d, generator=gen, **o) + 0.5
-    else:
-        cov = torch.rand(k, generator=gen, **o) + 0.5
-    strat = get_covariance_type(kind)
-    return GMMParams(weights, means, strat.precisions_cholesky(cov), kind, cov)
-
-
 def relerr(a, b):
     a, b = a.double().cpu(), b.double().cpu()
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
@@ -77,7 +57,7 @@ def check(device, tol, verbose):
     worst = 0.0
     for (n, d, k, rows), kind, weighted in itertools.product(SHAPES, sorted(COVARIANCE_TYPES), (False, True)):
         gen = torch.Generator().manual_seed(n + 10 * d + 100 * k)
-        p64 = random_params(kind, k, d, gen)
+        p64 = reference.random_params(kind, k, d, gen)
         X64 = 2.0 * torch.randn(n, d, generator=gen, dtype=torch.float64) + 0.5
         w64 = torch.rand(n, generator=gen, dtype=torch.float64) + 0.1 if weighted else None
         X32 = X64.to(device=device, dtype=torch.float32)

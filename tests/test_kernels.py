@@ -21,31 +21,13 @@ from gaussmix.covariance import (
 from gaussmix.data import chunk_rows, iter_chunks
 from gaussmix.em import accumulate, chunk_stats, e_step, estimate_weighted_log_prob
 from gaussmix.kernels import allow_tf32, matmul_precision, reference, set_allow_tf32
-from gaussmix.params import GMMParams
 
 SHAPES = [(1, 1, 1), (7, 1, 3), (50, 2, 1), (33, 3, 5), (64, 17, 3), (40, 5, 19), (129, 16, 16), (25, 33, 2)]
 FIELDS = ("nk", "s1", "s2", "log_likelihood", "weight", "count")
 
 
-def random_params(covariance_type, k, d, gen, dtype=torch.float64, spread=3.0):
-    """Well-conditioned random parameters of the given type."""
-    o = dict(dtype=torch.float64)
-    weights = torch.rand(k, generator=gen, **o) + 0.1
-    weights /= weights.sum()
-    means = spread * torch.randn(k, d, generator=gen, **o)
-    if covariance_type == "full":
-        a = torch.randn(k, d, d, generator=gen, **o)
-        cov = a @ a.transpose(1, 2) / d + 0.5 * torch.eye(d, **o)
-    elif covariance_type == "tied":
-        a = torch.randn(d, d, generator=gen, **o)
-        cov = a @ a.T / d + 0.5 * torch.eye(d, **o)
-    elif covariance_type == "diag":
-        cov = torch.rand(k, d, generator=gen, **o) + 0.5
-    else:
-        cov = torch.rand(k, generator=gen, **o) + 0.5
-    strat = get_covariance_type(covariance_type)
-    params = GMMParams(weights, means, strat.precisions_cholesky(cov), covariance_type, cov)
-    return params.to(dtype=dtype)
+def random_params(covariance_type, k, d, gen, dtype=torch.float64):
+    return reference.random_params(covariance_type, k, d, gen).to(dtype=dtype)
 
 
 def relerr(a, b):

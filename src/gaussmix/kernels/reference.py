@@ -14,7 +14,7 @@ import math
 
 import torch
 
-__all__ = ["mahalanobis", "log_gaussian", "second_moment", "chunk_stats"]
+__all__ = ["mahalanobis", "log_gaussian", "second_moment", "chunk_stats", "random_params"]
 
 
 def _factor(covariance_type: str, prec_chol: torch.Tensor, k: int, d: int) -> torch.Tensor:
@@ -88,3 +88,43 @@ def chunk_stats(X, params, sample_weight=None) -> dict:
         count=torch.tensor(float(X.shape[0]), dtype=torch.float64),
         log_resp=log_resp,
     )
+
+
+def random_params(covariance_type, n_components, n_features, gen, spread=3.0):
+    """Random well-conditioned float64 parameters, for checking the fast path.
+
+    Means are ``spread`` times standard normal; covariances are
+    ``A A^T / D + I / 2`` (full, tied) or uniform in [0.5, 1.5) (diag,
+    spherical); weights are positive and sum to one.
+
+    Parameters
+    ----------
+    covariance_type : str
+    n_components, n_features : int
+    gen : torch.Generator
+    spread : float
+
+    Returns
+    -------
+    GMMParams
+    """
+    from ..covariance import get_covariance_type
+    from ..params import GMMParams
+
+    k, d = n_components, n_features
+    o = dict(dtype=torch.float64)
+    weights = torch.rand(k, generator=gen, **o) + 0.1
+    weights /= weights.sum()
+    means = spread * torch.randn(k, d, generator=gen, **o)
+    if covariance_type == "full":
+        a = torch.randn(k, d, d, generator=gen, **o)
+        cov = a @ a.transpose(1, 2) / d + 0.5 * torch.eye(d, **o)
+    elif covariance_type == "tied":
+        a = torch.randn(d, d, generator=gen, **o)
+        cov = a @ a.T / d + 0.5 * torch.eye(d, **o)
+    elif covariance_type == "diag":
+        cov = torch.rand(k, d, generator=gen, **o) + 0.5
+    else:
+        cov = torch.rand(k, generator=gen, **o) + 0.5
+    strat = get_covariance_type(covariance_type)
+    return GMMParams(weights, means, strat.precisions_cholesky(cov), covariance_type, cov)
