@@ -160,7 +160,7 @@ def test_chunk_rows_bounds():
     assert 1 <= chunk_rows(100_000, 16, 16) <= 100_000
     # The widest intermediate (B, K*D) stays within the cache-sized budget.
     rows = chunk_rows(10**7, 16, 16)
-    assert rows * 16 * 16 <= 1 << 19
+    assert rows * 16 * 16 <= 1 << 20
     assert chunk_rows(10**7, 1000, 100) >= 256
     assert chunk_rows(10**7, 4, 4, batch_size=77) == 77
 

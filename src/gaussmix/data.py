@@ -8,14 +8,15 @@ import torch
 
 __all__ = ["chunk_rows", "iter_chunks"]
 
-# Elements of the largest per-chunk intermediate (B x K*D) on the CPU: 2**19
-# float64 values = 4 MiB, so that a chunk's intermediates stay in the L3
-# cache between the GEMM that writes them and the reduction that reads them
-# (measured on a 2-core EPYC at 100k x 16 x 16: 1024-4096 rows per chunk take
-# 105-110 ms per pass, 8192 rows 160 ms, 256 rows 175 ms), while chunks stay
-# long enough that the per-chunk overhead (~15 small ops, each a parallel
-# region that both threads must reach) stays small.
-_CPU_BUDGET = 1 << 19
+# Elements of the largest per-chunk intermediate (B x K*D) on the CPU: 2**20
+# float64 values = 8 MiB, so that a chunk's intermediates stay in the L3
+# cache between the GEMM that writes them and the reduction that reads them,
+# while chunks stay long enough that the per-chunk overhead (~15 small ops,
+# each a parallel region that both threads must reach) stays small.
+# Measured per pass on a 2-core EPYC at 100k x 16 x 16 full, idle machine:
+# 256 rows 318 ms, 1024 116 ms, 2048 98 ms, 4096 78 ms, 8192 126 ms; under
+# load (average ~5) 1024-4096 rows were all within 105-111 ms.
+_CPU_BUDGET = 1 << 20
 # Never fewer rows than this on the CPU: below it the per-chunk overhead wins.
 _CPU_MIN_ROWS = 256
 # On CUDA the floor of a chunk's budget (elements), before free memory is asked.
