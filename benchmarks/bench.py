@@ -281,7 +281,7 @@ def run(args) -> str:
                 f"{min_bytes_per_iter(n, d, Xt.element_size()) / 1e6:.3g} | "
                 f"{sk_best * 1e3:.1f} | {gm_best * 1e3:.2f} | {sk_best / gm_best:.1f}x | "
                 f"{gfs:.1f} | {100 * gfs / rate:.0f}% | "
-                f"{sk_init * 1e3:.0f} / {gm_init * 1e3:.0f} | "
+                f"{f'{sk_init * 1e3:.0f}' if with_sk else '-'} / {gm_init * 1e3:.0f} | "
                 f"{abs(gm_lb - sk_lb) / abs(sk_lb):.1e} |"
             )
             if not with_sk:
