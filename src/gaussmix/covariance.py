@@ -487,7 +487,7 @@ def second_moment_weighted(xc: torch.Tensor, resp: torch.Tensor) -> torch.Tensor
     b, d = xc.shape
     k = resp.shape[1]
     weighted = (resp.unsqueeze(2) * xc.unsqueeze(1)).view(b, k * d)
-    return (xc.T @ weighted).view(d, k, d).transpose(0, 1)
+    return (xc.T @ weighted).view(d, k, d).transpose(0, 1).contiguous()
 
 
 def second_moment_outer(xc: torch.Tensor, resp: torch.Tensor) -> torch.Tensor:
