@@ -27,6 +27,9 @@ import warnings
 import torch
 
 __all__ = [
+    "row_sums",
+    "second_moment_outer",
+    "second_moment_weighted",
     "CovarianceType",
     "COVARIANCE_TYPES",
     "get_covariance_type",
@@ -286,7 +289,73 @@ class CovarianceType:
         """Log density (B, K) of each point under each component."""
         d = xc.shape[1]
         maha = self.mahalanobis(xc, means_c, prec_chol)
-        return -0.5 * (d * _LOG_2PI + maha) + self.log_det(prec_chol, d)
+        return torch.add(self.log_det(prec_chol, d) - 0.5 * d * _LOG_2PI, maha, alpha=-0.5)
+
+    # -- the E-step hot path -----------------------------------------------
+    # The per-pass constants (reshaped factors, projected means) are computed
+    # once per pass by ``prepare`` instead of once per chunk, and the chunk's
+    # Mahalanobis distances then cost one GEMM plus one reduction.
+    def prepare(self, means_c: torch.Tensor, prec_chol: torch.Tensor) -> tuple:
+        """Per-pass constants for :meth:`mahalanobis_prepared`.
+
+        Parameters
+        ----------
+        means_c : Tensor (K, D)
+            Means minus the shift of the pass.
+        prec_chol : Tensor
+            Precision Cholesky factors.
+
+        Returns
+        -------
+        tuple of Tensor
+            Opaque; only :meth:`mahalanobis_prepared` reads it.
+        """
+        raise NotImplementedError
+
+    def features(self, X: torch.Tensor, shift: torch.Tensor) -> tuple:
+        """Shifted data and the per-row features both halves of the E-step read.
+
+        Returns
+        -------
+        xc : Tensor (B, D)
+            ``X - shift``.
+        feats : Tensor
+            What :meth:`mahalanobis_prepared` and :meth:`moments` take
+            (``xc`` itself unless a type needs more, e.g. ``[x*x, x]``).
+        """
+        xc = X - shift
+        return xc, xc
+
+    def mahalanobis_prepared(self, feats: torch.Tensor, prep: tuple) -> torch.Tensor:
+        """Squared Mahalanobis distances (B, K) from :meth:`features` and
+        :meth:`prepare`'s constants.
+
+        The result is a fresh tensor that the caller may overwrite.
+        """
+        raise NotImplementedError
+
+    def moments(self, xc: torch.Tensor, resp: torch.Tensor, feats: torch.Tensor | None = None) -> tuple:
+        """All per-chunk statistics ``(nk, s1, s2)`` in the chunk's dtype.
+
+        Parameters
+        ----------
+        xc : Tensor (B, D)
+            Shifted data.
+        resp : Tensor (B, K)
+            Responsibilities multiplied by the sample weights.
+        feats : Tensor, optional
+            :meth:`features`' second result, reused when given.
+
+        Returns
+        -------
+        nk : Tensor (K,)
+            ``resp.sum(0)``.
+        s1 : Tensor (K, D)
+            ``resp.T @ xc``.
+        s2 : Tensor
+            :meth:`second_moment`.
+        """
+        return resp.sum(0), resp.T @ xc, self.second_moment(xc, resp)
 
     def expected_param_shape(self, n_components: int, n_features: int) -> tuple:
         """Shape of covariances / precisions for this type."""
@@ -334,11 +403,12 @@ class Full(CovarianceType):
         return (n_components, n_features, n_features)
 
     def second_moment(self, xc, resp):
-        b, d = xc.shape
-        k = resp.shape[1]
-        # One GEMM for all components: (B, K*D)^T @ (B, D) -> (K*D, D).
-        weighted = (resp.unsqueeze(2) * xc.unsqueeze(1)).reshape(b, k * d)
-        return (weighted.T @ xc).reshape(k, d, d)
+        # Both formulations do 2 B K D^2 flops in one GEMM; the smaller
+        # intermediate wins: (B, D*D) outer products when D < K, else the
+        # (B, K*D) responsibility-weighted data.
+        if xc.shape[1] < resp.shape[1]:
+            return second_moment_outer(xc, resp)
+        return second_moment_weighted(xc, resp)
 
     def covariances_from_stats(self, nk, means_c, s2, reg_covar):
         d = means_c.shape[1]
@@ -381,12 +451,21 @@ class Full(CovarianceType):
         return torch.log(torch.diagonal(prec_chol, dim1=-2, dim2=-1)).sum(-1)
 
     def mahalanobis(self, xc, means_c, prec_chol):
+        return self.mahalanobis_prepared(xc, self.prepare(means_c, prec_chol))
+
+    def prepare(self, means_c, prec_chol):
+        k, d = means_c.shape
+        factors = prec_chol.permute(1, 0, 2).reshape(d, k * d)
+        offset = -(means_c.unsqueeze(1) @ prec_chol).reshape(k * d)
+        return factors, offset
+
+    def mahalanobis_prepared(self, xc, prep):
+        factors, offset = prep
         b, d = xc.shape
-        k = means_c.shape[0]
-        # (B, D) @ (D, K*D): all components in a single matmul.
-        y = (xc @ prec_chol.permute(1, 0, 2).reshape(d, k * d)).reshape(b, k, d)
-        y = y - torch.einsum("kd,kde->ke", means_c, prec_chol).unsqueeze(0)
-        return (y * y).sum(-1)
+        # (x - mu_k) U_k for all k in one GEMM (B, D) @ (D, K*D), the mean term
+        # folded in as the GEMM's bias; then squares summed per component.
+        y = torch.addmm(offset, xc, factors)
+        return row_sums(y.square_().view(-1, d)).view(b, -1)
 
     def check_spd(self, mats, name):
         _check_symmetric_pd(mats, name)
@@ -429,10 +508,20 @@ class Tied(CovarianceType):
         return torch.log(torch.diagonal(prec_chol)).sum()
 
     def mahalanobis(self, xc, means_c, prec_chol):
-        y = xc @ prec_chol
+        return self.mahalanobis_prepared(xc, self.prepare(means_c, prec_chol))
+
+    def prepare(self, means_c, prec_chol):
         m = means_c @ prec_chol
-        maha = (y * y).sum(1, keepdim=True) - 2.0 * (y @ m.T) + (m * m).sum(1)
-        return maha.clamp_min(0.0)
+        return prec_chol, -2.0 * m.T, (m * m).sum(1)
+
+    def mahalanobis_prepared(self, xc, prep):
+        factor, cross, mean_sq = prep
+        # ||y||^2 - 2 y.m_k + ||m_k||^2 with y = x U: one (B, D) @ (D, K) GEMM
+        # whatever K.
+        y = xc @ factor
+        maha = torch.addmm(mean_sq, y, cross)
+        maha.add_(row_sums(y.square_()).unsqueeze(1))
+        return maha.clamp_min_(0.0)
 
     def check_spd(self, mats, name):
         _check_symmetric_pd(mats, name)
@@ -451,6 +540,24 @@ class Diag(CovarianceType):
 
     def second_moment(self, xc, resp):
         return resp.T @ (xc * xc)
+
+    def features(self, X, shift):
+        # [x*x, x] written once into one buffer: the E-step's GEMM and the
+        # M-step's GEMM both read it (no torch.cat, no second copy).
+        b, d = X.shape
+        feats = torch.empty(b, 2 * d, dtype=X.dtype, device=X.device)
+        xc = feats[:, d:]
+        torch.sub(X, shift, out=xc)
+        torch.mul(xc, xc, out=feats[:, :d])
+        return xc, feats
+
+    def moments(self, xc, resp, feats=None):
+        # s2 and s1 from one GEMM: resp^T @ [x*x, x].
+        d = xc.shape[1]
+        if feats is None:
+            feats = self.features(xc, torch.zeros((), dtype=xc.dtype, device=xc.device))[1]
+        both = resp.T @ feats
+        return resp.sum(0), both[:, d:], both[:, :d]
 
     def covariances_from_stats(self, nk, means_c, s2, reg_covar):
         return s2 / nk[:, None] - means_c * means_c + reg_covar
@@ -486,9 +593,19 @@ class Diag(CovarianceType):
         return torch.log(prec_chol).sum(-1)
 
     def mahalanobis(self, xc, means_c, prec_chol):
+        feats = self.features(xc, torch.zeros((), dtype=xc.dtype, device=xc.device))[1]
+        return self.mahalanobis_prepared(feats, self.prepare(means_c, prec_chol))
+
+    def prepare(self, means_c, prec_chol):
         p2 = prec_chol * prec_chol
-        maha = (xc * xc) @ p2.T - 2.0 * (xc @ (means_c * p2).T) + (means_c * means_c * p2).sum(1)
-        return maha.clamp_min(0.0)
+        coef = torch.cat([p2.T, -2.0 * (means_c * p2).T], dim=0)
+        return coef, (means_c * means_c * p2).sum(1)
+
+    def mahalanobis_prepared(self, feats, prep):
+        coef, mean_sq = prep
+        # sum_d p_kd (x_d^2 - 2 x_d mu_kd) + sum_d p_kd mu_kd^2 as one GEMM
+        # [x*x, x] (B, 2D) @ (2D, K).
+        return torch.addmm(mean_sq, feats, coef).clamp_min_(0.0)
 
     def check_spd(self, mats, name):
         if bool((mats <= 0).any()):
@@ -518,10 +635,45 @@ class Spherical(Diag):
     def log_det(self, prec_chol, n_features):
         return n_features * torch.log(prec_chol)
 
-    def mahalanobis(self, xc, means_c, prec_chol):
+    def prepare(self, means_c, prec_chol):
+        # Diag's features [x*x, x] with p_k repeated over the x*x block: the
+        # same buffer then serves the E-step and the (K, D) second moments.
+        d = means_c.shape[1]
         p2 = prec_chol * prec_chol
-        maha = (xc * xc).sum(1, keepdim=True) - 2.0 * (xc @ means_c.T) + (means_c * means_c).sum(1)
-        return maha.clamp_min(0.0) * p2
+        coef = torch.cat([p2.expand(d, -1), -2.0 * means_c.T * p2], dim=0)
+        return coef, (means_c * means_c).sum(1) * p2
+
+
+def row_sums(a: torch.Tensor) -> torch.Tensor:
+    """Sums over the last axis of a 2-D tensor.
+
+    A matrix-vector product with ones when rows are short: torch's reduction
+    kernels are slow over an inner axis of a few elements (measured 15x for
+    2 columns, 1.5x for 16), a GEMV is not.
+    """
+    if a.shape[1] > 32:
+        return a.sum(1)
+    return a @ torch.ones(a.shape[1], dtype=a.dtype, device=a.device)
+
+
+def second_moment_weighted(xc: torch.Tensor, resp: torch.Tensor) -> torch.Tensor:
+    """Full second moments (K, D, D) as ``xc^T @ W`` with W (B, K*D).
+
+    ``W[b, k*D + j] = resp[b, k] * xc[b, j]``: one GEMM with the chunk as its
+    inner dimension, for all components at once.
+    """
+    b, d = xc.shape
+    k = resp.shape[1]
+    weighted = (resp.unsqueeze(2) * xc.unsqueeze(1)).view(b, k * d)
+    return (xc.T @ weighted).view(d, k, d).transpose(0, 1).contiguous()
+
+
+def second_moment_outer(xc: torch.Tensor, resp: torch.Tensor) -> torch.Tensor:
+    """Full second moments (K, D, D) as ``resp^T @ O`` with the outer products O (B, D*D)."""
+    b, d = xc.shape
+    k = resp.shape[1]
+    outer = (xc.unsqueeze(2) * xc.unsqueeze(1)).view(b, d * d)
+    return (resp.T @ outer).view(k, d, d)
 
 
 COVARIANCE_TYPES: dict[str, CovarianceType] = {

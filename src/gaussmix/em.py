@@ -16,7 +16,8 @@ from typing import Callable, Iterable
 
 import torch
 
-from .covariance import get_covariance_type
+from . import kernels
+from .covariance import _LOG_2PI, get_covariance_type, row_sums
 from .params import GMMParams
 from .stats import SuffStats
 
@@ -46,6 +47,30 @@ class EmptyComponentWarning(UserWarning):
 Chunks = Iterable[tuple[torch.Tensor, "torch.Tensor | None"]]
 
 
+class _Pass:
+    """What every chunk of one pass shares, computed once per pass.
+
+    ``const[k] = log w_k + log det U_k - D/2 log(2 pi)``, so that the weighted
+    log-probabilities of a chunk are ``const - maha / 2`` (one fused op).
+    """
+
+    __slots__ = ("cov", "shift", "prep", "const")
+
+    def __init__(self, params: GMMParams):
+        cov = params.cov
+        d = params.n_features
+        self.cov = cov
+        self.shift = params.shift
+        self.prep = cov.prepare(params.means - self.shift, params.precisions_cholesky)
+        log_det = cov.log_det(params.precisions_cholesky, d)
+        self.const = torch.log(params.weights) + (log_det - 0.5 * d * _LOG_2PI)
+
+    def weighted_log_prob(self, X: torch.Tensor) -> tuple:
+        xc, feats = self.cov.features(X, self.shift)
+        maha = self.cov.mahalanobis_prepared(feats, self.prep)
+        return torch.add(self.const, maha, alpha=-0.5), xc, feats
+
+
 def estimate_weighted_log_prob(X: torch.Tensor, params: GMMParams) -> torch.Tensor:
     """``log w_k + log N(x_i | mu_k, Sigma_k)`` for every point and component.
 
@@ -59,11 +84,7 @@ def estimate_weighted_log_prob(X: torch.Tensor, params: GMMParams) -> torch.Tens
     -------
     Tensor (B, K)
     """
-    shift = params.shift
-    xc = X - shift
-    means_c = params.means - shift
-    log_gauss = params.cov.log_gaussian(xc, means_c, params.precisions_cholesky)
-    return log_gauss + torch.log(params.weights)
+    return _Pass(params).weighted_log_prob(X)[0]
 
 
 def e_step(X: torch.Tensor, params: GMMParams) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,7 +103,34 @@ def e_step(X: torch.Tensor, params: GMMParams) -> tuple[torch.Tensor, torch.Tens
     """
     wlp = estimate_weighted_log_prob(X, params)
     log_prob_norm = torch.logsumexp(wlp, dim=1)
-    return wlp - log_prob_norm.unsqueeze(1), log_prob_norm
+    return wlp.sub_(log_prob_norm.unsqueeze(1)), log_prob_norm
+
+
+def _add_chunk(total: SuffStats, X: torch.Tensor, sample_weight, ctx: _Pass) -> None:
+    """E-step of one chunk; its statistics are added into ``total`` (all but
+    ``weight`` and ``count``, which the caller keeps)."""
+    wlp, xc, feats = ctx.weighted_log_prob(X)
+    # Normalise in place with a single exp: resp = exp(wlp - max) / sum, and
+    # log p(x) = max + log(sum), the same numbers logsumexp gives.
+    top = wlp.amax(1, keepdim=True)
+    resp = wlp.sub_(top).exp_()
+    norm = row_sums(resp).unsqueeze(1)
+    resp.div_(norm)
+    log_prob_norm = norm.log_().add_(top).view(-1)
+    if sample_weight is not None:
+        resp.mul_(sample_weight.unsqueeze(1))
+        total.log_likelihood.add_(log_prob_norm.double() @ sample_weight.double())
+    else:
+        total.log_likelihood.add_(log_prob_norm.sum(dtype=torch.float64))
+    nk, s1, s2 = ctx.cov.moments(xc, resp, feats)
+    total.nk.add_(nk)
+    total.s1.add_(s1)
+    total.s2.add_(s2)
+
+
+def _zeros(params: GMMParams) -> SuffStats:
+    k, d = params.n_components, params.n_features
+    return SuffStats.zeros(k, d, params.cov.stat_shape(k, d), device=params.means.device)
 
 
 def chunk_stats(
@@ -100,36 +148,33 @@ def chunk_stats(
     sample_weight : Tensor (B,), optional
         Non-negative weights; a point of weight w counts as w copies.
     """
-    cov = params.cov
-    shift = params.shift
-    xc = X - shift
-    log_gauss = cov.log_gaussian(xc, params.means - shift, params.precisions_cholesky)
-    wlp = log_gauss + torch.log(params.weights)
-    log_prob_norm = torch.logsumexp(wlp, dim=1)
-    resp = torch.exp(wlp - log_prob_norm.unsqueeze(1))
-    if sample_weight is not None:
-        resp = resp * sample_weight.unsqueeze(1)
-        ll = (log_prob_norm.double() * sample_weight.double()).sum()
-        wsum = sample_weight.double().sum()
-    else:
-        ll = log_prob_norm.double().sum()
-        wsum = torch.tensor(float(X.shape[0]), dtype=torch.float64, device=X.device)
-    return SuffStats(
-        nk=resp.sum(0).double(),
-        s1=(resp.T @ xc).double(),
-        s2=cov.second_moment(xc, resp).double(),
-        log_likelihood=ll,
-        weight=wsum,
-        count=torch.tensor(float(X.shape[0]), dtype=torch.float64, device=X.device),
-    )
+    return accumulate([(X, sample_weight)], params)
 
 
 def accumulate(chunks: Chunks, params: GMMParams) -> SuffStats:
-    """Sum :func:`chunk_stats` over chunks (one pass over the data)."""
-    k, d = params.n_components, params.n_features
-    total = SuffStats.zeros(k, d, params.cov.stat_shape(k, d), device=params.means.device)
-    for xb, wb in chunks:
-        total.add_(chunk_stats(xb, params, wb))
+    """Sum :func:`chunk_stats` over chunks (one pass over the data).
+
+    The per-pass constants are computed once, each chunk's statistics go
+    straight into the float64 totals, and nothing forces a device sync.
+    """
+    total = _zeros(params)
+    ctx = _Pass(params)
+    rows = 0
+    unweighted_rows = 0
+    weight_sums = []
+    with kernels.matmul_precision(params.means.device):
+        for xb, wb in chunks:
+            _add_chunk(total, xb, wb, ctx)
+            rows += xb.shape[0]
+            if wb is None:
+                unweighted_rows += xb.shape[0]
+            else:
+                weight_sums.append(wb.sum(dtype=torch.float64))
+    total.count.fill_(float(rows))
+    # An unweighted row has weight one.
+    total.weight.fill_(float(unweighted_rows))
+    if weight_sums:
+        total.weight.add_(torch.stack(weight_sums).sum())
     return total
 
 

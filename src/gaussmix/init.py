@@ -21,6 +21,9 @@ __all__ = ["kmeans_plusplus", "kmeans", "initial_params", "INIT_METHODS"]
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 
+# Elements of the (rows, n_clusters) distance block of one k-means chunk.
+_KMEANS_ELEMENTS = 1 << 20
+
 
 def _sq_dist(X: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances (B, M), clamped at zero."""
@@ -92,8 +95,33 @@ def kmeans_plusplus(
     return X[idx].clone(), idx
 
 
-def _assign(X, centers, rows):
-    return torch.cat([torch.argmin(_sq_dist(xb, centers), 1) for xb, _ in iter_chunks(X, None, rows)])
+def _lloyd_pass(Xc, sample_weight, centers, rows, want_labels):
+    """One pass over the data: nearest center of every row, and the
+    per-center weighted counts and sums (float64) for the next centers.
+
+    The distance ``||x||^2 - 2 x.c + ||c||^2`` drops ``||x||^2`` (it does not
+    change the argmin), so a chunk costs one GEMM, one argmin and one scatter.
+    """
+    k, d = centers.shape
+    c = centers.to(Xc.dtype)
+    c_sq = (c * c).sum(1)
+    counts = torch.zeros(k, dtype=torch.float64, device=Xc.device)
+    sums = torch.zeros(k, d, dtype=torch.float64, device=Xc.device)
+    labels = []
+    for xb, wb in iter_chunks(Xc, sample_weight, rows):
+        lab = torch.addmm(c_sq, xb, c.T, alpha=-2.0).argmin(1)
+        if want_labels:
+            labels.append(lab)
+        if wb is None:
+            counts += torch.bincount(lab, minlength=k).to(torch.float64)
+            part = torch.zeros(k, d, dtype=Xc.dtype, device=Xc.device).index_add_(0, lab, xb)
+        else:
+            counts.index_add_(0, lab, wb.to(torch.float64))
+            part = torch.zeros(k, d, dtype=Xc.dtype, device=Xc.device).index_add_(
+                0, lab, xb * wb.unsqueeze(1)
+            )
+        sums += part.to(torch.float64)
+    return (torch.cat(labels) if want_labels else None), counts, sums
 
 
 def kmeans(
@@ -126,22 +154,27 @@ def kmeans(
     -------
     labels : Tensor (N,) of int64
     """
+    # The widest intermediate here is (rows, n_clusters), far narrower than the
+    # EM chunk's (rows, K*D): longer chunks cut the per-chunk overhead.
+    rows = max(rows, _KMEANS_ELEMENTS // max(n_clusters, 1))
     centers, _ = kmeans_plusplus(X, n_clusters, gen, sample_weight, rows)
-    centers = centers.double()
-    w = torch.ones(X.shape[0], dtype=torch.float64, device=X.device) if sample_weight is None else sample_weight.double()
     var = X.double().var(0, unbiased=False).mean() if X.shape[0] > 1 else torch.zeros((), dtype=torch.float64)
     threshold = float(tol * var)
-    labels = _assign(X, centers.to(X.dtype), rows)
+    # Centring once keeps the expanded distances free of cancellation for
+    # data with a large offset (float32 around 1e6).
+    origin = X.mean(0)
+    Xc = X - origin
+    centers = centers.double() - origin.double()
     for _ in range(max_iter):
-        counts = torch.zeros(n_clusters, dtype=torch.float64, device=X.device).index_add_(0, labels, w)
-        sums = torch.zeros_like(centers).index_add_(0, labels, X.double() * w.unsqueeze(1))
+        _, counts, sums = _lloyd_pass(Xc, sample_weight, centers, rows, False)
         # An emptied cluster keeps its previous center.
         new = torch.where(counts.unsqueeze(1) > 0, sums / counts.clamp_min(1e-300).unsqueeze(1), centers)
         shift = float(((new - centers) ** 2).sum())
         centers = new
-        labels = _assign(X, centers.to(X.dtype), rows)
         if shift <= threshold:
             break
+    # Labels of the final centers, as scikit-learn's last assignment step.
+    labels, _, _ = _lloyd_pass(Xc, sample_weight, centers, rows, True)
     return labels
 
 

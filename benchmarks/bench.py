@@ -1,0 +1,329 @@
+"""gaussmix and scikit-learn side by side: milliseconds per EM iteration.
+
+Both libraries start from the same fixed initial parameters and run a fixed
+number of EM iterations with ``tol=0``; the time per iteration excludes the
+initialisation, which is timed separately (gaussmix's k-means init against
+scikit-learn's).  The final mean log-likelihoods are compared, so a fast
+wrong answer shows.  Achieved GFLOP/s use the flop model of each covariance
+type against the matmul rate measured at the start.
+
+Usage::
+
+    python benchmarks/bench.py                 # CPU grid, writes docs/PERFORMANCE.md
+    python benchmarks/bench.py --quick         # acceptance shapes only, 1 repetition
+    python benchmarks/bench.py --device cuda --dtype float32   # GPU rows (no scikit-learn)
+
+Timings on a machine shared with other work are noisy: every number is the
+best of ``--reps`` interleaved repetitions, and the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+# Waiting OpenMP threads sleep instead of spinning: on a machine with as many
+# busy processes as cores, spinning threads steal the time slices their
+# partners need (measured: 2-10x slower small ops).  Set before torch loads;
+# --omp-wait active restores OpenMP's default.
+_OMP_WAIT = "PASSIVE"
+for _i, _a in enumerate(sys.argv):
+    if _a == "--omp-wait" and _i + 1 < len(sys.argv):
+        _OMP_WAIT = sys.argv[_i + 1].upper()
+os.environ.setdefault("OMP_WAIT_POLICY", _OMP_WAIT)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from gaussmix.covariance import get_covariance_type  # noqa: E402
+from gaussmix.data import chunk_rows, iter_chunks  # noqa: E402
+from gaussmix.em import run_em  # noqa: E402
+from gaussmix.init import initial_params  # noqa: E402
+from gaussmix.params import GMMParams  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOC = os.path.join(ROOT, "docs", "PERFORMANCE.md")
+
+# (N, D, K, covariance types, EM iterations timed)
+CPU_GRID = [
+    (10_000, 2, 3, ("full", "tied", "diag", "spherical"), 20),
+    (100_000, 16, 16, ("full", "tied", "diag", "spherical"), 3),
+    (100_000, 64, 8, ("full", "diag"), 2),
+    (1_000_000, 8, 4, ("full",), 2),
+]
+CPU_QUICK = [
+    (10_000, 2, 3, ("full",), 10),
+    (100_000, 16, 16, ("full",), 2),
+    (100_000, 64, 8, ("full",), 1),
+]
+GPU_GRID = [
+    (100_000, 16, 16, ("full",), 20),
+    (1_000_000, 32, 32, ("full",), 10),
+    (4_000_000, 64, 64, ("full",), 5),
+]
+
+
+def flops_per_iter(kind: str, n: int, d: int, k: int) -> float:
+    """Multiply-adds x 2 of the GEMMs of one EM iteration (the flop model)."""
+    if kind == "full":
+        # E: (B, D) @ (D, K*D); M: second moments (D, B) @ (B, K*D) and s1 (K, B) @ (B, D).
+        return 2.0 * n * k * d * d * 2 + 2.0 * n * k * d
+    if kind == "tied":
+        # E: x @ U (D^2) and the cross term (D K); M: (D, B) @ (B, D) and s1.
+        return 2.0 * n * (d * d + d * k) + 2.0 * n * (d * d + k * d)
+    if kind == "diag":
+        # E: [x*x, x] (B, 2D) @ (2D, K); M: resp^T @ [x, x*x].
+        return 2.0 * n * 2 * d * k * 2
+    # spherical: E: (B, D+1) @ (D+1, K); M: resp^T @ [x, x*x].
+    return 2.0 * n * (d + 1) * k + 2.0 * n * 2 * d * k
+
+
+def min_bytes_per_iter(n: int, d: int, itemsize: int) -> float:
+    """Least memory traffic of one iteration: the data read once."""
+    return float(n * d * itemsize)
+
+
+def matmul_gflops(dtype, device, size=2048, reps=3) -> float:
+    """Measured dense matmul rate, best of ``reps``."""
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    best = float("inf")
+    for _ in range(reps + 1):
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * size**3 / best / 1e9
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_data(n, d, k, seed=0):
+    """K well-separated Gaussian blobs with random covariances."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=4.0, size=(k, d))
+    labels = rng.integers(0, k, size=n)
+    scales = rng.uniform(0.5, 1.5, size=(k, d))
+    return centers[labels] + rng.normal(size=(n, d)) * scales[labels]
+
+
+def fixed_init(X, k, kind, seed=0):
+    """Initial parameters both libraries start from: means at random rows,
+    unit-scale covariances, equal weights."""
+    rng = np.random.default_rng(seed + 1)
+    n, d = X.shape
+    means = X[rng.choice(n, size=k, replace=False)]
+    var = X.var(0).mean()
+    weights = np.full(k, 1.0 / k)
+    if kind == "full":
+        precisions = np.broadcast_to(np.eye(d) / var, (k, d, d)).copy()
+    elif kind == "tied":
+        precisions = np.eye(d) / var
+    elif kind == "diag":
+        precisions = np.full((k, d), 1.0 / var)
+    else:
+        precisions = np.full(k, 1.0 / var)
+    return weights, means, precisions
+
+
+def time_sklearn(X, k, kind, init, n_iter, threads):
+    """Seconds per iteration of scikit-learn's EM loop body (E-step + M-step)."""
+    from sklearn.mixture import GaussianMixture as SK
+    from threadpoolctl import threadpool_limits
+
+    weights, means, precisions = init
+    with threadpool_limits(limits=threads):
+        gm = SK(k, covariance_type=kind, weights_init=weights, means_init=means,
+                precisions_init=precisions, max_iter=1, tol=0.0)
+        gm._initialize_parameters(X, np.random.RandomState(0))
+        t = time.perf_counter()
+        for _ in range(n_iter):
+            lb, log_resp = gm._e_step(X)
+            gm._m_step(X, log_resp)
+        dt = (time.perf_counter() - t) / n_iter
+        lb, _ = gm._e_step(X)
+    return dt, float(lb)
+
+
+def time_sklearn_init(X, k, kind, threads):
+    from sklearn.mixture import GaussianMixture as SK
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads):
+        gm = SK(k, covariance_type=kind, max_iter=1)
+        t = time.perf_counter()
+        gm._initialize_parameters(X, np.random.RandomState(0))
+        return time.perf_counter() - t
+
+
+def time_gaussmix(Xt, k, kind, init, n_iter):
+    """Seconds per iteration of gaussmix's EM loop (run_em), and the mean
+    log-likelihood after ``n_iter`` iterations."""
+    weights, means, precisions = init
+    dev, dtype = Xt.device, Xt.dtype
+    cov = get_covariance_type(kind)
+    p = GMMParams(
+        torch.as_tensor(weights, dtype=torch.float64),
+        torch.as_tensor(means, dtype=torch.float64),
+        cov.precisions_cholesky_from_precisions(torch.as_tensor(precisions, dtype=torch.float64)),
+        kind,
+    ).to(device=dev, dtype=dtype)
+    n, d = Xt.shape
+    rows = chunk_rows(n, k, d, dev, dtype)
+
+    def chunks():
+        return iter_chunks(Xt, None, rows)
+
+    _sync(dev)
+    t = time.perf_counter()
+    res = run_em(chunks, p, reg_covar=1e-6, tol=0.0, max_iter=n_iter)
+    _sync(dev)
+    dt = (time.perf_counter() - t) / n_iter
+    # One more pass gives the log-likelihood of the final parameters, as
+    # scikit-learn's extra E-step above.
+    final = run_em(chunks, res.params, reg_covar=1e-6, tol=0.0, max_iter=1)
+    return dt, final.lower_bound
+
+
+def time_gaussmix_init(Xt, k, kind):
+    gen = torch.Generator(device=Xt.device if Xt.device.type == "cuda" else "cpu").manual_seed(0)
+    rows = chunk_rows(Xt.shape[0], k, Xt.shape[1], Xt.device, Xt.dtype)
+    _sync(Xt.device)
+    t = time.perf_counter()
+    initial_params(Xt, k, kind, "kmeans", 1e-6, gen, None, rows)
+    _sync(Xt.device)
+    return time.perf_counter() - t
+
+
+def machine(device, threads) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    parts = [
+        f"CPU: {cpu}, {os.cpu_count()} logical cores, {threads} threads used",
+        f"torch {torch.__version__}",
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}",
+    ]
+    try:
+        import sklearn
+
+        parts.append(f"scikit-learn {sklearn.__version__}")
+    except ImportError:
+        pass
+    if torch.device(device).type == "cuda":
+        parts.append(f"GPU: {torch.cuda.get_device_name(device)}")
+    try:
+        parts.append("load average before: " + " ".join(f"{v:.1f}" for v in os.getloadavg()))
+    except OSError:
+        pass
+    return "; ".join(parts)
+
+
+def run(args) -> str:
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    torch.set_num_threads(args.threads)
+    on_gpu = device.type == "cuda"
+    if on_gpu and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for, but CUDA is not available here.")
+    grid = GPU_GRID if on_gpu else (CPU_QUICK if args.quick else CPU_GRID)
+    reps = 1 if args.quick else args.reps
+    header = machine(device, args.threads)
+    rate = matmul_gflops(dtype, device)
+    lines = [
+        f"Machine: {header}",
+        f"Measured matmul rate ({args.dtype}, 2048^2, {device.type}): {rate:.1f} GFLOP/s",
+        f"Per-iteration times are the best of {reps} interleaved repetition(s); "
+        f"init excluded; dtype {args.dtype}.",
+        "",
+        "| N x D x K | type | GFLOP/iter | MB/iter (X once) | scikit-learn ms/iter | "
+        "gaussmix ms/iter | speed-up | gaussmix GFLOP/s | % of matmul | "
+        "init ms (sklearn / gaussmix) | final LL rel. diff |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    for n, d, k, kinds, n_iter in grid:
+        X = make_data(n, d, k)
+        Xt = torch.from_numpy(X).to(device=device, dtype=dtype)
+        for kind in kinds:
+            init = fixed_init(X, k, kind)
+            with_sk = (not on_gpu) and not args.no_sklearn
+            sk_best = gm_best = float("inf")
+            sk_lb = gm_lb = float("nan")
+            for _ in range(reps):
+                if with_sk:
+                    t, sk_lb = time_sklearn(X, k, kind, init, n_iter, args.threads)
+                    sk_best = min(sk_best, t)
+                t, gm_lb = time_gaussmix(Xt, k, kind, init, n_iter)
+                gm_best = min(gm_best, t)
+            gm_init = time_gaussmix_init(Xt, k, kind)
+            sk_init = time_sklearn_init(X, k, kind, args.threads) if with_sk else float("nan")
+            if not with_sk:
+                # Reference for the accuracy column: float64 from the same start.
+                _, sk_lb = time_gaussmix(torch.from_numpy(X).to(device), k, kind, init, n_iter)
+            fl = flops_per_iter(kind, n, d, k)
+            gfs = fl / gm_best / 1e9
+            row = (
+                f"| {n:,} x {d} x {k} | {kind} | {fl / 1e9:.3g} | "
+                f"{min_bytes_per_iter(n, d, Xt.element_size()) / 1e6:.3g} | "
+                f"{sk_best * 1e3:.1f} | {gm_best * 1e3:.2f} | {sk_best / gm_best:.1f}x | "
+                f"{gfs:.1f} | {100 * gfs / rate:.0f}% | "
+                f"{f'{sk_init * 1e3:.0f}' if with_sk else '-'} / {gm_init * 1e3:.0f} | "
+                f"{abs(gm_lb - sk_lb) / abs(sk_lb):.1e} |"
+            )
+            if not with_sk:
+                row = row.replace(f"| {sk_best * 1e3:.1f} |", "| - |", 1).replace(
+                    f"| {sk_best / gm_best:.1f}x |", "| - |", 1
+                )
+            lines.append(row)
+            print(row, flush=True)
+    return "\n".join(lines)
+
+
+def write_doc(table: str, section: str) -> None:
+    begin, end = f"<!-- bench:{section}:begin -->", f"<!-- bench:{section}:end -->"
+    block = f"{begin}\n{table}\n{end}"
+    text = open(DOC).read() if os.path.exists(DOC) else "# Performance\n"
+    if begin in text and end in text:
+        a, b = text.index(begin), text.index(end) + len(end)
+        text = text[:a] + block + text[b:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    os.makedirs(os.path.dirname(DOC), exist_ok=True)
+    with open(DOC, "w") as f:
+        f.write(text)
+    print(f"\nwritten to {DOC} (section '{section}')")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="acceptance shapes only, one repetition")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    ap.add_argument("--threads", type=int, default=2, help="torch and BLAS threads (default 2)")
+    ap.add_argument("--reps", type=int, default=2, help="repetitions; the best is kept")
+    ap.add_argument("--no-sklearn", action="store_true", help="time gaussmix only")
+    ap.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    ap.add_argument("--omp-wait", default="passive", help="OMP_WAIT_POLICY (passive or active)")
+    args = ap.parse_args(argv)
+    table = run(args)
+    if not args.no_write:
+        section = f"{torch.device(args.device).type}-{args.dtype}" + ("-quick" if args.quick else "")
+        write_doc(table, section)
+
+
+if __name__ == "__main__":
+    main()
