@@ -109,6 +109,7 @@ def test_restarts_are_batched_and_the_best_is_kept():
         _close(_sorted_means(f.estimator), _sorted_means(seq), 1e-7)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tol=0 runs to max_iter
 def test_float32_tensor_input():
     X = torch.as_tensor(_data(4), dtype=torch.float32)
     fits = fit_candidates(X, [("full", 2), ("full", 3)], seed=0, max_iter=20, tol=0.0)

@@ -289,7 +289,11 @@ def _prepare(X, k, cov_type, seed, n_init, device, estimator_params):
     est._resumed_from_ = None
     user = est._check_initial_parameters(data.n_features, data.device, data.dtype)
     gen = est._make_generator(data.device)
-    inits = [est._initialize_root(data, gen, data.rows, user) for _ in range(n_init)]
+    inits = []
+    for _ in range(n_init):
+        t0 = time.perf_counter()
+        inits.append(est._initialize_root(data, gen, data.rows, user))
+        est._init_time_ = time.perf_counter() - t0  # the last start's, as fit reports it
     return est, data.Xt, inits
 
 

@@ -547,7 +547,7 @@ def select_model(
 # On the CPU a batch does the same arithmetic as the loop it replaces; it
 # wins only where the per-call overhead of many small kernels dominates, i.e.
 # for few samples (measured in docs/PERFORMANCE.md: 1.4-1.9x faster EM at
-# 2000-5000 samples, even at 20000).
+# 2000-5000 samples, equal from about 10000-20000 on).
 CPU_BATCH_MAX_SAMPLES = 10_000
 
 
