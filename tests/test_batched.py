@@ -226,3 +226,23 @@ def test_when_batching_applies():
     assert not concurrent_applies(np.zeros((10**6, 4)))  # large data on the CPU
     with pytest.raises(ValueError, match="concurrent"):
         select_model(X, [1], "diag", concurrent="yes")
+
+
+def test_candidate_leaving_the_batch_gets_exactly_the_sequential_fit(monkeypatch):
+    """A candidate the batch hands off (here: told its component emptied) is
+    refitted on its own; the others stay batched."""
+    import gaussmix.batched as batched
+
+    real = batched.empty_components
+
+    def three_empties(stats):
+        flags = real(stats)
+        return flags | (stats.nk.shape[0] == 3)
+
+    monkeypatch.setattr(batched, "empty_components", three_empties)
+    X = _data(10)
+    fits = fit_candidates(X, [("full", 2), ("full", 3)], seed=4)
+    assert fits[0].batched and not fits[1].batched
+    seq = GaussianMixture(3, random_state=4).fit(X)
+    np.testing.assert_array_equal(fits[1].estimator.means_, seq.means_)
+    assert fits[1].estimator.n_iter_ == seq.n_iter_

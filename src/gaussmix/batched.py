@@ -45,10 +45,6 @@ from .stats import SuffStats
 __all__ = ["BatchedFit", "batch_applies", "batched_log_prob", "fit_batched", "fit_candidates"]
 
 
-#: Rows per chunk of a batched pass on the CPU (see :func:`fit_batched`).
-CPU_BATCH_ROWS = 4096
-
-
 class _NeedsSequential(Exception):
     """A group needs a step the batch does not take (re-seed, failure)."""
 
@@ -232,11 +228,6 @@ def fit_batched(X: torch.Tensor, inits: list[GMMParams], *, reg_covar: float, to
     shift = X.double().mean(0).to(dtype)
     total_k = sum(p.n_components for p in inits)
     rows = chunk_rows(n, total_k, d, device, dtype, batch_size)
-    if batch_size is None and device.type == "cpu":
-        # The batch's (rows, sum K, D) intermediates are several times one
-        # fit's; on the CPU they must stay cache-sized to keep up with the
-        # loop they replace (4096 rows measured best for D = 2..8).
-        rows = min(rows, CPU_BATCH_ROWS)
 
     params = list(inits)
     bounds = [-math.inf] * len(inits)
