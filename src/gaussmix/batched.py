@@ -235,7 +235,6 @@ def fit_batched(X: torch.Tensor, inits: list[GMMParams], *, reg_covar: float, to
     events: list[list] = [[] for _ in inits]
     results: list = [None] * len(inits)
     active = list(range(len(inits)))
-    failed: set = set()
     for n_iter in range(1, max_iter + 1):
         stats = _batched_stats(iter_chunks(X, None, rows), [params[i] for i in active],
                                shift, cov_name, d, device)
@@ -248,8 +247,7 @@ def fit_batched(X: torch.Tensor, inits: list[GMMParams], *, reg_covar: float, to
                 step_events: list = []
                 new = m_step(st, shift, cov_name, reg_covar, eps, events=step_events)
             except (_NeedsSequential, ValueError):  # CovarianceError is a ValueError
-                failed.add(i)
-                continue
+                continue  # results[i] stays None: fitted on its own
             events[i].extend(dict(e, iteration=n_iter) for e in step_events)
             params[i] = new.to(dtype=dtype)
             bounds[i] = st.mean_log_likelihood

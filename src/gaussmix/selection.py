@@ -546,8 +546,8 @@ def select_model(
 
 # On the CPU a batch does the same arithmetic as the loop it replaces; it
 # wins only where the per-call overhead of many small kernels dominates, i.e.
-# for few samples (measured in docs/PERFORMANCE.md: 1.4-1.9x faster EM at
-# 2000-5000 samples, equal from about 10000-20000 on).
+# for few samples (measured in docs/PERFORMANCE.md: 1.5-1.8x faster EM
+# up to 10000 samples, about equal from 20000 on).
 CPU_BATCH_MAX_SAMPLES = 10_000
 
 
