@@ -1,0 +1,248 @@
+"""Batched EM over a model-selection grid equals the fits one after another."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.mixture import GaussianMixture as SkGM
+
+from gaussmix import GaussianMixture, load, select_model
+from gaussmix.covariance import get_covariance_type
+from gaussmix.batched import batch_applies, fit_batched, fit_candidates
+from gaussmix.params import GMMParams
+from gaussmix.selection import DegenerateFitWarning, concurrent_applies
+
+TYPES = ("full", "tied", "diag", "spherical")
+RTOL = 1e-9
+
+
+def _data(seed=0, n=400, d=3):
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0] * d, [4.0] * d, [0.0, 5.0] + [1.0] * (d - 2)])
+    lab = rng.integers(0, 3, n)
+    scale = np.array([1.0, 0.6, 1.4])[lab][:, None]
+    return centres[lab] + scale * rng.normal(size=(n, d))
+
+
+def _close(a, b, rtol=RTOL, atol=1e-12):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
+
+
+def _same_fit(batched, sequential, rtol=RTOL):
+    assert batched.n_iter_ == sequential.n_iter_
+    assert batched.converged_ == sequential.converged_
+    _close(batched.lower_bound_, sequential.lower_bound_, rtol)
+    _close(batched.lower_bounds_, sequential.lower_bounds_, rtol)
+    for attr in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        _close(getattr(batched, attr), getattr(sequential, attr), rtol)
+
+
+# ---------------------------------------------- against scikit-learn directly
+def _sk_start(X, k, kind, seed):
+    """scikit-learn's own k-means start, as explicit initial parameters."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk = SkGM(k, covariance_type=kind, max_iter=0, random_state=seed).fit(X)
+    return sk.weights_, sk.means_, sk.precisions_
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_batch_equals_sklearn_from_the_same_start(kind):
+    """Independent truth: scikit-learn float64 EM from identical starts, with
+    different K in one batch and both stopping rules."""
+    X = _data(1)
+    Xt = torch.as_tensor(X)
+    ks = (1, 2, 4)
+    starts = [_sk_start(X, k, kind, seed=k) for k in ks]
+    for tol, max_iter in ((0.0, 15), (1e-4, 200)):
+        strategy = get_covariance_type(kind)
+        inits = [GMMParams(torch.as_tensor(w), torch.as_tensor(m),
+                           strategy.precisions_cholesky_from_precisions(torch.as_tensor(p)), kind)
+                 for w, m, p in starts]
+        results = fit_batched(Xt, inits, reg_covar=1e-6, tol=tol, max_iter=max_iter)
+        for (w, m, p), res, k in zip(starts, results, ks):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sk = SkGM(k, covariance_type=kind, tol=tol, max_iter=max_iter, weights_init=w,
+                          means_init=m, precisions_init=p).fit(X)
+            assert res.n_iter == sk.n_iter_
+            assert res.converged == sk.converged_
+            _close(res.lower_bound, sk.lower_bound_)
+            _close(res.params.weights, sk.weights_)
+            _close(res.params.means, sk.means_)
+            _close(res.params.get_covariances(), sk.covariances_)
+        if tol > 0:  # the stopping rule really differs between members of the batch
+            assert len({r.n_iter for r in results}) > 1
+
+
+# -------------------------------------------- against the sequential estimator
+@pytest.mark.parametrize("kind", TYPES)
+@pytest.mark.parametrize("tol", [0.0, 1e-3])
+def test_candidates_equal_their_separate_fits(kind, tol):
+    X = _data(2)
+    cands = [(kind, k) for k in (1, 2, 3, 5)]
+    fits = fit_candidates(X, cands, seed=3, tol=tol, max_iter=30)
+    for (_, k), f in zip(cands, fits):
+        assert f.batched and f.error == ""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            seq = GaussianMixture(k, covariance_type=kind, random_state=3, tol=tol,
+                                  max_iter=30).fit(X)
+        _same_fit(f.estimator, seq)
+
+
+def _sorted_means(est):
+    m = np.asarray(est.means_)
+    return m[np.lexsort(m.T[::-1])]
+
+
+def test_restarts_are_batched_and_the_best_is_kept():
+    X = _data(3)
+    fits = fit_candidates(X, [("diag", 2), ("diag", 4)], seed=5, n_init=3, max_iter=50)
+    for f, k in zip(fits, (2, 4)):
+        seq = GaussianMixture(k, covariance_type="diag", random_state=5, n_init=3,
+                              max_iter=50).fit(X)
+        _close(f.estimator.lower_bound_, seq.lower_bound_)
+        # Restarts that reach the same optimum (permuted) tie up to rounding.
+        _close(_sorted_means(f.estimator), _sorted_means(seq), 1e-7)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tol=0 runs to max_iter
+def test_float32_tensor_input():
+    X = torch.as_tensor(_data(4), dtype=torch.float32)
+    fits = fit_candidates(X, [("full", 2), ("full", 3)], seed=0, max_iter=20, tol=0.0)
+    for f, k in zip(fits, (2, 3)):
+        seq = GaussianMixture(k, random_state=0, max_iter=20, tol=0.0).fit(X)
+        assert isinstance(f.estimator.means_, torch.Tensor)
+        assert f.estimator.means_.dtype == torch.float32
+        torch.testing.assert_close(f.estimator.means_, seq.means_, rtol=1e-4, atol=1e-4)
+        assert f.estimator.n_iter_ == seq.n_iter_
+
+
+# ---------------------------------------------------- what the batch hands off
+def test_emptied_component_leaves_the_batch():
+    X = torch.as_tensor(_data(5))
+    good = GMMParams(torch.tensor([0.5, 0.5], dtype=torch.float64),
+                     torch.tensor([[0.0, 0.0, 0.0], [4.0, 4.0, 4.0]], dtype=torch.float64),
+                     torch.ones(2, 3, dtype=torch.float64), "diag")
+    # A component a thousand standard deviations away receives no point.
+    far = GMMParams(torch.tensor([0.5, 0.5], dtype=torch.float64),
+                    torch.tensor([[0.0, 0.0, 0.0], [1e3, 1e3, 1e3]], dtype=torch.float64),
+                    torch.ones(2, 3, dtype=torch.float64), "diag")
+    res = fit_batched(X, [good, far], reg_covar=1e-6, tol=1e-3, max_iter=50)
+    assert res[0] is not None and res[0].converged
+    assert res[1] is None
+
+
+def test_candidate_the_batch_cannot_fit_gets_the_sequential_error():
+    X = _data(6, n=5)
+    fits = fit_candidates(X, [("full", 1), ("full", 7)], seed=0)
+    assert fits[0].batched and fits[0].estimator is not None
+    assert not fits[1].batched and fits[1].estimator is None
+    with pytest.raises(ValueError) as exc:
+        GaussianMixture(7, random_state=0).fit(X)
+    assert fits[1].error == str(exc.value)
+
+
+def test_mixed_types_are_refused():
+    X = torch.as_tensor(_data(0))
+    a = GMMParams(torch.ones(1, dtype=torch.float64), X[:1], torch.ones(1, 3, dtype=torch.float64),
+                  "diag")
+    b = GMMParams(torch.ones(1, dtype=torch.float64), X[:1], torch.ones(1, dtype=torch.float64),
+                  "spherical")
+    with pytest.raises(ValueError, match="one covariance type"):
+        fit_batched(X, [a, b], reg_covar=1e-6, tol=1e-3, max_iter=5)
+
+
+# --------------------------------------------------------- select_model
+_COMPARED = ("log_likelihood", "bic", "aic", "icl")
+_EXACT = ("n_components", "covariance_type", "n_parameters", "converged", "n_iter", "guard",
+          "n_collapsed", "n_attempts", "selected")
+
+
+def _same_selection(a, b):
+    for col in _COMPARED:
+        _close(a.results_[col], b.results_[col])
+    for col in _EXACT:
+        assert a.results_[col] == b.results_[col], col
+    assert a.best_params_ == b.best_params_ and a.best_index_ == b.best_index_
+    _same_fit(a.best_estimator_, b.best_estimator_)
+
+
+def test_select_model_concurrent_equals_sequential():
+    X = _data(7, n=500)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seq = select_model(X, range(1, 5), TYPES, random_state=0, concurrent=False)
+        con = select_model(X, range(1, 5), TYPES, random_state=0, concurrent=True)
+    _same_selection(con, seq)
+    assert con.best_params_["n_components"] == 3  # the three clusters of _data
+
+
+def test_guard_works_on_batched_results():
+    """Integer-valued feature: collapsed candidates are re-seeded or excluded
+    the same way whether their first attempt was batched or not."""
+    rng = np.random.default_rng(1)
+    lab = rng.integers(0, 2, 400)
+    X = np.c_[rng.normal(np.where(lab == 0, -2.5, 2.5), 1.0), rng.poisson(1.0, 400)]
+    out = {}
+    for conc in (False, True):
+        with pytest.warns(DegenerateFitWarning):
+            out[conc] = select_model(X, [2, 6], "diag", random_state=0, concurrent=conc)
+    _same_selection(out[True], out[False])
+    assert set(out[True].results_["guard"]) - {"ok"}  # the guard did act
+
+
+def test_best_estimator_is_a_usable_fitted_model(tmp_path):
+    X = _data(8)
+    sel = select_model(X, [2, 3], ["full", "diag"], random_state=1, concurrent=True)
+    best = sel.best_estimator_
+    seq = GaussianMixture(sel.best_params_["n_components"],
+                          covariance_type=sel.best_params_["covariance_type"],
+                          random_state=1).fit(X)
+    np.testing.assert_array_equal(best.predict(X), seq.predict(X))
+    _close(best.score_samples(X), seq.score_samples(X))
+    _close(best.bic(X), seq.bic(X))
+    assert best.sample(5)[0].shape == (5, 3)
+    best.save(tmp_path / "m.npz")
+    again = load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(again.means_, best.means_)
+    np.testing.assert_array_equal(again.predict(X), best.predict(X))
+
+
+def test_fit_time_is_recorded():
+    X = _data(9)
+    sel = select_model(X, [1, 2], "diag", random_state=0, concurrent=True)
+    assert all(t > 0 and math.isfinite(t) for t in sel.results_["fit_time"])
+
+
+def test_when_batching_applies():
+    X = _data(0)
+    assert batch_applies({}) and concurrent_applies(X)
+    assert not batch_applies({"verbose": 1})
+    assert not batch_applies({"max_iter": 0})
+    assert not concurrent_applies(np.zeros((10**6, 4)))  # large data on the CPU
+    with pytest.raises(ValueError, match="concurrent"):
+        select_model(X, [1], "diag", concurrent="yes")
+
+
+def test_candidate_leaving_the_batch_gets_exactly_the_sequential_fit(monkeypatch):
+    """A candidate the batch hands off (here: told its component emptied) is
+    refitted on its own; the others stay batched."""
+    import gaussmix.batched as batched
+
+    real = batched.empty_components
+
+    def three_empties(stats):
+        flags = real(stats)
+        return flags | (stats.nk.shape[0] == 3)
+
+    monkeypatch.setattr(batched, "empty_components", three_empties)
+    X = _data(10)
+    fits = fit_candidates(X, [("full", 2), ("full", 3)], seed=4)
+    assert fits[0].batched and not fits[1].batched
+    seq = GaussianMixture(3, random_state=4).fit(X)
+    np.testing.assert_array_equal(fits[1].estimator.means_, seq.means_)
+    assert fits[1].estimator.n_iter_ == seq.n_iter_
