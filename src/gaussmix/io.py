@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .covariance import COVARIANCE_TYPES, get_covariance_type
+from .em import EMResult
 from .estimator import GaussianMixture
 from .params import GMMParams
 
@@ -419,25 +420,17 @@ def load(path, device=None) -> GaussianMixture:
     def tensor(name):
         return torch.from_numpy(np.ascontiguousarray(arrays[name])).to(dev)
 
-    est._params = GMMParams(
+    est._device = dev
+    est._dtype = torch.float32 if dtype == np.float32 else torch.float64
+    est._tensor_io = False
+    params_t = GMMParams(
         weights=tensor("weights"),
         means=tensor("means"),
         precisions_cholesky=tensor("precisions_cholesky"),
         covariance_type=kind,
         covariances=tensor("covariances"),
     )
-    est._device = dev
-    est._dtype = torch.float32 if dtype == np.float32 else torch.float64
-    est._tensor_io = False
-    est.weights_ = arrays["weights"]
-    est.means_ = arrays["means"]
-    est.covariances_ = arrays["covariances"]
-    est.precisions_cholesky_ = arrays["precisions_cholesky"]
-    est.precisions_ = arrays["precisions"]
-    est.converged_ = converged
-    est.n_iter_ = n_iter
-    est.lower_bound_ = lower_bound
-    est.lower_bounds_ = lower_bounds
+    est._set_result(EMResult(params_t, converged, n_iter, lower_bound, lower_bounds))
     est.n_features_in_ = d
     if meta.get("feature_names_in") is not None:
         est.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
