@@ -27,7 +27,7 @@ import torch
 
 from gaussmix.covariance import COVARIANCE_TYPES
 from gaussmix.data import iter_chunks
-from gaussmix.em import accumulate
+from gaussmix.em import accumulate, moment_shift
 from gaussmix.kernels import reference
 
 FIELDS = ("nk", "s1", "s2", "log_likelihood", "weight", "count")
@@ -65,8 +65,10 @@ def check(device, tol, verbose):
         p32 = p64.to(device=device, dtype=torch.float32)
 
         fast = accumulate(iter_chunks(X32, w32, rows), p32)
-        ref32 = reference.chunk_stats(X32, p32, w32)
-        ref64 = reference.chunk_stats(X64, p64, w64)
+        at = moment_shift(p32)
+        centres = None if at.dim() == 1 else at
+        ref32 = reference.chunk_stats(X32, p32, w32, centres=centres)
+        ref64 = reference.chunk_stats(X64, p64, w64, centres=None if centres is None else centres.double().cpu())
         shift = p32.shift
         lg_fast = p32.cov.log_gaussian(X32 - shift, p32.means - shift, p32.precisions_cholesky)
         lg_ref = reference.log_gaussian(kind, X32 - shift, p32.means - shift, p32.precisions_cholesky)

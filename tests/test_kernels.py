@@ -19,7 +19,8 @@ from gaussmix.covariance import (
     second_moment_weighted,
 )
 from gaussmix.data import chunk_rows, iter_chunks
-from gaussmix.em import accumulate, chunk_stats, e_step, estimate_weighted_log_prob
+from gaussmix.em import accumulate, chunk_stats, e_step, estimate_weighted_log_prob, moment_shift
+from gaussmix.stats import SuffStats
 from gaussmix.kernels import allow_tf32, matmul_precision, reference, set_allow_tf32
 
 SHAPES = [(1, 1, 1), (7, 1, 3), (50, 2, 1), (33, 3, 5), (64, 17, 3), (40, 5, 19), (129, 16, 16), (25, 33, 2)]
@@ -114,11 +115,38 @@ def test_float32_fast_path_close_to_float64_reference(covariance_type):
     gen = torch.Generator().manual_seed(11)
     p64 = random_params(covariance_type, k, d, gen)
     X64 = torch.randn(n, d, generator=gen, dtype=torch.float64) * 2.0
-    ref = reference.chunk_stats(X64, p64, None)
-    got = accumulate(iter_chunks(X64.float(), None, 300), p64.to(dtype=torch.float32))
+    p32 = p64.to(dtype=torch.float32)
+    at = moment_shift(p32)
+    # float32 moments of full/diag/spherical are per component (around each mean).
+    assert at.dim() == (1 if covariance_type == "tied" else 2)
+    ref = reference.chunk_stats(X64, p64, None, centres=None if at.dim() == 1 else at.double())
+    got = accumulate(iter_chunks(X64.float(), None, 300), p32)
     assert got.s2.dtype == torch.float64
     for f in FIELDS:
         assert relerr(getattr(got, f), ref[f]) < 1e-4, f
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical"])
+def test_per_component_moments_give_the_same_m_step(covariance_type):
+    """Moments around each component's mean, or around the mixture mean: the
+    same M-step (float64), whatever the chunking."""
+    from gaussmix.em import m_step
+
+    n, d, k = 900, 4, 3
+    gen = torch.Generator().manual_seed(5)
+    p = random_params(covariance_type, k, d, gen)
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64) * 3.0
+    glob = reference.chunk_stats(X, p)
+    per = reference.chunk_stats(X, p, centres=p.means)
+    eps = float(torch.finfo(torch.float64).eps)
+
+    def step(st, at):
+        stats = SuffStats(**{f: st[f] for f in FIELDS})
+        return m_step(stats, at, covariance_type, 1e-6, eps)
+
+    a, b = step(glob, p.shift), step(per, p.means)
+    assert relerr(b.means, a.means) < 1e-12
+    assert relerr(b.covariances, a.covariances) < 1e-12
 
 
 def test_reference_matches_scipy():

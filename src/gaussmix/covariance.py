@@ -357,6 +357,32 @@ class CovarianceType:
         """
         return resp.sum(0), resp.T @ xc, self.second_moment(xc, resp)
 
+    #: Whether :meth:`moments_around` exists (one second moment per component).
+    per_component_moments = False
+
+    def moments_around(self, xc: torch.Tensor, resp: torch.Tensor, offsets: torch.Tensor) -> tuple:
+        """Per-chunk statistics with each component's moments around its own point.
+
+        Parameters
+        ----------
+        xc : Tensor (B, D)
+            Shifted data.
+        resp : Tensor (B, K)
+            Responsibilities multiplied by the sample weights.
+        offsets : Tensor (K, D)
+            Per-component centres, in the coordinates of ``xc`` (the current
+            means minus the shift).
+
+        Returns
+        -------
+        nk : Tensor (K,)
+        s1 : Tensor (K, D)
+            ``sum_i resp_ik (xc_i - offsets_k)``.
+        s2 : Tensor
+            Second moments of ``xc_i - offsets_k``, per component.
+        """
+        raise NotImplementedError
+
     def expected_param_shape(self, n_components: int, n_features: int) -> tuple:
         """Shape of covariances / precisions for this type."""
         return self.stat_shape(n_components, n_features)
@@ -409,6 +435,17 @@ class Full(CovarianceType):
         if xc.shape[1] < resp.shape[1]:
             return second_moment_outer(xc, resp)
         return second_moment_weighted(xc, resp)
+
+    per_component_moments = True
+
+    def moments_around(self, xc, resp, offsets):
+        # (B, K, D) differences to each component's centre: every product is of
+        # the component's own spread, so float32 loses nothing to the distance
+        # between components. One batched GEMM over components.
+        z = xc.unsqueeze(1) - offsets.unsqueeze(0)
+        w = resp.unsqueeze(2) * z
+        s2 = torch.bmm(w.permute(1, 2, 0), z.transpose(0, 1))
+        return resp.sum(0), w.sum(0), s2
 
     def covariances_from_stats(self, nk, means_c, s2, reg_covar):
         d = means_c.shape[1]
@@ -558,6 +595,13 @@ class Diag(CovarianceType):
             feats = self.features(xc, torch.zeros((), dtype=xc.dtype, device=xc.device))[1]
         both = resp.T @ feats
         return resp.sum(0), both[:, d:], both[:, :d]
+
+    per_component_moments = True
+
+    def moments_around(self, xc, resp, offsets):
+        z = xc.unsqueeze(1) - offsets.unsqueeze(0)
+        w = resp.unsqueeze(2) * z
+        return resp.sum(0), w.sum(0), (w * z).sum(0)
 
     def covariances_from_stats(self, nk, means_c, s2, reg_covar):
         return s2 / nk[:, None] - means_c * means_c + reg_covar

@@ -28,6 +28,7 @@ __all__ = [
     "accumulate",
     "m_step",
     "empty_components",
+    "moment_shift",
     "worst_explained",
     "split_points",
     "EMResult",
@@ -47,6 +48,19 @@ class EmptyComponentWarning(UserWarning):
 Chunks = Iterable[tuple[torch.Tensor, "torch.Tensor | None"]]
 
 
+def moment_shift(params: GMMParams) -> torch.Tensor:
+    """Where the second moments of a pass are taken: (D,) or (K, D).
+
+    In float64, and for ``tied``, the mixture mean (one shift, one GEMM). In
+    float32, for the other types, each component's current mean: a component
+    far from the mixture mean (in units of its own spread) would otherwise
+    lose ``eps32 * distance**2 / sigma**2`` of its covariance's accuracy.
+    """
+    if params.means.dtype == torch.float64 or not params.cov.per_component_moments:
+        return params.shift
+    return params.means
+
+
 class _Pass:
     """What every chunk of one pass shares, computed once per pass.
 
@@ -54,13 +68,15 @@ class _Pass:
     log-probabilities of a chunk are ``const - maha / 2`` (one fused op).
     """
 
-    __slots__ = ("cov", "shift", "prep", "const")
+    __slots__ = ("cov", "shift", "prep", "const", "offsets")
 
     def __init__(self, params: GMMParams):
         cov = params.cov
         d = params.n_features
         self.cov = cov
         self.shift = params.shift
+        moments_at = moment_shift(params)
+        self.offsets = None if moments_at.dim() == 1 else moments_at - self.shift
         self.prep = cov.prepare(params.means - self.shift, params.precisions_cholesky)
         log_det = cov.log_det(params.precisions_cholesky, d)
         self.const = torch.log(params.weights) + (log_det - 0.5 * d * _LOG_2PI)
@@ -122,7 +138,10 @@ def _add_chunk(total: SuffStats, X: torch.Tensor, sample_weight, ctx: _Pass) -> 
         total.log_likelihood.add_(log_prob_norm.double() @ sample_weight.double())
     else:
         total.log_likelihood.add_(log_prob_norm.sum(dtype=torch.float64))
-    nk, s1, s2 = ctx.cov.moments(xc, resp, feats)
+    if ctx.offsets is None:
+        nk, s1, s2 = ctx.cov.moments(xc, resp, feats)
+    else:
+        nk, s1, s2 = ctx.cov.moments_around(xc, resp, ctx.offsets)
     total.nk.add_(nk)
     total.s1.add_(s1)
     total.s2.add_(s2)
@@ -287,17 +306,17 @@ def split_points(stats: SuffStats, shift: torch.Tensor, covariance_type: str, re
     step[axis] = torch.sqrt(var[k, axis])
     signs = torch.tensor([1.0 if i % 2 == 0 else -1.0 for i in range(n_points)],
                          dtype=step.dtype, device=step.device)
-    return means_c[k] + shift.double() + signs[:, None] * step
+    return means_c[k] + shift.double().expand_as(means_c)[k] + signs[:, None] * step
 
 
-def _reseed(cov, nk, means_c, covariances, stats, empty, points_c):
-    """Put each empty component on one of ``points_c`` (shifted), with the
+def _reseed(cov, nk, means_c, covariances, stats, empty, points, shift):
+    """Put each empty component on one of ``points`` (original coordinates), with the
     count of one average sample and the count-weighted mean covariance of
     the other components."""
     nk, means_c = nk.clone(), means_c.clone()
     idx = torch.nonzero(empty).flatten()
-    take = torch.arange(idx.numel(), device=idx.device) % points_c.shape[0]
-    means_c[idx] = points_c[take]
+    take = torch.arange(idx.numel(), device=idx.device) % points.shape[0]
+    means_c[idx] = points[take] - shift.expand_as(means_c)[idx]
     nk[idx] = stats.weight / stats.count.clamp_min(1.0)
     mats = cov._matrix_view(covariances)
     if mats.shape[0] == nk.shape[0]:  # one covariance per component (not tied)
@@ -325,8 +344,9 @@ def m_step(
     Parameters
     ----------
     stats : SuffStats
-    shift : Tensor (D,)
-        The shift the second moments were taken around.
+    shift : Tensor (D,) or (K, D)
+        Where the moments were taken: one shift, or one per component (see
+        :func:`moment_shift`).
     covariance_type : str
     reg_covar : float
         Non-negative amount added to every covariance diagonal (absolute, in
@@ -366,7 +386,7 @@ def m_step(
     if reseed is not None and bool(reseed[0].any()) and reseed[1].shape[0] > 0:
         empty, points = reseed
         nk, means_c, covariances = _reseed(
-            cov, nk, means_c, covariances, stats, empty, points.double() - shift64
+            cov, nk, means_c, covariances, stats, empty, points.double(), shift64
         )
     # Scale of the raw second moments that were centred: their rounding error
     # (eps times it) bounds what extra regularisation may be needed.
@@ -482,7 +502,7 @@ def run_em(
     n_iter = start_iter
     for n_iter in range(start_iter + 1, max_iter + 1):
         prev = lower_bound
-        shift = params.shift
+        shift = moment_shift(params)
         stats = accumulate(chunks(), params)
         if reduce is not None:
             stats = reduce(stats)

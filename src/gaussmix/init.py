@@ -183,13 +183,15 @@ def _stats_from_resp(X, sample_weight, resp_fn, n_components, cov, shift, rows):
     total = SuffStats.zeros(n_components, d, cov.stat_shape(n_components, d), device=X.device)
     start = 0
     for xb, wb in iter_chunks(X, sample_weight, rows):
-        resp = resp_fn(start, start + xb.shape[0]).to(X.dtype)
+        # float64 throughout: one pass, and the initial covariances of float32
+        # data must not lose precision to the distance between clusters.
+        resp = resp_fn(start, start + xb.shape[0]).double()
         if wb is not None:
-            resp = resp * wb.unsqueeze(1)
-        xc = xb - shift
-        total.nk += resp.sum(0).double()
-        total.s1 += (resp.T @ xc).double()
-        total.s2 += cov.second_moment(xc, resp).double()
+            resp = resp * wb.double().unsqueeze(1)
+        xc = xb.double() - shift.double()
+        total.nk += resp.sum(0)
+        total.s1 += resp.T @ xc
+        total.s2 += cov.second_moment(xc, resp)
         start += xb.shape[0]
     return total
 

@@ -63,11 +63,13 @@ def second_moment(covariance_type, xc, resp):
     raise ValueError(f"Unknown covariance_type {covariance_type!r}.")
 
 
-def chunk_stats(X, params, sample_weight=None) -> dict:
+def chunk_stats(X, params, sample_weight=None, centres=None) -> dict:
     """Statistics of one chunk as a dict of float64 tensors.
 
     Keys: ``nk``, ``s1``, ``s2``, ``log_likelihood``, ``weight``, ``count``
     (the fields of :class:`gaussmix.stats.SuffStats`), and ``log_resp``.
+    Moments are taken around the mixture mean, or, when ``centres`` (K, D)
+    is given, around each component's own centre (one component at a time).
     """
     shift = params.weights @ params.means
     xc = X - shift
@@ -79,10 +81,16 @@ def chunk_stats(X, params, sample_weight=None) -> dict:
     resp = torch.exp(log_resp)
     w = torch.ones(X.shape[0], dtype=X.dtype, device=X.device) if sample_weight is None else sample_weight
     resp = resp * w.unsqueeze(1)
+    if centres is None:
+        s1, s2 = resp.T @ xc, second_moment(kind, xc, resp)
+    else:
+        parts = [(X - centres[j].to(X.dtype), resp[:, j : j + 1]) for j in range(resp.shape[1])]
+        s1 = torch.cat([r.T @ z for z, r in parts])
+        s2 = torch.cat([second_moment(kind, z, r) for z, r in parts])
     return dict(
         nk=resp.sum(0).double(),
-        s1=(resp.T @ xc).double(),
-        s2=second_moment(kind, xc, resp).double(),
+        s1=s1.double(),
+        s2=s2.double(),
         log_likelihood=(log_prob_norm.double() * w.double()).sum(),
         weight=w.double().sum(),
         count=torch.tensor(float(X.shape[0]), dtype=torch.float64),
