@@ -121,6 +121,28 @@ def test_float32_tensor_input():
         assert f.estimator.n_iter_ == seq.n_iter_
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tol=0 runs to max_iter
+@pytest.mark.parametrize("kind", ["full", "diag", "spherical"])
+def test_float32_far_apart_clusters_in_a_batch(kind):
+    """float32 batches take each component's moments around its own mean, as the
+    sequential fit does: clusters 1e3 standard deviations apart keep their
+    covariances (checked against the float64 fit of the same values)."""
+    rng = np.random.default_rng(3)
+    X = np.r_[rng.normal(size=(300, 2)), rng.normal(size=(300, 2)) + 1e3]
+    X32 = torch.as_tensor(X, dtype=torch.float32)
+    # K=3 is left out on purpose: splitting one cluster between two components
+    # is decided by float32 E-step rounding, which differs with the GEMM shapes.
+    fits = fit_candidates(X32, [(kind, 2), (kind, 1)], seed=0, max_iter=8, tol=0.0)
+    for f, k in zip(fits, (2, 1)):
+        seq = GaussianMixture(k, covariance_type=kind, random_state=0, max_iter=8, tol=0.0).fit(X32)
+        torch.testing.assert_close(f.estimator.covariances_, seq.covariances_, rtol=1e-4, atol=1e-4)
+    # Two components, one per cluster: the float64 fit of the same values agrees.
+    ref = GaussianMixture(2, covariance_type=kind, random_state=0, max_iter=8, tol=0.0,
+                          dtype="float64").fit(X32)
+    np.testing.assert_allclose(fits[0].estimator.covariances_.double().numpy(), ref.covariances_,
+                               rtol=1e-3, atol=1e-4)
+
+
 # ---------------------------------------------------- what the batch hands off
 def test_emptied_component_leaves_the_batch():
     X = torch.as_tensor(_data(5))

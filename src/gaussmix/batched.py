@@ -37,7 +37,7 @@ from sklearn.exceptions import ConvergenceWarning
 from .covariance import get_covariance_type
 from .data import chunk_rows, iter_chunks
 from .distributed import Communicator
-from .em import EMResult, empty_components, m_step
+from .em import EMResult, empty_components, m_step, moment_shift
 from .estimator import GaussianMixture
 from .params import GMMParams
 from .stats import SuffStats
@@ -135,6 +135,11 @@ def _owner(sizes, device) -> torch.Tensor:
                                    torch.tensor(sizes, device=device))
 
 
+def _per_component(params: GMMParams) -> bool:
+    """Whether this pass takes moments around each component's mean."""
+    return moment_shift(params).dim() == 2
+
+
 def _batched_stats(chunks, groups, shift, cov_name, n_features, device):
     """One pass: the :class:`SuffStats` of every group (float64)."""
     cov = get_covariance_type(cov_name)
@@ -153,6 +158,10 @@ def _batched_stats(chunks, groups, shift, cov_name, n_features, device):
     ll = torch.zeros(n_groups, **z)
     count = 0
     one_hot = None
+    # float32: moments around each component's own mean, as em.moment_shift says.
+    offsets = None
+    if _per_component(groups[0]):
+        offsets = torch.cat([g.means for g in groups]) - shift
     for xb, _ in chunks:
         xc = xb - shift
         wlp = batched_log_prob(xc, groups, shift, cov_name)
@@ -160,6 +169,14 @@ def _batched_stats(chunks, groups, shift, cov_name, n_features, device):
         padded[:, slot] = wlp
         lpn = torch.logsumexp(padded.reshape(xb.shape[0], n_groups, kmax), dim=2)  # (B, C)
         resp = torch.exp(wlp - lpn[:, owner])
+        if offsets is not None:
+            part_nk, part_s1, part = cov.moments_around(xc, resp, offsets)
+            nk += part_nk.double()
+            s1 += part_s1.double()
+            s2 = part.double() if s2 is None else s2 + part.double()
+            ll += lpn.double().sum(0)
+            count += xb.shape[0]
+            continue
         nk += resp.sum(0).double()
         s1 += (resp.T @ xc).double()
         if cov_name == "tied":
@@ -245,7 +262,8 @@ def fit_batched(X: torch.Tensor, inits: list[GMMParams], *, reg_covar: float, to
                 if bool(empty_components(st).any()):
                     raise _NeedsSequential
                 step_events: list = []
-                new = m_step(st, shift, cov_name, reg_covar, eps, events=step_events)
+                at = params[i].means if _per_component(params[i]) else shift
+                new = m_step(st, at, cov_name, reg_covar, eps, events=step_events)
             except (_NeedsSequential, ValueError):  # CovarianceError is a ValueError
                 continue  # results[i] stays None: fitted on its own
             events[i].extend(dict(e, iteration=n_iter) for e in step_events)
