@@ -20,6 +20,7 @@ from gaussmix.covariance import (
 )
 from gaussmix.data import chunk_rows, iter_chunks
 from gaussmix.em import accumulate, chunk_stats, e_step, estimate_weighted_log_prob, moment_shift
+from gaussmix.params import GMMParams
 from gaussmix.stats import SuffStats
 from gaussmix.kernels import allow_tf32, matmul_precision, reference, set_allow_tf32
 
@@ -117,7 +118,8 @@ def test_float32_fast_path_close_to_float64_reference(covariance_type):
     X64 = torch.randn(n, d, generator=gen, dtype=torch.float64) * 2.0
     p32 = p64.to(dtype=torch.float32)
     at = moment_shift(p32)
-    # float32 moments of full/diag/spherical are per component (around each mean).
+    # float32 moments of full/diag/spherical are per component when a mean is far
+    # (in its own units) from the mixture mean, as with these spread-out means.
     assert at.dim() == (1 if covariance_type == "tied" else 2)
     ref = reference.chunk_stats(X64, p64, None, centres=None if at.dim() == 1 else at.double())
     got = accumulate(iter_chunks(X64.float(), None, 300), p32)
@@ -147,6 +149,19 @@ def test_per_component_moments_give_the_same_m_step(covariance_type):
     a, b = step(glob, p.shift), step(per, p.means)
     assert relerr(b.means, a.means) < 1e-12
     assert relerr(b.covariances, a.covariances) < 1e-12
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical"])
+def test_float32_close_components_keep_the_one_gemm_path(covariance_type):
+    """Means within a few of their standard deviations of the mixture mean: one
+    shift is accurate enough in float32, and the pass stays on the GEMM path."""
+    gen = torch.Generator().manual_seed(2)
+    p = random_params(covariance_type, 3, 4, gen, dtype=torch.float32)
+    p = GMMParams(p.weights, p.means * 0.05, p.precisions_cholesky, covariance_type)
+    assert moment_shift(p).dim() == 1
+    far = GMMParams(p.weights, p.means * 400.0, p.precisions_cholesky, covariance_type)
+    assert moment_shift(far).dim() == 2
+    assert moment_shift(far.to(dtype=torch.float64)).dim() == 1
 
 
 def test_reference_matches_scipy():

@@ -359,6 +359,9 @@ class CovarianceType:
 
     #: Whether :meth:`moments_around` exists (one second moment per component).
     per_component_moments = False
+    #: Whether :meth:`mahalanobis` can take per-component differences directly
+    #: (``direct=True``) instead of the prepared one-GEMM path.
+    direct_below_float64 = False
 
     def moments_around(self, xc: torch.Tensor, resp: torch.Tensor, offsets: torch.Tensor) -> tuple:
         """Per-chunk statistics with each component's moments around its own point.
@@ -636,7 +639,16 @@ class Diag(CovarianceType):
     def log_det(self, prec_chol, n_features):
         return torch.log(prec_chol).sum(-1)
 
-    def mahalanobis(self, xc, means_c, prec_chol):
+    #: float32 distances are taken directly, per component (see mahalanobis).
+    direct_below_float64 = True
+
+    def mahalanobis(self, xc, means_c, prec_chol, direct=None):
+        if direct or (direct is None and xc.dtype != torch.float64):
+            # Direct (B, K, D) differences: the one-GEMM expansion below loses
+            # eps32 * (distance to the shift / sigma)^2 to cancellation.
+            p = prec_chol if prec_chol.dim() == 2 else prec_chol.unsqueeze(1)
+            z = (xc.unsqueeze(1) - means_c.unsqueeze(0)) * p.unsqueeze(0)
+            return z.square_().sum(-1)
         feats = self.features(xc, torch.zeros((), dtype=xc.dtype, device=xc.device))[1]
         return self.mahalanobis_prepared(feats, self.prepare(means_c, prec_chol))
 

@@ -29,6 +29,7 @@ __all__ = [
     "m_step",
     "empty_components",
     "moment_shift",
+    "FAR_IN_FLOAT32",
     "worst_explained",
     "split_points",
     "EMResult",
@@ -48,17 +49,29 @@ class EmptyComponentWarning(UserWarning):
 Chunks = Iterable[tuple[torch.Tensor, "torch.Tensor | None"]]
 
 
+#: Squared Mahalanobis distance from the mixture mean to a component's mean
+#: above which float32 passes work per component (about 1.2e-6 relative error
+#: of the one-shift arithmetic at this distance: eps32 * 10).
+FAR_IN_FLOAT32 = 10.0
+
+
 def moment_shift(params: GMMParams) -> torch.Tensor:
     """Where the second moments of a pass are taken: (D,) or (K, D).
 
-    In float64, and for ``tied``, the mixture mean (one shift, one GEMM). In
-    float32, for the other types, each component's current mean: a component
-    far from the mixture mean (in units of its own spread) would otherwise
-    lose ``eps32 * distance**2 / sigma**2`` of its covariance's accuracy.
+    The mixture mean (one shift, one GEMM), unless the data are float32, the
+    type keeps one covariance per component, and some component's mean lies
+    more than ``sqrt(FAR_IN_FLOAT32)`` of its own standard deviations from the
+    mixture mean: then each component's current mean.  With one shift such a
+    component would lose ``eps32 * distance**2 / sigma**2`` of its covariance's
+    accuracy.  The choice depends on the parameters alone, so every chunk and
+    every rank agree.
     """
     if params.means.dtype == torch.float64 or not params.cov.per_component_moments:
         return params.shift
-    return params.means
+    means_c = params.means - params.shift
+    origin = torch.zeros(1, params.n_features, dtype=means_c.dtype, device=means_c.device)
+    far = params.cov.mahalanobis(origin, means_c, params.precisions_cholesky).amax()
+    return params.means if float(far) > FAR_IN_FLOAT32 else params.shift
 
 
 class _Pass:
@@ -68,7 +81,7 @@ class _Pass:
     log-probabilities of a chunk are ``const - maha / 2`` (one fused op).
     """
 
-    __slots__ = ("cov", "shift", "prep", "const", "offsets")
+    __slots__ = ("cov", "shift", "prep", "const", "offsets", "direct")
 
     def __init__(self, params: GMMParams):
         cov = params.cov
@@ -77,11 +90,19 @@ class _Pass:
         self.shift = params.shift
         moments_at = moment_shift(params)
         self.offsets = None if moments_at.dim() == 1 else moments_at - self.shift
+        self.direct = None
+        if cov.direct_below_float64 and self.offsets is not None:
+            # float32 and a component far from the shift: distances per component too.
+            self.direct = (params.means - self.shift, params.precisions_cholesky)
         self.prep = cov.prepare(params.means - self.shift, params.precisions_cholesky)
         log_det = cov.log_det(params.precisions_cholesky, d)
         self.const = torch.log(params.weights) + (log_det - 0.5 * d * _LOG_2PI)
 
     def weighted_log_prob(self, X: torch.Tensor) -> tuple:
+        if self.direct is not None:
+            xc = X - self.shift
+            maha = self.cov.mahalanobis(xc, *self.direct)
+            return torch.add(self.const, maha, alpha=-0.5), xc, xc
         xc, feats = self.cov.features(X, self.shift)
         maha = self.cov.mahalanobis_prepared(feats, self.prep)
         return torch.add(self.const, maha, alpha=-0.5), xc, feats
