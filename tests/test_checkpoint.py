@@ -13,7 +13,6 @@ import zipfile
 
 import numpy as np
 import pytest
-import torch
 
 from gaussmix import GaussianMixture
 from gaussmix.checkpoint import FitCheckpoint, load_checkpoint, save_checkpoint

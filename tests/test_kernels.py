@@ -219,9 +219,14 @@ def test_tf32_switch(monkeypatch):
         assert allow_tf32() is False
     finally:
         set_allow_tf32(None)
-    # On the CPU the switch changes nothing: the context is a no-op.
-    with matmul_precision("cpu"):
-        pass
+    # On the CPU the switch changes nothing: torch's global TF32 flag is untouched.
+    before = torch.backends.cuda.matmul.allow_tf32
+    set_allow_tf32(True)
+    try:
+        with matmul_precision("cpu"):
+            assert torch.backends.cuda.matmul.allow_tf32 == before
+    finally:
+        set_allow_tf32(None)
 
 
 @pytest.mark.parametrize("cols", [1, 2, 31, 32, 33, 100])

@@ -83,12 +83,13 @@ class _Pass:
 
     __slots__ = ("cov", "shift", "prep", "const", "offsets", "direct")
 
-    def __init__(self, params: GMMParams):
+    def __init__(self, params: GMMParams, moments_at: torch.Tensor | None = None):
         cov = params.cov
         d = params.n_features
         self.cov = cov
         self.shift = params.shift
-        moments_at = moment_shift(params)
+        if moments_at is None:
+            moments_at = moment_shift(params)
         self.offsets = None if moments_at.dim() == 1 else moments_at - self.shift
         self.direct = None
         if cov.direct_below_float64 and self.offsets is not None:
@@ -191,14 +192,22 @@ def chunk_stats(
     return accumulate([(X, sample_weight)], params)
 
 
-def accumulate(chunks: Chunks, params: GMMParams) -> SuffStats:
+def accumulate(chunks: Chunks, params: GMMParams, moments_at: torch.Tensor | None = None) -> SuffStats:
     """Sum :func:`chunk_stats` over chunks (one pass over the data).
 
-    The per-pass constants are computed once, each chunk's statistics go
-    straight into the float64 totals, and nothing forces a device sync.
+    The per-pass constants are computed once and each chunk's statistics go
+    straight into the float64 totals; the only device sync is float32's
+    choice of :func:`moment_shift`, once per pass.
+
+    Parameters
+    ----------
+    chunks : iterable of (X_chunk, weight_chunk)
+    params : GMMParams
+    moments_at : Tensor, optional
+        :func:`moment_shift` of ``params``, when the caller already has it.
     """
     total = _zeros(params)
-    ctx = _Pass(params)
+    ctx = _Pass(params, moments_at)
     rows = 0
     unweighted_rows = 0
     weight_sums = []
@@ -524,7 +533,7 @@ def run_em(
     for n_iter in range(start_iter + 1, max_iter + 1):
         prev = lower_bound
         shift = moment_shift(params)
-        stats = accumulate(chunks(), params)
+        stats = accumulate(chunks(), params, shift)
         if reduce is not None:
             stats = reduce(stats)
         _check_finite_stats(stats)

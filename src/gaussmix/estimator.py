@@ -27,7 +27,7 @@ from ._validation import (
     to_output,
 )
 from .checkpoint import FitCheckpoint
-from .covariance import COVARIANCE_TYPES, get_covariance_type
+from .covariance import get_covariance_type
 from .data import RESERVOIR_SIZE, as_source, chunk_rows, is_source, iter_chunks, reservoir_sample
 from .distributed import Communicator
 from .em import EMResult, e_step, run_em
