@@ -197,8 +197,10 @@ def test_select_model_concurrent_equals_sequential():
     X = _data(7, n=500)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        seq = select_model(X, range(1, 5), TYPES, random_state=0, concurrent=False)
-        con = select_model(X, range(1, 5), TYPES, random_state=0, concurrent=True)
+        seq = select_model(X, range(1, 5), TYPES, random_state=0, concurrent=False,
+                           starts="estimator")
+        con = select_model(X, range(1, 5), TYPES, random_state=0, concurrent=True,
+                           starts="estimator")
     _same_selection(con, seq)
     assert con.best_params_["n_components"] == 3  # the three clusters of _data
 
@@ -212,14 +214,16 @@ def test_guard_works_on_batched_results():
     out = {}
     for conc in (False, True):
         with pytest.warns(DegenerateFitWarning):
-            out[conc] = select_model(X, [2, 6], "diag", random_state=0, concurrent=conc)
+            out[conc] = select_model(X, [2, 6], "diag", random_state=0, concurrent=conc,
+                                     starts="estimator")
     _same_selection(out[True], out[False])
     assert set(out[True].results_["guard"]) - {"ok"}  # the guard did act
 
 
 def test_best_estimator_is_a_usable_fitted_model(tmp_path):
     X = _data(8)
-    sel = select_model(X, [2, 3], ["full", "diag"], random_state=1, concurrent=True)
+    sel = select_model(X, [2, 3], ["full", "diag"], random_state=1, concurrent=True,
+                       starts="estimator")
     best = sel.best_estimator_
     seq = GaussianMixture(sel.best_params_["n_components"],
                           covariance_type=sel.best_params_["covariance_type"],
@@ -236,7 +240,8 @@ def test_best_estimator_is_a_usable_fitted_model(tmp_path):
 
 def test_fit_time_is_recorded():
     X = _data(9)
-    sel = select_model(X, [1, 2], "diag", random_state=0, concurrent=True)
+    sel = select_model(X, [1, 2], "diag", random_state=0, concurrent=True,
+                           starts="estimator")
     assert all(t > 0 and math.isfinite(t) for t in sel.results_["fit_time"])
 
 
@@ -247,21 +252,21 @@ def test_when_batching_applies():
     assert not batch_applies({"max_iter": 0})
     assert not concurrent_applies(np.zeros((10**6, 4)))  # large data on the CPU
     with pytest.raises(ValueError, match="concurrent"):
-        select_model(X, [1], "diag", concurrent="yes")
+        select_model(X, [1], "diag", concurrent="yes", starts="estimator")
 
 
 def test_candidate_leaving_the_batch_gets_exactly_the_sequential_fit(monkeypatch):
-    """A candidate the batch hands off (here: told its component emptied) is
+    """A candidate the batch hands off (here: told its M-step failed) is
     refitted on its own; the others stay batched."""
     import gaussmix.batched as batched
 
-    real = batched.empty_components
+    real = batched._grouped_update
 
-    def three_empties(stats):
-        flags = real(stats)
-        return flags | (stats.nk.shape[0] == 3)
+    def three_fail(nk, s1, s2, count, sizes, *args):
+        *out, bad = real(nk, s1, s2, count, sizes, *args)
+        return (*out, [b or k == 3 for b, k in zip(bad, sizes)])
 
-    monkeypatch.setattr(batched, "empty_components", three_empties)
+    monkeypatch.setattr(batched, "_grouped_update", three_fail)
     X = _data(10)
     fits = fit_candidates(X, [("full", 2), ("full", 3)], seed=4)
     assert fits[0].batched and not fits[1].batched

@@ -219,9 +219,10 @@ def test_policies_exclude_flag_and_reseed(sklearn_collapsed_winner):
     # The same start every attempt: it collapses every time.
     for policy in ("exclude", "reseed"):
         with pytest.warns(DegenerateFitWarning), pytest.raises(ValueError, match="No admissible"):
-            select_model(X, **grid, degenerate=policy, random_state=0, **init)
+            select_model(X, **grid, degenerate=policy, random_state=0, starts="estimator", **init)
     with pytest.warns(DegenerateFitWarning, match="flagged"):
-        sel = select_model(X, **grid, degenerate="flag", random_state=0, **init)
+        sel = select_model(X, **grid, degenerate="flag", random_state=0, starts="estimator",
+                           **init)
     assert sel.results_["guard"] == ["flagged"]
     assert sel.results_["n_collapsed"][0] >= 1
 
@@ -241,7 +242,7 @@ def test_reseed_replaces_a_collapsed_first_attempt(sklearn_collapsed_winner, mon
     with pytest.warns(DegenerateFitWarning, match="reseeded"):
         # Sequential: every attempt, the first included, goes through _fit_once.
         sel = select_model(X, [sk.n_components], [sk.covariance_type], random_state=0, n_reseed=3,
-                           concurrent=False)
+                           concurrent=False, starts="estimator")
     res = sel.results_
     assert len(calls) == res["n_attempts"][0] >= 2
     assert len(set(calls)) == len(calls)  # every attempt used a new seed
@@ -265,7 +266,7 @@ def test_excluded_candidate_cannot_win(sklearn_collapsed_winner):
     with um.patch.object(selection, "_fit_once", collapse_big_k):
         with pytest.warns(DegenerateFitWarning):
             sel = select_model(X, [2, sk.n_components], [sk.covariance_type],
-                               degenerate="exclude", random_state=0)
+                               degenerate="exclude", random_state=0, starts="estimator")
     res = sel.results_
     i_big = res["n_components"].index(sk.n_components)
     assert res["guard"][i_big] == "excluded"
@@ -308,7 +309,8 @@ def test_winner_is_the_plain_fit_with_the_same_seed():
     X = _blobs(seed=6)[::2]
     # Bitwise: the sequential grid runs the very same fit (the batched grid
     # equals it up to rounding; see tests/test_batched.py).
-    sel = select_model(X, [1, 2, 3], ("diag", "full"), random_state=11, concurrent=False)
+    sel = select_model(X, [1, 2, 3], ("diag", "full"), random_state=11, concurrent=False,
+                       starts="estimator")
     b = sel.best_params_
     plain = GaussianMixture(b["n_components"], covariance_type=b["covariance_type"],
                             random_state=11).fit(X)
@@ -316,11 +318,13 @@ def test_winner_is_the_plain_fit_with_the_same_seed():
     assert np.array_equal(plain.covariances_, sel.best_estimator_.covariances_)
 
 
-def test_reproducible_with_seed():
+@pytest.mark.parametrize("mode", [dict(), dict(starts="estimator", n_init=2)])
+def test_reproducible_with_seed(mode):
     X = _blobs(seed=5)[::2]
-    a = select_model(X, [2, 3], "diag", random_state=7, n_init=2)
-    b = select_model(X, [2, 3], "diag", random_state=7, n_init=2)
+    a = select_model(X, [2, 3], "diag", random_state=7, **mode)
+    b = select_model(X, [2, 3], "diag", random_state=7, **mode)
     assert a.results_["bic"] == b.results_["bic"]
+    assert a.results_["start"] == b.results_["start"]
     assert np.array_equal(a.best_estimator_.means_, b.best_estimator_.means_)
 
 

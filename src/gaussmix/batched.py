@@ -5,9 +5,9 @@ restarts of each) are fitted together by concatenating their components:
 each EM iteration runs one E-step over all ``sum(K_c)`` components (one big
 matmul per chunk), a log-sum-exp within each candidate's group of components
 (groups padded to the largest K with ``-inf``), the sufficient statistics of
-every component at once, and then the ordinary M-step
-(:func:`gaussmix.em.m_step`) of each candidate on its own slice of the
-statistics.  Every candidate keeps its own stopping rule (the change of its
+every component at once, and then one M-step for all candidates
+(:func:`grouped_m_step`, the arithmetic of :func:`gaussmix.em.m_step` on each
+candidate's slice of the statistics).  Every candidate keeps its own stopping rule (the change of its
 own mean log-likelihood against ``tol``); a converged candidate leaves the
 batch, exactly as a separate fit would stop.
 
@@ -37,16 +37,12 @@ from sklearn.exceptions import ConvergenceWarning
 from .covariance import get_covariance_type
 from .data import chunk_rows, iter_chunks
 from .distributed import Communicator
-from .em import EMResult, empty_components, m_step, moment_shift
+from .em import EMPTY_FRACTION, EMResult, has_converged, moment_shift
 from .estimator import GaussianMixture
 from .params import GMMParams
-from .stats import SuffStats
 
-__all__ = ["BatchedFit", "batch_applies", "batched_log_prob", "fit_batched", "fit_candidates"]
-
-
-class _NeedsSequential(Exception):
-    """A group needs a step the batch does not take (re-seed, failure)."""
+__all__ = ["BatchedFit", "batch_applies", "batched_log_prob", "fit_batched", "fit_candidates",
+           "grouped_m_step", "chunk_moments"]
 
 
 class BatchedFit:
@@ -86,8 +82,59 @@ def batch_applies(estimator_params: dict) -> bool:
     return not p["verbose"] and p["distributed"] is not True and p["max_iter"] > 0
 
 
+# ------------------------------------------------------------------ state
+class _Batch:
+    """The parameters of several mixtures of one covariance type, concatenated.
+
+    ``weights`` (T,), ``means`` (T, D) and the factors (per component, or per
+    group for a shared covariance) of all ``T = sum K`` components; ``owner``
+    maps each component to its group.  EM iterates on these tensors
+    directly, so the cost of an iteration does not grow with the number of
+    groups in Python objects.
+    """
+
+    __slots__ = ("cov", "sizes", "owner", "weights", "means", "prec", "covs")
+
+    def __init__(self, cov, sizes, weights, means, prec, covs):
+        self.cov, self.sizes = cov, list(sizes)
+        self.weights, self.means, self.prec, self.covs = weights, means, prec, covs
+        self.owner = _owner(self.sizes, means.device)
+
+    @classmethod
+    def of(cls, groups: list) -> "_Batch":
+        cov = groups[0].cov
+        cat = torch.stack if cov.shared else torch.cat
+        covs = [g.covariances for g in groups]
+        return cls(cov, [g.n_components for g in groups],
+                   torch.cat([g.weights for g in groups]), torch.cat([g.means for g in groups]),
+                   cat([g.precisions_cholesky for g in groups]),
+                   None if any(c is None for c in covs) else cat(covs))
+
+    def group(self, c: int) -> GMMParams:
+        """Group ``c`` as a :class:`GMMParams`."""
+        start = sum(self.sizes[:c])
+        sl = slice(start, start + self.sizes[c])
+        own = c if self.cov.shared else sl
+        return GMMParams(self.weights[sl], self.means[sl], self.prec[own], self.cov.name,
+                         None if self.covs is None else self.covs[own])
+
+    def keep(self, groups: list) -> "_Batch":
+        """The batch of the listed groups only (in that order)."""
+        starts = [0]
+        for k in self.sizes:
+            starts.append(starts[-1] + k)
+        comp = torch.cat([torch.arange(starts[c], starts[c + 1]) for c in groups]).to(self.means.device)
+        own = torch.tensor(groups, device=self.means.device) if self.cov.shared else comp
+        return _Batch(self.cov, [self.sizes[c] for c in groups], self.weights[comp],
+                      self.means[comp], self.prec[own], None if self.covs is None else self.covs[own])
+
+    def to(self, dtype) -> "_Batch":
+        return _Batch(self.cov, self.sizes, self.weights.to(dtype), self.means.to(dtype),
+                      self.prec.to(dtype), self.covs)
+
+
 # ------------------------------------------------------------------ E-step
-def batched_log_prob(xc: torch.Tensor, groups: list[GMMParams], shift: torch.Tensor,
+def batched_log_prob(xc: torch.Tensor, groups, shift: torch.Tensor,
                      cov_name: str) -> torch.Tensor:
     """``log w_k + log N(x | mu_k, Sigma_k)`` for the components of all groups.
 
@@ -105,20 +152,24 @@ def batched_log_prob(xc: torch.Tensor, groups: list[GMMParams], shift: torch.Ten
     Tensor (B, sum K)
         Columns in group order.
     """
-    cov = get_covariance_type(cov_name)
-    means_c = torch.cat([g.means for g in groups]) - shift
-    log_w = torch.log(torch.cat([g.weights for g in groups]))
-    if cov_name != "tied":
+    batch = groups if isinstance(groups, _Batch) else _Batch.of(groups)
+    return _log_prob(xc, batch, shift)
+
+
+def _log_prob(xc, batch: _Batch, shift) -> torch.Tensor:
+    cov = batch.cov
+    means_c = batch.means - shift
+    log_w = torch.log(batch.weights)
+    if not cov.shared:
         # Per-component factors concatenate into one mixture of sum(K) components.
-        prec = torch.cat([g.precisions_cholesky for g in groups])
-        return cov.log_gaussian(xc, means_c, prec) + log_w
-    # Tied: one factor per group.  All groups' projections in one matmul, and
-    # the cross term of Tied.mahalanobis's expansion as one matmul against a
+        return cov.log_gaussian(xc, means_c, batch.prec) + log_w
+    # Shared: one factor per group.  All groups' projections in one matmul, and
+    # the cross term of the Mahalanobis expansion as one matmul against a
     # block matrix holding each component's projected mean in its group's rows.
     b, d = xc.shape
-    n_groups = len(groups)
-    owner = _owner([g.n_components for g in groups], xc.device)
-    prec = torch.stack([g.precisions_cholesky for g in groups])  # (C, D, D)
+    owner = batch.owner
+    prec = batch.prec  # (C, D, D)
+    n_groups = prec.shape[0]
     y = (xc @ prec.permute(1, 0, 2).reshape(d, -1)).reshape(b, n_groups, d)
     m = torch.einsum("kd,kde->ke", means_c, prec[owner])  # (sum K, D)
     block = m.new_zeros(n_groups, d, m.shape[0])
@@ -131,98 +182,183 @@ def batched_log_prob(xc: torch.Tensor, groups: list[GMMParams], shift: torch.Ten
 
 def _owner(sizes, device) -> torch.Tensor:
     """Group index of each concatenated component."""
-    return torch.repeat_interleave(torch.arange(len(sizes), device=device),
-                                   torch.tensor(sizes, device=device))
+    return torch.tensor([c for c, k in enumerate(sizes) for _ in range(k)], device=device,
+                        dtype=torch.long)
 
 
-def _per_component(params: GMMParams) -> bool:
-    """Whether this pass takes moments around each component's mean."""
-    return moment_shift(params).dim() == 2
+def _per_component(batch: _Batch) -> bool:
+    """Whether this pass takes moments around each component's mean (float32
+    only, when some component is far from its mixture's mean; see
+    :func:`gaussmix.em.moment_shift`)."""
+    if batch.means.dtype == torch.float64 or not batch.cov.per_component_moments:
+        return False
+    return any(moment_shift(batch.group(c)).dim() == 2 for c in range(len(batch.sizes)))
 
 
-def _batched_stats(chunks, groups, shift, cov_name, n_features, device):
-    """One pass: the :class:`SuffStats` of every group (float64)."""
-    cov = get_covariance_type(cov_name)
-    sizes = [g.n_components for g in groups]
-    n_groups, kmax, total = len(groups), max(sizes), sum(sizes)
+def chunk_moments(xc, resp, owner, n_groups, cov, offsets=None):
+    """Float64 moments of one chunk for concatenated components.
+
+    Parameters
+    ----------
+    xc : Tensor (B, D)
+        The chunk minus the pass's shift.
+    resp : Tensor (B, sum K)
+        Responsibilities of every component of every group.
+    owner : Tensor (sum K,)
+        Group of each component.
+    n_groups : int
+    cov : CovarianceType
+    offsets : Tensor (sum K, D), optional
+        Per-component centres of the second moments (float32 far-apart case).
+
+    Returns
+    -------
+    nk, s1, s2 : Tensor
+        ``s2`` per component, or per group for a shared covariance.
+    """
+    if offsets is not None:
+        nk, s1, s2 = cov.moments_around(xc, resp, offsets)
+        return nk.double(), s1.double(), s2.double()
+    if cov.shared:
+        # Each group's responsibilities summed over its components, then the
+        # shared second moment of all groups in one GEMM.
+        one_hot = torch.nn.functional.one_hot(owner, n_groups).to(resp.dtype)
+        w = resp @ one_hot
+        b, d = xc.shape
+        s2 = ((w.unsqueeze(2) * xc.unsqueeze(1)).reshape(b, -1).T @ xc).reshape(n_groups, d, d)
+    else:
+        s2 = cov.second_moment(xc, resp)
+    return resp.sum(0).double(), (resp.T @ xc).double(), s2.double()
+
+
+def _batched_totals(chunks, batch: _Batch, shift, offsets):
+    """One pass: the float64 totals of every component of every group.
+
+    Returns
+    -------
+    nk : Tensor (sum K,)
+    s1 : Tensor (sum K, D)
+    s2 : Tensor
+        Per component, or per group for a shared (tied) covariance.
+    ll : Tensor (n_groups,)
+        Each group's total log-likelihood.
+    count : int
+        Rows seen.
+    """
+    sizes = batch.sizes
+    n_groups, kmax = len(sizes), max(sizes)
+    device = batch.means.device
     # Column j of the concatenation sits at slot owner*kmax + position in the
     # padded (B, C, Kmax) layout, so a log-sum-exp over the last axis is the
     # per-group normaliser (padding is -inf and adds exactly zero).
-    owner = _owner(sizes, device)
-    pos = torch.cat([torch.arange(k, device=device) for k in sizes])
+    owner = batch.owner
+    pos = torch.tensor([j for k in sizes for j in range(k)], device=device, dtype=torch.long)
     slot = owner * kmax + pos
-    z = dict(dtype=torch.float64, device=device)
-    nk = torch.zeros(total, **z)
-    s1 = torch.zeros(total, n_features, **z)
-    s2 = None
-    ll = torch.zeros(n_groups, **z)
+    nk = s1 = s2 = None
+    ll = torch.zeros(n_groups, dtype=torch.float64, device=device)
     count = 0
-    one_hot = None
-    # float32: moments around each component's own mean, as em.moment_shift says.
-    offsets = None
-    if _per_component(groups[0]):
-        offsets = torch.cat([g.means for g in groups]) - shift
     for xb, _ in chunks:
         xc = xb - shift
-        wlp = batched_log_prob(xc, groups, shift, cov_name)
-        padded = wlp.new_full((xb.shape[0], n_groups * kmax), -math.inf)
-        padded[:, slot] = wlp
-        lpn = torch.logsumexp(padded.reshape(xb.shape[0], n_groups, kmax), dim=2)  # (B, C)
-        resp = torch.exp(wlp - lpn[:, owner])
-        if offsets is not None:
-            part_nk, part_s1, part = cov.moments_around(xc, resp, offsets)
-            nk += part_nk.double()
-            s1 += part_s1.double()
-            s2 = part.double() if s2 is None else s2 + part.double()
-            ll += lpn.double().sum(0)
-            count += xb.shape[0]
-            continue
-        nk += resp.sum(0).double()
-        s1 += (resp.T @ xc).double()
-        if cov_name == "tied":
-            # Each group's responsibilities summed over its components, then
-            # Tied.second_moment for all groups in one GEMM.
-            if one_hot is None:
-                one_hot = torch.nn.functional.one_hot(owner, n_groups).to(resp.dtype)
-            w = resp @ one_hot
-            b, d = xc.shape
-            part = ((w.unsqueeze(2) * xc.unsqueeze(1)).reshape(b, -1).T @ xc).reshape(n_groups, d, d)
+        wlp = _log_prob(xc, batch, shift)
+        if kmax * n_groups == wlp.shape[1]:  # every group has kmax components: no padding
+            lpn = torch.logsumexp(wlp.reshape(xb.shape[0], n_groups, kmax), dim=2)
         else:
-            part = cov.second_moment(xc, resp)
-        s2 = part.double() if s2 is None else s2 + part.double()
+            padded = wlp.new_full((xb.shape[0], n_groups * kmax), -math.inf)
+            padded[:, slot] = wlp
+            lpn = torch.logsumexp(padded.reshape(xb.shape[0], n_groups, kmax), dim=2)  # (B, C)
+        resp = torch.exp(wlp - lpn[:, owner])
+        part = chunk_moments(xc, resp, owner, n_groups, batch.cov, offsets)
+        nk, s1, s2 = part if nk is None else (nk + part[0], s1 + part[1], s2 + part[2])
         ll += lpn.double().sum(0)
         count += xb.shape[0]
-    n = torch.tensor(float(count), **z)
-    out, start = [], 0
-    for c, k in enumerate(sizes):
-        sl = slice(start, start + k)
-        out.append(SuffStats(
-            nk=nk[sl], s1=s1[sl], s2=s2[c] if cov_name == "tied" else s2[sl],
-            log_likelihood=ll[c], weight=n, count=n,
-        ))
-        start += k
-    return out
+    return nk, s1, s2, ll, count
+
+
+def _grouped_update(nk, s1, s2, count, sizes, owner, at, cov, reg_covar, eps):
+    """New concatenated parameters (float64) and the groups that failed."""
+    device = nk.device
+    n_groups = len(sizes)
+    bad = torch.zeros(n_groups, dtype=torch.bool, device=device)
+    # Unweighted data: one sample weighs 1, and a component below
+    # EMPTY_FRACTION of it has emptied (em.empty_components).
+    bad.index_fill_(0, owner[nk < EMPTY_FRACTION], True)
+    finite = torch.isfinite(nk) & torch.isfinite(s1).all(1)
+    bad.index_fill_(0, owner[~finite], True)
+    nk_e = nk + 10.0 * eps
+    means_c = s1 / nk_e.unsqueeze(1)
+    covs = cov.grouped_covariances_from_stats(nk_e, means_c, s2, reg_covar, owner, n_groups)
+    prec, failed = cov._try_factor(covs)
+    factor_owner = torch.arange(n_groups, device=device) if cov.shared else owner
+    bad.index_fill_(0, factor_owner[failed], True)
+    totals = torch.zeros(n_groups, dtype=torch.float64, device=device).index_add_(0, owner, nk_e)
+    weights = nk_e / totals[owner]
+    means = means_c + at.double()
+    return weights, means, prec, covs, bad.tolist()
+
+
+def grouped_m_step(nk, s1, s2, count, groups, at, cov_name, reg_covar, eps):
+    """The M-step of every group at once, from their concatenated totals.
+
+    The same arithmetic as :func:`gaussmix.em.m_step` on each group's slice,
+    but one set of tensor operations for all components (one batched
+    Cholesky), so the cost per iteration does not grow with the number of
+    groups in Python calls.  No extra regularisation and no re-seed: a
+    group that needs either is reported as failed.
+
+    Parameters
+    ----------
+    nk, s1, s2 : Tensor
+        Float64 totals of the concatenated components (``s2`` per group for a
+        shared covariance).
+    count : int
+        Rows the totals were summed over.
+    groups : list
+        One entry per group with its ``n_components``.
+    at : Tensor (D,) or (sum K, D)
+        Where the moments were taken.
+    cov_name : str
+    reg_covar, eps : float
+
+    Returns
+    -------
+    list
+        Per group, the new :class:`GMMParams` (float64) or None when the
+        group has an empty component, non-finite statistics or a covariance
+        that cannot be factorised.
+    """
+    cov = get_covariance_type(cov_name)
+    sizes = [g.n_components for g in groups]
+    owner = _owner(sizes, nk.device)
+    weights, means, prec, covs, bad = _grouped_update(nk, s1, s2, count, sizes, owner, at, cov,
+                                                      reg_covar, eps)
+    batch = _Batch(cov, sizes, weights, means, prec, covs)
+    return [None if bad[c] else batch.group(c) for c in range(len(sizes))]
 
 
 # ------------------------------------------------------------------ EM loop
-def fit_batched(X: torch.Tensor, inits: list[GMMParams], *, reg_covar: float, tol: float,
-                max_iter: int, batch_size: int | None = None) -> list:
+def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
+                max_iter: int, batch_size: int | None = None, tol_type: str = "absolute") -> list:
     """Run EM for several mixtures of one covariance type on the same data.
 
-    Each mixture follows :func:`gaussmix.em.run_em`'s rule: it stops when its
-    own mean log-likelihood changes by less than ``tol``, or after
-    ``max_iter`` iterations; the batch ends when every mixture has stopped.
+    Each mixture follows :func:`gaussmix.em.run_em`'s rule: it stops when
+    :func:`gaussmix.em.has_converged` says so, or after ``max_iter``
+    iterations in all; the batch ends when every mixture has stopped.
 
     Parameters
     ----------
     X : Tensor (N, D)
         The data, in the dtype and on the device of the parameters.
-    inits : list of GMMParams
-        Initial parameters, all of the same covariance type (any K).
+    inits : list of GMMParams or EMResult
+        Initial parameters, all of the same covariance type (any K); an
+        :class:`~gaussmix.em.EMResult` continues that run (its iterations
+        count towards ``max_iter`` and its last log-likelihood is what the
+        first new one is compared with).
     reg_covar, tol, max_iter : float, float, int
         As in :class:`gaussmix.GaussianMixture`.
     batch_size : int, optional
         Rows per chunk (default: sized for all the batch's components).
+    tol_type : {"absolute", "relative"}
+        The stopping rule.
 
     Returns
     -------
@@ -234,51 +370,64 @@ def fit_batched(X: torch.Tensor, inits: list[GMMParams], *, reg_covar: float, to
     """
     if not inits:
         return []
-    cov_name = inits[0].covariance_type
-    if any(p.covariance_type != cov_name for p in inits):
+    runs = [r if isinstance(r, EMResult) else EMResult(r, False, 0, -math.inf, []) for r in inits]
+    cov_name = runs[0].params.covariance_type
+    if any(r.params.covariance_type != cov_name for r in runs):
         raise ValueError("fit_batched needs mixtures of one covariance type; group them by type.")
+    cov = get_covariance_type(cov_name)
     n, d = X.shape
     dtype, device = X.dtype, X.device
     eps = torch.finfo(dtype).eps
     # One shift for every group: the data mean, which is also every
     # candidate's own shift (weights @ means) after its first M-step.
     shift = X.double().mean(0).to(dtype)
-    total_k = sum(p.n_components for p in inits)
+    total_k = sum(r.params.n_components for r in runs)
     rows = chunk_rows(n, total_k, d, device, dtype, batch_size)
 
-    params = list(inits)
-    bounds = [-math.inf] * len(inits)
-    history: list[list] = [[] for _ in inits]
-    events: list[list] = [[] for _ in inits]
-    results: list = [None] * len(inits)
-    active = list(range(len(inits)))
-    for n_iter in range(1, max_iter + 1):
-        stats = _batched_stats(iter_chunks(X, None, rows), [params[i] for i in active],
-                               shift, cov_name, d, device)
-        still = []
-        for i, st in zip(active, stats):
-            prev = bounds[i]
-            try:
-                if bool(empty_components(st).any()):
-                    raise _NeedsSequential
-                step_events: list = []
-                at = params[i].means if _per_component(params[i]) else shift
-                new = m_step(st, at, cov_name, reg_covar, eps, events=step_events)
-            except (_NeedsSequential, ValueError):  # CovarianceError is a ValueError
+    bounds = [r.lower_bound for r in runs]
+    history = [list(r.lower_bounds) for r in runs]
+    done_iter = [r.n_iter for r in runs]
+    results: list = [None] * len(runs)
+    active = []
+    for i, r in enumerate(runs):
+        if r.converged or r.n_iter >= max_iter:
+            results[i] = r
+        else:
+            active.append(i)
+    if not active:
+        return results
+    batch = _Batch.of([runs[i].params.to(dtype=dtype) for i in active])
+    while active:
+        offsets = at = None
+        if _per_component(batch):
+            at = batch.means
+            offsets = batch.means - shift
+        nk, s1, s2, ll, count = _batched_totals(iter_chunks(X, None, rows), batch, shift, offsets)
+        weights, means, prec, covs, bad = _grouped_update(
+            nk, s1, s2, count, batch.sizes, batch.owner, shift if at is None else at, cov,
+            reg_covar, eps)
+        batch = _Batch(cov, batch.sizes, weights.to(dtype), means.to(dtype), prec.to(dtype), covs)
+        lls = (ll / count).tolist()
+        still, keep = [], []
+        for c, (i, lb) in enumerate(zip(active, lls)):
+            if bad[c]:
                 continue  # results[i] stays None: fitted on its own
-            events[i].extend(dict(e, iteration=n_iter) for e in step_events)
-            params[i] = new.to(dtype=dtype)
-            bounds[i] = st.mean_log_likelihood
-            history[i].append(bounds[i])
-            if abs(bounds[i] - prev) < tol:
-                results[i] = EMResult(params[i], True, n_iter, bounds[i], history[i], events[i])
-            elif n_iter == max_iter:
-                results[i] = EMResult(params[i], False, n_iter, bounds[i], history[i], events[i])
+            prev = bounds[i]
+            done_iter[i] += 1
+            bounds[i] = lb
+            history[i].append(lb)
+            if has_converged(prev, lb, tol, tol_type, float(count)):
+                results[i] = EMResult(batch.group(c), True, done_iter[i], lb, history[i],
+                                      list(runs[i].events))
+            elif done_iter[i] >= max_iter:
+                results[i] = EMResult(batch.group(c), False, done_iter[i], lb, history[i],
+                                      list(runs[i].events))
             else:
                 still.append(i)
+                keep.append(c)
+        if still and len(still) < len(active):
+            batch = batch.keep(keep)
         active = still
-        if not active:
-            break
     return results
 
 
@@ -383,7 +532,8 @@ def fit_candidates(X, candidates, *, seed=None, n_init: int = 1, device=None,
         if ready:
             est0 = prepared[ready[0]][0]
             results = fit_batched(prepared[ready[0]][1], flat, reg_covar=est0.reg_covar,
-                                  tol=est0.tol, max_iter=est0.max_iter, batch_size=est0.batch_size)
+                                  tol=est0.tol, max_iter=est0.max_iter, batch_size=est0.batch_size,
+                                  tol_type=est0.tol_type)
         share = (time.perf_counter() - t0) / max(len(ready), 1)
         pos = 0
         for i in ready:

@@ -130,6 +130,47 @@ class CovarianceType:
         """
         raise NotImplementedError
 
+    #: Whether the components share one covariance (one matrix per mixture).
+    shared = False
+
+    #: Whether the model stays the same model when each feature is scaled on
+    #: its own (``x_j -> a_j x_j``).  False for a spherical covariance, which
+    #: is only closed under one common scale.
+    per_feature_scaling = True
+
+    def rescaled(self, covariances: torch.Tensor, prec_chol: torch.Tensor,
+                 scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Covariances and precision factors of the data multiplied by ``scale``.
+
+        Parameters
+        ----------
+        covariances, prec_chol : Tensor
+            In this type's shapes.
+        scale : Tensor (D,)
+            Per-feature factors (all equal unless :attr:`per_feature_scaling`).
+
+        Returns
+        -------
+        covariances, prec_chol : Tensor
+            ``S Sigma S`` and ``S^-1 U`` with ``S = diag(scale)``.
+        """
+        raise NotImplementedError
+
+    def grouped_covariances_from_stats(self, nk, means_c, s2, reg_covar, owner, n_groups):
+        """:meth:`covariances_from_stats` for several mixtures at once.
+
+        The components of ``n_groups`` mixtures are concatenated; ``owner``
+        gives each component's mixture.  For per-component covariances this
+        is the ordinary computation over all components; a shared covariance
+        is pooled within each mixture (``s2`` then has one entry per mixture).
+
+        Returns
+        -------
+        Tensor
+            One covariance per component, or per mixture when :attr:`shared`.
+        """
+        return self.covariances_from_stats(nk, means_c, s2, reg_covar)
+
     # -- factors ------------------------------------------------------------
     #: What a failed factorisation is called in error messages.
     _what = "a covariance matrix is not positive definite"
@@ -461,6 +502,9 @@ class Full(CovarianceType):
     def _try_factor(self, covariances):
         return _cholesky_upper_inverse(covariances)
 
+    def rescaled(self, covariances, prec_chol, scale):
+        return covariances * scale[:, None] * scale[None, :], prec_chol / scale[:, None]
+
     def _matrix_view(self, covariances):
         return covariances.reshape(-1, *covariances.shape[-2:])
 
@@ -534,8 +578,22 @@ class Tied(CovarianceType):
         cov[idx, idx] += reg_covar
         return cov
 
+    shared = True
+
+    def grouped_covariances_from_stats(self, nk, means_c, s2, reg_covar, owner, n_groups):
+        d = means_c.shape[1]
+        outer = (nk[:, None] * means_c).unsqueeze(2) * means_c.unsqueeze(1)
+        between = torch.zeros_like(s2).index_add_(0, owner, outer)
+        total = torch.zeros(n_groups, dtype=nk.dtype, device=nk.device).index_add_(0, owner, nk)
+        cov = (s2 - between) / total[:, None, None]
+        cov = 0.5 * (cov + cov.transpose(1, 2))
+        idx = torch.arange(d, device=cov.device)
+        cov[:, idx, idx] += reg_covar
+        return cov
+
     _what = "the tied covariance is not positive definite"
     _try_factor = Full._try_factor
+    rescaled = Full.rescaled
     _matrix_view = Full._matrix_view
     _add_to_diagonal = Full._add_to_diagonal
     _diagonal_scale = Full._diagonal_scale
@@ -611,6 +669,9 @@ class Diag(CovarianceType):
 
     _what = "a variance is not positive"
 
+    def rescaled(self, covariances, prec_chol, scale):
+        return covariances * scale * scale, prec_chol / scale
+
     def _try_factor(self, covariances):
         mats = self._matrix_view(covariances)
         bad = ((mats <= 0.0) | ~torch.isfinite(mats)).any(1)
@@ -684,6 +745,14 @@ class Spherical(Diag):
 
     def expected_param_shape(self, n_components, n_features):
         return (n_components,)
+
+    per_feature_scaling = False
+
+    def rescaled(self, covariances, prec_chol, scale):
+        c = scale[0]
+        if not bool((scale == c).all()):
+            raise ValueError("A spherical covariance can only be rescaled by one common factor.")
+        return covariances * c * c, prec_chol / c
 
     def covariances_from_stats(self, nk, means_c, s2, reg_covar):
         return Diag.covariances_from_stats(self, nk, means_c, s2, reg_covar).mean(1)

@@ -36,11 +36,49 @@ __all__ = [
     "run_em",
     "EmptyComponentWarning",
     "EMPTY_FRACTION",
+    "TOL_TYPES",
+    "has_converged",
 ]
 
 #: A component whose effective count falls below this fraction of one
 #: (average) sample's weight has lost all its points and is re-seeded.
 EMPTY_FRACTION = 1e-3
+
+
+#: Stopping rules: ``"absolute"`` is scikit-learn's (change of the mean
+#: log-likelihood per sample), ``"relative"`` is mclust's (change of the total
+#: log-likelihood relative to its size).
+TOL_TYPES = ("absolute", "relative")
+
+
+def has_converged(previous: float, current: float, tol: float, tol_type: str = "absolute",
+                  total_weight: float = 1.0) -> bool:
+    """Whether EM stops after an iteration whose mean log-likelihood per sample
+    went from ``previous`` to ``current``.
+
+    Parameters
+    ----------
+    previous, current : float
+        Mean log-likelihood per sample (``-inf`` before the first iteration).
+    tol : float
+    tol_type : {"absolute", "relative"}
+        ``"absolute"``: ``|current - previous| < tol`` (scikit-learn).
+        ``"relative"``: ``|L - L_prev| / (1 + |L|) < tol`` with the total
+        log-likelihood ``L = total_weight * current`` (mclust's ``me``, whose
+        default is ``tol = 1e-5``).  The relative rule does not stop a slow
+        climb on large data early: a change of 1e-3 per sample is a change of
+        1e3 in ``L`` for a million samples.
+    total_weight : float
+        Total sample weight (the number of samples when unweighted).
+
+    Returns
+    -------
+    bool
+    """
+    change = abs(current - previous)
+    if tol_type == "relative":
+        return total_weight * change / (1.0 + total_weight * abs(current)) < tol
+    return change < tol
 
 
 class EmptyComponentWarning(UserWarning):
@@ -476,6 +514,7 @@ def run_em(
     start_iter: int = 0,
     lower_bounds: list | None = None,
     gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    tol_type: str = "absolute",
 ) -> EMResult:
     """The EM loop, shared by every way of feeding data.
 
@@ -487,8 +526,8 @@ def run_em(
     params : GMMParams
         Initial parameters, in the data's dtype and on its device.
     reg_covar, tol, max_iter : float, float, int
-        As in :class:`gaussmix.GaussianMixture`; iteration stops when the
-        mean log-likelihood changes by less than ``tol``.
+        As in :class:`gaussmix.GaussianMixture`; iteration stops when
+        :func:`has_converged` says so.
     lower_bound : float
         Value to measure the first change against (``-inf`` for a fresh fit).
     reduce : callable, optional
@@ -504,6 +543,8 @@ def run_em(
         :func:`worst_explained`).  When ``reduce`` is given without
         ``gather``, re-seeding uses :func:`split_points` instead, which needs
         no communication.
+    tol_type : {"absolute", "relative"}
+        The stopping rule (see :func:`has_converged`).
 
     Returns
     -------
@@ -569,7 +610,7 @@ def run_em(
         history.append(lower_bound)
         if callback is not None:
             callback(n_iter, lower_bound, params)
-        if abs(lower_bound - prev) < tol and reseed is None:
+        if reseed is None and has_converged(prev, lower_bound, tol, tol_type, float(stats.weight)):
             converged = True
             break
     return EMResult(params, converged, n_iter, lower_bound, history, events)

@@ -30,7 +30,7 @@ from .checkpoint import FitCheckpoint
 from .covariance import get_covariance_type
 from .data import RESERVOIR_SIZE, as_source, chunk_rows, is_source, iter_chunks, reservoir_sample
 from .distributed import Communicator
-from .em import EMResult, e_step, run_em
+from .em import TOL_TYPES, EMResult, e_step, has_converged, run_em
 from .online import online_step
 from .init import INIT_METHODS, initial_params
 from .params import GMMParams
@@ -70,8 +70,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
         Structure of the component covariances.
     tol : float, default=1e-3
-        Convergence threshold on the change of the mean log-likelihood per
-        sample between iterations.
+        Convergence threshold, applied as ``tol_type`` says.
     reg_covar : float, default=1e-6
         Non-negative amount added to the diagonal of every covariance, in the
         squared units of the data (scale the data if its variance is tiny).
@@ -80,8 +79,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     n_init : int, default=1
         Number of initialisations; the one with the highest final lower
         bound is kept.
-    init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
-        How the initial responsibilities are found.
+    init_params : {"kmeans", "k-means++", "random", "random_from_data", "hc"}, default="kmeans"
+        How the initial responsibilities are found.  ``"hc"`` cuts the
+        model-based agglomerative hierarchical clustering of the data (R
+        mclust's default start; :mod:`gaussmix.hc`) at ``n_components``
+        clusters; it runs on at most ``hc_subset`` rows and is deterministic
+        (``n_init > 1`` repeats the same start).
     weights_init, means_init, precisions_init : array-like or Tensor, optional
         User-supplied initial parameters (shapes as in scikit-learn).
     random_state : int, RandomState instance or None, default=None
@@ -115,6 +118,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     learning_offset : float, default=2.0
         Non-negative offset ``t0`` of that step size; larger values damp the
         first updates.
+    tol_type : {"absolute", "relative"}, default="absolute"
+        ``"absolute"`` (scikit-learn's rule) stops when the mean log-likelihood
+        per sample changes by less than ``tol``; ``"relative"`` (R mclust's
+        rule, with ``tol=1e-5`` there) stops when the total log-likelihood
+        changes by less than ``tol`` times ``1 + |total|``.  The relative rule
+        with ``tol=1e-5`` runs EM closer to the optimum; see
+        :func:`gaussmix.em.has_converged`.
+    hc_subset : int, default=2000
+        With ``init_params="hc"``, the hierarchical clustering runs on a random
+        subset of this many rows when the data have more (mclust's default);
+        its cost is quadratic in the subset size.
 
     Attributes
     ----------
@@ -175,6 +189,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         distributed=False,
         learning_decay=0.6,
         learning_offset=2.0,
+        tol_type="absolute",
+        hc_subset=2000,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -196,6 +212,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.distributed = distributed
         self.learning_decay = learning_decay
         self.learning_offset = learning_offset
+        self.tol_type = tol_type
+        self.hc_subset = hc_subset
 
     # ------------------------------------------------------------------ checks
     def _check_hyperparameters(self):
@@ -222,6 +240,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         integer("verbose_interval", 1)
         real("tol")
         real("reg_covar")
+        integer("hc_subset", 2)
+        if self.tol_type not in TOL_TYPES:
+            raise ValueError(
+                f"Invalid value for 'tol_type': {self.tol_type!r}. Use 'absolute' (scikit-learn's "
+                f"change of the mean log-likelihood per sample) or 'relative' (mclust's relative "
+                f"change of the total log-likelihood)."
+            )
         get_covariance_type(self.covariance_type)
         if self.init_params not in INIT_METHODS:
             raise ValueError(
@@ -345,7 +370,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 covariance_type=self.covariance_type,
             ).to(dtype=X.dtype)
         params = initial_params(
-            X, k, self.covariance_type, self.init_params, self.reg_covar, gen, sample_weight, rows
+            X, k, self.covariance_type, self.init_params, self.reg_covar, gen, sample_weight, rows,
+            hc_subset=self.hc_subset,
         )
         cov = params.cov
         return GMMParams(
@@ -533,6 +559,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             "dtype": str(self._dtype),
             "fresh_init": bool(do_init),
             "checkpoint": checkpoint is not None,
+            # Only when it differs from the default, so older checkpoints still match.
+            **({"tol_type": str(self.tol_type)} if self.tol_type != "absolute" else {}),
         }
 
     def _agree_on_data(self, comm, data, config):
@@ -657,10 +685,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     save(init, gen_state, current, False, best)
                 result = run_em(
                     chunks, params, reg_covar=self.reg_covar, tol=self.tol,
-                    max_iter=self.max_iter, lower_bound=lower_bound,
+                    max_iter=self.max_iter, lower_bound=lower_bound, tol_type=self.tol_type,
                     reduce=comm.reduce_stats if comm.enabled else None,
                     gather=comm.all_gather_cat if comm.enabled else None,
-                    callback=self._fit_callback(save, checkpoint_every, init, gen_state, best, current),
+                    callback=self._fit_callback(save, checkpoint_every, init, gen_state, best, current,
+                                                weight_total),
                     start_iter=current.n_iter, lower_bounds=current.lower_bounds,
                 )
             if self.verbose:
@@ -694,7 +723,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         return self._initialize(data.init_X, data.init_w, gen, rows, user)
 
-    def _fit_callback(self, save, every, init, gen_state, best, start: EMResult):
+    def _fit_callback(self, save, every, init, gen_state, best, start: EMResult, weight_total=1.0):
         """Verbose output and checkpoints after each M-step."""
         verbose_cb = self._verbose_callback()
         history = list(start.lower_bounds)
@@ -704,7 +733,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             history.append(lb)
             # Mirror run_em's stopping rule so that a checkpoint of the last
             # iteration is marked finished and is not iterated once more.
-            converged = abs(lb - prev[0]) < self.tol
+            converged = has_converged(prev[0], lb, self.tol, self.tol_type, weight_total)
             done = converged or n_iter >= self.max_iter
             prev[0] = lb
             if verbose_cb is not None:

@@ -17,9 +17,12 @@ from .em import m_step
 from .params import GMMParams
 from .stats import SuffStats
 
-__all__ = ["kmeans_plusplus", "kmeans", "initial_params", "INIT_METHODS"]
+__all__ = ["kmeans_plusplus", "kmeans", "hc_partition", "initial_params", "INIT_METHODS"]
 
-INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "hc")
+
+#: Rows the hierarchical clustering runs on at most (mclust's default subset).
+HC_SUBSET = 2000
 
 # Elements of the (rows, n_clusters) distance block of one k-means chunk.
 _KMEANS_ELEMENTS = 1 << 20
@@ -178,6 +181,64 @@ def kmeans(
     return labels
 
 
+def hc_partition(X: torch.Tensor, n_clusters, gen: torch.Generator,
+                 subset: int = HC_SUBSET) -> tuple[torch.Tensor, dict]:
+    """Model-based hierarchical clustering of (a subset of) the data, cut at
+    one or several numbers of clusters.
+
+    Parameters
+    ----------
+    X : Tensor (N, D)
+    n_clusters : int or iterable of int
+    gen : torch.Generator
+        Draws the subset when ``N > subset``.
+    subset : int
+        Rows the clustering runs on at most; its time and memory grow with
+        the square of this number (:mod:`gaussmix.hc`).
+
+    Returns
+    -------
+    rows : Tensor (M,) of int64
+        Indices of the rows that were clustered, sorted (all rows when
+        ``N <= subset``).
+    labels : dict
+        ``K -> Tensor (M,)`` of labels in ``0..K-1`` for those rows.
+    """
+    from .hc import hierarchical_merges
+
+    n = X.shape[0]
+    ks = [int(n_clusters)] if isinstance(n_clusters, int) else [int(k) for k in n_clusters]
+    if subset < max(ks):
+        raise ValueError(
+            f"hc_subset={subset} is smaller than the number of components ({max(ks)}); "
+            f"use a subset of at least as many rows as components."
+        )
+    if n > subset:
+        rows = torch.sort(torch.randperm(n, generator=gen, device=gen.device)[:subset]).values
+        rows = rows.to(X.device)
+    else:
+        rows = torch.arange(n, device=X.device)
+    tree = hierarchical_merges(X[rows].detach().double().cpu().numpy())
+    cuts = tree.cut(ks)
+    return rows, {k: torch.as_tensor(cuts[k], dtype=torch.long, device=X.device) for k in ks}
+
+
+def _one_hot_at(rows: torch.Tensor, labels: torch.Tensor, n: int, k: int, device):
+    """Responsibilities that are one-hot at ``rows`` (label ``labels``) and zero
+    elsewhere, chunk by chunk: the M-step then sees only those rows."""
+    pos = torch.full((n,), -1, dtype=torch.long, device=device)
+    pos[rows] = labels
+
+    def resp_fn(a, b):
+        p = pos[a:b]
+        out = torch.zeros(b - a, k, dtype=torch.float64, device=device)
+        hit = p >= 0
+        out[hit, p[hit]] = 1.0
+        return out
+
+    return resp_fn
+
+
 def _stats_from_resp(X, sample_weight, resp_fn, n_components, cov, shift, rows):
     d = X.shape[1]
     total = SuffStats.zeros(n_components, d, cov.stat_shape(n_components, d), device=X.device)
@@ -205,6 +266,7 @@ def initial_params(
     gen: torch.Generator,
     sample_weight: torch.Tensor | None = None,
     rows: int = 1 << 16,
+    hc_subset: int = HC_SUBSET,
 ) -> GMMParams:
     """Initial parameters from an initial partition of the data.
 
@@ -213,11 +275,14 @@ def initial_params(
     X : Tensor (N, D)
     n_components : int
     covariance_type : str
-    init_params : {"kmeans", "k-means++", "random", "random_from_data"}
+    init_params : {"kmeans", "k-means++", "random", "random_from_data", "hc"}
     reg_covar : float
     gen : torch.Generator
     sample_weight : Tensor (N,), optional
+        Weights the M-step; ``"hc"`` clusters the rows unweighted.
     rows : int
+    hc_subset : int
+        Rows the ``"hc"`` clustering runs on at most (see :func:`hc_partition`).
 
     Returns
     -------
@@ -245,15 +310,11 @@ def initial_params(
             _, idx = kmeans_plusplus(X, k, gen, sample_weight, rows)
         else:
             idx = _choice(gen, n, k, None, device)
-        pos = torch.full((n,), -1, dtype=torch.long, device=device)
-        pos[idx] = torch.arange(k, device=device)
+        resp_fn = _one_hot_at(idx, torch.arange(k, device=device), n, k, device)
 
-        def resp_fn(a, b):
-            p = pos[a:b]
-            out = torch.zeros(b - a, k, dtype=torch.float64, device=device)
-            hit = p >= 0
-            out[hit, p[hit]] = 1.0
-            return out
+    elif init_params == "hc":
+        idx, cuts = hc_partition(X, k, gen, hc_subset)
+        resp_fn = _one_hot_at(idx, cuts[k], n, k, device)
 
     else:  # pragma: no cover - validated by the estimator
         raise ValueError(f"Unknown init_params {init_params!r}")

@@ -64,6 +64,7 @@ _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _SCALAR_PARAMS = (
     "n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params",
     "random_state", "warm_start", "verbose", "verbose_interval", "device", "dtype", "batch_size",
+    "tol_type", "hc_subset",
 )
 
 

@@ -30,8 +30,16 @@ from ._validation import as_tensor_2d, resolve_device, resolve_dtype
 from .covariance import get_covariance_type
 from .batched import batch_applies, fit_candidates
 from .data import chunk_rows, iter_chunks
-from .em import e_step
+from .em import EMResult, e_step
+from .scaling import feature_scaling
+from .search import search, starting_partitions
 from .estimator import GaussianMixture
+from .guard import (
+    VARIANCE_RTOL,
+    DegenerateFitWarning,
+    collapsed_components,
+    min_component_count,
+)
 
 __all__ = [
     "CRITERIA",
@@ -47,19 +55,6 @@ __all__ = [
 
 CRITERIA = ("bic", "aic", "icl")
 DEGENERATE_POLICIES = ("reseed", "exclude", "flag")
-
-# Relative size, against the data's own variance along the same direction, below
-# which a component's variance (net of reg_covar) counts as collapsed.  A
-# component that sits on repeated values has an empirical variance of zero up to
-# rounding (~1e-16 relative); a genuine cluster would need a standard deviation
-# a thousand times smaller than the data's to be caught.
-VARIANCE_RTOL = 1e-6
-
-
-class DegenerateFitWarning(UserWarning):
-    """A candidate's fit had collapsed components and was re-seeded, excluded
-    or flagged during model selection."""
-
 
 # ---------------------------------------------------------------- criteria
 def information_criteria(estimator: GaussianMixture, X) -> dict:
@@ -107,111 +102,6 @@ def information_criteria(estimator: GaussianMixture, X) -> dict:
     }
 
 
-# ---------------------------------------------------------- degeneracy guard
-def min_component_count(covariance_type: str, n_features: int) -> int:
-    """Smallest effective count for which a component's covariance is defined.
-
-    A full covariance estimated from fewer than ``D + 1`` points is singular;
-    a variance needs two points; the tied covariance is pooled over all
-    components, so each component only needs one point for its mean.
-    """
-    return {"full": n_features + 1, "tied": 1, "diag": 2, "spherical": 2}[covariance_type]
-
-
-def _feature_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature variance and a mask of the non-constant features.
-
-    A feature whose spread is below 1e-7 of its magnitude carries no
-    information that float32 could even represent; it is left out of the
-    collapse test (every component would look collapsed along it).
-    """
-    var = X.var(axis=0)
-    mag = np.abs(X).max(axis=0)
-    varying = var > (1e-7 * mag) ** 2
-    varying &= var > 0
-    return var, varying
-
-
-def collapsed_components(estimator: GaussianMixture, X, reg_covar: float | None = None) -> dict:
-    """Find components that collapsed during the fit.
-
-    A component is collapsed when
-
-    * its effective count ``n * weight_k`` is below
-      :func:`min_component_count` (too few points to define its covariance), or
-    * its covariance, net of ``reg_covar``, is pinned at the regularisation
-      floor: along some direction its variance is at most ``VARIANCE_RTOL``
-      times the data's variance along that direction (features are
-      standardised by the data's standard deviation; full and tied
-      covariances are tested on their smallest eigenvalue).
-
-    Parameters
-    ----------
-    estimator : GaussianMixture
-        A fitted mixture.
-    X : array-like or Tensor of shape (n_samples, n_features)
-        The data it was fitted on.
-    reg_covar : float, optional
-        Regularisation used in the fit (default: the estimator's).
-
-    Returns
-    -------
-    dict
-        ``components`` (sorted list of collapsed component indices),
-        ``too_few`` and ``pinned`` (the indices caught by each rule) and
-        ``detail`` (a short human-readable reason, empty when none).
-    """
-    params = estimator._params
-    reg = float(estimator.reg_covar if reg_covar is None else reg_covar)
-    Xn = X.detach().double().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X, dtype=np.float64)
-    n, d = Xn.shape
-    kind = params.covariance_type
-    weights = params.weights.detach().double().cpu().numpy()
-    cov = params.get_covariances().detach().double().cpu().numpy()
-    counts = weights * n
-    need = min_component_count(kind, d)
-    too_few = [int(k) for k in np.flatnonzero(~(counts >= need))]
-
-    var, varying = _feature_scale(Xn)
-    pinned: list[int] = []
-    if varying.any():
-        s = np.sqrt(var[varying])
-        idx = np.flatnonzero(varying)
-        k_all = params.n_components
-        if kind in ("full", "tied"):
-            mats = cov if kind == "full" else cov[None]
-            sub = mats[:, idx[:, None], idx[None, :]] - reg * np.eye(idx.size)
-            std = sub / (s[:, None] * s[None, :])
-            with np.errstate(invalid="ignore"):
-                finite = np.isfinite(std).all(axis=(1, 2))
-            low = np.full(std.shape[0], -np.inf)
-            if finite.any():
-                low[finite] = np.linalg.eigvalsh(std[finite]).min(axis=1)
-            bad = ~(low > VARIANCE_RTOL)
-            pinned = list(range(k_all)) if (kind == "tied" and bad[0]) else (
-                [int(k) for k in np.flatnonzero(bad)] if kind == "full" else [])
-        elif kind == "diag":
-            excess = (cov[:, idx] - reg) / var[idx]
-            pinned = [int(k) for k in np.flatnonzero(~(excess > VARIANCE_RTOL).all(axis=1))]
-        else:  # spherical: one variance, compared with the mean data variance
-            excess = (cov - reg) / var[idx].mean()
-            pinned = [int(k) for k in np.flatnonzero(~(excess > VARIANCE_RTOL))]
-    components = sorted(set(too_few) | set(pinned))
-    parts = []
-    if too_few:
-        parts.append(
-            f"component(s) {too_few} hold fewer than {need} effective points"
-        )
-    if pinned:
-        parts.append(f"component(s) {pinned} have a variance pinned at reg_covar={reg:g}")
-    return {
-        "components": components,
-        "too_few": too_few,
-        "pinned": pinned,
-        "detail": "; ".join(parts),
-    }
-
-
 # ------------------------------------------------------------------ results
 @dataclass
 class ModelSelection:
@@ -229,10 +119,15 @@ class ModelSelection:
         One row per candidate (``pandas.DataFrame(results_)`` works):
         ``n_components``, ``covariance_type``, ``log_likelihood`` (total),
         ``n_parameters``, ``bic``, ``aic``, ``icl`` (lower is better),
-        ``converged``, ``n_iter``, ``fit_time`` (seconds, all attempts),
+        ``converged``, ``n_iter`` (EM iterations of the reported fit, its
+        screening included), ``fit_time`` (seconds, all attempts),
         ``guard`` (``"ok"``, ``"reseeded"``, ``"flagged"`` or ``"excluded"``),
         ``guard_detail`` (why), ``n_collapsed`` (collapsed components in the
-        reported fit), ``n_attempts`` and ``selected``.
+        reported fit), ``n_attempts`` (fits the guard examined), ``start``
+        (the start of the reported fit: ``"hc"``, ``"kmeans"``, ``"random"``,
+        ``"split"``, ``"single"`` for ``K = 1``; with ``starts="estimator"``
+        the ``init_params``), ``n_starts`` (starts run for the candidate) and
+        ``selected``.
     estimators_ : list of GaussianMixture or None
         The fitted candidate of each row (None where every attempt failed).
     criterion : str
@@ -256,7 +151,7 @@ class ModelSelection:
 _COLUMNS = (
     "n_components", "covariance_type", "log_likelihood", "n_parameters", "bic", "aic", "icl",
     "converged", "n_iter", "fit_time", "guard", "guard_detail", "n_collapsed", "n_attempts",
-    "selected",
+    "start", "n_starts", "selected",
 )
 
 
@@ -314,12 +209,176 @@ def _fit_once(X, k, cov_type, seed, n_init, device, estimator_params):
     return est, ""
 
 
+#: How the candidates of the grid are started (see :func:`select_model`).
+STARTS = ("search", "estimator")
+
+#: Estimator settings of ``starts="search"`` unless the caller passes others:
+#: mclust's stopping rule, and a regularisation relative to each feature's
+#: variance (the fit runs on standardised features).
+SEARCH_DEFAULTS = {"tol": 1e-5, "tol_type": "relative", "max_iter": 1000, "reg_covar": 1e-8}
+
+#: Settings of the multi-start search (:func:`gaussmix.search.search`).
+SEARCH_PARAMS = {"n_kmeans": 3, "n_random": 1, "screen_iter": 5, "n_keep": 1, "split": True}
+
+# Estimator parameters that choose one start; the search chooses its own.
+_START_PARAMS = ("init_params", "weights_init", "means_init", "precisions_init", "warm_start")
+
+
+def _check_search(search_params, estimator_params) -> dict:
+    given = [p for p in _START_PARAMS if p in estimator_params]
+    if given:
+        raise ValueError(
+            f"{given} choose the start of every fit, but starts='search' chooses its own "
+            f"(hierarchical, k-means, random and split starts). Pass starts='estimator' to fit "
+            f"every candidate as GaussianMixture(**params)."
+        )
+    if estimator_params.get("distributed") is True:
+        raise ValueError("select_model's search runs in one process; pass distributed=False.")
+    merged = dict(SEARCH_PARAMS)
+    for key, value in (search_params or {}).items():
+        if key not in SEARCH_PARAMS:
+            raise ValueError(
+                f"Unknown search parameter {key!r}; valid ones are {sorted(SEARCH_PARAMS)}."
+            )
+        if key == "split":
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"search_params['split'] must be True or False, got {value!r}.")
+        elif isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (
+                1 if key == "screen_iter" else 0):
+            raise ValueError(
+                f"search_params[{key!r}] must be an integer >= {1 if key == 'screen_iter' else 0}, "
+                f"got {value!r}."
+            )
+        merged[key] = value
+    return merged
+
+
+class _Plan:
+    """How one candidate's attempts are produced, for the guard to examine in order.
+
+    ``attempts()`` yields ``(estimator or None, error, info)``; the guard
+    stops at the first clean one (or after ``n_attempts``).
+    """
+
+    def __init__(self, attempts, n_attempts, n_starts, fit_time, next_word):
+        self.attempts = attempts
+        self.n_attempts = n_attempts
+        self.n_starts = n_starts
+        self.fit_time = fit_time
+        self.next_word = next_word
+
+
+def _estimator_grid(X, grid, base_seed, n_init, device, concurrent, n_reseed, estimator_params):
+    """Plans of ``starts="estimator"``: each attempt is ``GaussianMixture(**params).fit(X)``,
+    re-seeded attempts with seeds derived from ``base_seed``."""
+    reseeds = np.random.RandomState(base_seed).randint(np.iinfo(np.int32).max, size=max(n_reseed, 1))
+    prefit = None
+    if _resolve_concurrent(concurrent, X, device, estimator_params):
+        prefit = fit_candidates(
+            X, grid, seed=base_seed, n_init=n_init, device=device,
+            fit_one=lambda k, t: _fit_once(X, k, t, base_seed, n_init, device, estimator_params),
+            **estimator_params,
+        )
+    start = str(estimator_params.get("init_params", "kmeans"))
+    plans = {}
+    for i, (cov_type, k) in enumerate(grid):
+        def attempts(i=i, k=k, cov_type=cov_type):
+            for a in range(1 + n_reseed):
+                seed = base_seed if a == 0 else (
+                    int(reseeds[a - 1]) if base_seed is not None else None)
+                if a == 0 and prefit is not None:
+                    est, err = prefit[i].estimator, prefit[i].error
+                else:
+                    est, err = _fit_once(X, k, cov_type, seed, n_init, device, estimator_params)
+                yield est, err, {"start": start}
+
+        plans[(cov_type, k)] = _Plan(attempts, 1 + n_reseed, n_init,
+                                     prefit[i].fit_time if prefit is not None else 0.0,
+                                     "re-seeded fit")
+    return plans
+
+
+def _search_grid(X, ks, types, base_seed, device, search_params, estimator_params):
+    """Plans of ``starts="search"``: every type's grid fitted by the multi-start
+    search on rescaled data; attempts are its runs, best first, in the user's units."""
+    probe = GaussianMixture(random_state=base_seed, device=device, **estimator_params)
+    Xt = probe._fit_validate(X, reset=True, min_samples=2)
+    probe._device, probe._dtype = Xt.device, Xt.dtype
+    tensor_io = isinstance(X, torch.Tensor)
+    n = Xt.shape[0]
+    gen = probe._make_generator(Xt.device)
+    r = float(probe.reg_covar)
+    t_start = time.perf_counter()
+    standard = feature_scaling(Xt, per_feature=True)
+    Xs = standard.to_fit(Xt)
+    partitions = starting_partitions(
+        Xs, [k for k in ks if k <= n], gen, n_kmeans=search_params["n_kmeans"],
+        n_random=search_params["n_random"], hc_subset=probe.hc_subset,
+    )
+    init_share = (time.perf_counter() - t_start) / max(len(types) * len(ks), 1)
+    plans = {}
+    for cov_type in types:
+        t0 = time.perf_counter()
+        cov = get_covariance_type(cov_type)
+        scaling = standard if cov.per_feature_scaling else feature_scaling(Xt, per_feature=False)
+        Xf = Xs if scaling is standard else scaling.to_fit(Xt)
+        cells = search(
+            Xf, cov_type, {k: v for k, v in partitions.items()}, reg_covar=r, tol=probe.tol,
+            tol_type=probe.tol_type, max_iter=probe.max_iter,
+            screen_iter=search_params["screen_iter"], n_keep=search_params["n_keep"],
+            split=search_params["split"],
+        ) if partitions else {}
+        share = (time.perf_counter() - t0) / max(len(ks), 1) + init_share
+        reg = (r * scaling.scale ** 2).cpu().numpy()
+        for k in ks:
+            cell = cells.get(k)
+
+            def attempts(k=k, cell=cell, cov_type=cov_type, scaling=scaling, reg=reg):
+                if cell is None or not cell.runs:
+                    why = (f"n_samples={n} is smaller than n_components={k}" if k > n else
+                           "every start failed (emptied components or covariances that cannot "
+                           "be factorised)")
+                    yield None, why, {}
+                    return
+                for run in cell.runs:
+                    est = _search_estimator(probe, k, cov_type, run, scaling, n, tensor_io)
+                    yield est, "", {"start": run.start, "reg": reg}
+
+            plans[(cov_type, k)] = _Plan(
+                attempts, len(cell.runs) if cell is not None and cell.runs else 1,
+                cell.n_starts if cell is not None else 0, share, "the next best start")
+    return plans
+
+
+def _search_estimator(probe, k, cov_type, run, scaling, n, tensor_io):
+    """A fitted GaussianMixture in the user's units from one run of the search."""
+    params = dict(probe.get_params(), n_components=k, covariance_type=cov_type)
+    # An absolute regularisation no larger than the search used on any feature.
+    params["reg_covar"] = float(probe.reg_covar * float((scaling.scale ** 2).min()))
+    est = GaussianMixture(**params)
+    est._device, est._dtype, est._tensor_io = probe._device, probe._dtype, tensor_io
+    est.n_features_in_ = probe.n_features_in_
+    if hasattr(probe, "feature_names_in_"):
+        est.feature_names_in_ = probe.feature_names_in_
+    est._online = None
+    est._resumed_from_ = None
+    est._init_time_ = 0.0
+    res = run.result
+    shift = scaling.log_jacobian(n) / n
+    est._set_result(EMResult(scaling.to_user(res.params), res.converged, res.n_iter,
+                             res.lower_bound + shift, [v + shift for v in res.lower_bounds],
+                             list(res.events)))
+    return est
+
+
 def select_model(
     X,
     n_components=range(1, 10),
     covariance_types=("full", "tied", "diag", "spherical"),
     criterion="bic",
     *,
+    starts="search",
+    search_params: dict | None = None,
     n_init=1,
     random_state=None,
     device=None,
@@ -331,8 +390,23 @@ def select_model(
 ) -> ModelSelection:
     """Fit a grid of mixtures and choose one by BIC, AIC or ICL.
 
-    The candidates are fitted one after another (on the chosen device); a
-    candidate whose fit has collapsed components is handled according to
+    By default (``starts="search"``) every candidate is fitted from several
+    starts and the best is kept: the model-based hierarchical clustering cut
+    at ``K`` (R mclust's start, one merge tree for the whole grid), k-means
+    and random partitions, and splits of the best ``K - 1`` fit, screened by
+    a few EM iterations and continued to convergence in batches
+    (:mod:`gaussmix.search`).  EM stops on mclust's rule (relative change of
+    the total log-likelihood below ``tol=1e-5``) and ``reg_covar`` (default
+    1e-8) is relative to each feature's variance, so that shifting the data
+    or scaling a feature changes neither the fits nor the choice (a
+    spherical covariance is only invariant under one common scale).  See
+    ``docs/SELECTION.md``.
+
+    With ``starts="estimator"`` every candidate is
+    ``GaussianMixture(K, covariance_type=..., random_state=seed, **params).fit(X)``,
+    scikit-learn's defaults and weaknesses included.
+
+    A candidate whose fit has collapsed components is handled according to
     ``degenerate`` so that it cannot win on a spuriously high likelihood.
 
     Parameters
@@ -344,24 +418,36 @@ def select_model(
     criterion : {"bic", "aic", "icl"}, default="bic"
         Lower is better (scikit-learn's convention; R mclust's BIC is minus
         ours).
+    starts : {"search", "estimator"}, default="search"
+        How candidates are started (see above).
+    search_params : dict, optional
+        Settings of the search: ``n_kmeans`` (k-means starts per ``K``,
+        default 3), ``n_random`` (random starts, 1), ``screen_iter`` (EM
+        iterations of the screening, 5), ``n_keep`` (screened starts that
+        continue besides the hierarchical one, 1) and ``split`` (try splits
+        of the best ``K - 1`` fit, True).
     n_init : int, default=1
-        Initialisations per candidate.
+        Initialisations per candidate (``starts="estimator"`` only).
     random_state : int, RandomState instance or None, default=None
-        Seed shared by all candidates, so that the winner is the model
+        Seed of the search's random starts.  With ``starts="estimator"``, the
+        seed shared by all candidates, so that the winner is the model
         ``GaussianMixture(K, covariance_type=..., random_state=seed).fit(X)``;
         re-seeding attempts derive their own seeds from it.
     device : str or torch.device, optional
         Where to fit.
     degenerate : {"reseed", "exclude", "flag"}, default="reseed"
         What to do with a candidate whose fit collapsed (see
-        :func:`collapsed_components`): ``"reseed"`` refits it from up to
-        ``n_reseed`` new seeds and excludes it if every attempt collapses;
+        :func:`collapsed_components`): ``"reseed"`` takes the best of the
+        search's other runs that did not collapse (``starts="estimator"``:
+        refits it from up to ``n_reseed`` new seeds) and excludes it if every
+        attempt collapses;
         ``"exclude"`` excludes it at once; ``"flag"`` keeps it eligible.
         Every case is recorded in ``results_["guard"]`` and warned about with
         :class:`DegenerateFitWarning`.  A candidate whose fit raises a
         ``ValueError`` (e.g. an ill-defined covariance) is handled the same way.
     n_reseed : int, default=2
-        Extra attempts per collapsed candidate under ``degenerate="reseed"``.
+        Extra attempts per collapsed candidate under ``degenerate="reseed"``
+        (``starts="estimator"`` only).
     concurrent : {"auto", True, False}, default="auto"
         Fit the first attempt of all candidates of one covariance type (and
         their ``n_init`` restarts) together in one batched EM
@@ -370,13 +456,15 @@ def select_model(
         the CPU for small data (see :func:`concurrent_applies`).  Re-seeding
         attempts of the degenerate-fit guard always run one by one.
         With batching, ``fit_time`` is the candidate's initialisation plus an
-        even share of its batch's EM time.
+        even share of its batch's EM time.  (``starts="estimator"`` only:
+        the search always batches.)
     callback : callable, optional
         Called as ``callback(i, n_candidates, row)`` after each candidate,
         with ``row`` its dict of results (used for progress display).
     **estimator_params
         Passed to every :class:`GaussianMixture` (``max_iter``, ``tol``,
-        ``reg_covar``, ``dtype``, ``init_params``...).
+        ``tol_type``, ``reg_covar``, ``dtype``, ``hc_subset``...; with
+        ``starts="estimator"`` also ``init_params`` and initial parameters).
 
     Returns
     -------
@@ -399,6 +487,18 @@ def select_model(
     2
     """
     ks, types = _check_grid(n_components, covariance_types, criterion, degenerate, n_reseed)
+    if starts not in STARTS:
+        raise ValueError(f"Invalid starts {starts!r}: choose one of {list(STARTS)}.")
+    if starts == "search":
+        if n_init != 1:
+            raise ValueError(
+                "n_init applies to starts='estimator'; the search sets its number of starts "
+                "with search_params (n_kmeans, n_random)."
+            )
+        search_params = _check_search(search_params, estimator_params)
+        estimator_params = {**SEARCH_DEFAULTS, **estimator_params}
+    elif search_params is not None:
+        raise ValueError("search_params applies to starts='search' only.")
     for name in ("n_components", "covariance_type", "random_state", "n_init", "device"):
         if name in estimator_params:
             raise ValueError(f"Pass {name!r} to select_model directly, not as an estimator parameter.")
@@ -422,50 +522,43 @@ def select_model(
         base_seed = random_state
     else:
         base_seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-    reseeds = np.random.RandomState(base_seed).randint(np.iinfo(np.int32).max, size=max(n_reseed, 1))
     grid = [(t, k) for t in types for k in ks]
-    prefit = None
-    if _resolve_concurrent(concurrent, X, device, estimator_params):
-        prefit = fit_candidates(
-            X, grid, seed=base_seed, n_init=n_init, device=device,
-            fit_one=lambda k, t: _fit_once(X, k, t, base_seed, n_init, device, estimator_params),
-            **estimator_params,
-        )
     rows = {c: [] for c in _COLUMNS}
     estimators: list = []
     events = []
     not_converged = 0
+    if starts == "search":
+        plans = _search_grid(X, ks, types, base_seed, device, search_params, estimator_params)
+    else:
+        plans = _estimator_grid(X, grid, base_seed, n_init, device, concurrent, n_reseed,
+                                estimator_params)
     for i, (cov_type, k) in enumerate(grid):
         t0 = time.perf_counter()
-        attempts = 1 + (n_reseed if degenerate == "reseed" else 0)
+        plan = plans[(cov_type, k)]
+        limit = plan.n_attempts if degenerate == "reseed" else 1
         first = None  # (est, crit, collapse, error) of the first attempt
         chosen = None
         used = 0
-        for a in range(attempts):
-            seed = base_seed if a == 0 else (
-                int(reseeds[a - 1]) if base_seed is not None else None)
+        first_info = chosen_info = {}
+        for est, err, info in plan.attempts():
             used += 1
-            if a == 0 and prefit is not None:
-                est, err = prefit[i].estimator, prefit[i].error
-            else:
-                est, err = _fit_once(X, k, cov_type, seed, n_init, device, estimator_params)
             if est is None:
                 outcome = (None, None, None, err)
             else:
-                reg = est.reg_covar
+                reg = info.get("reg", est.reg_covar)
                 outcome = (est, information_criteria(est, X), collapsed_components(est, X, reg), "")
             if first is None:
-                first = outcome
+                first, first_info = outcome, info
             if est is not None and not outcome[2]["components"]:
-                chosen = outcome
+                chosen, chosen_info = outcome, info
                 break
-            if est is None and not _worth_reseeding(err):
+            if used >= limit or (est is None and not _worth_reseeding(err)):
                 break
-        fit_time = time.perf_counter() - t0 + (prefit[i].fit_time if prefit is not None else 0.0)
+        fit_time = time.perf_counter() - t0 + plan.fit_time
         if chosen is not None:
             guard = "ok" if used == 1 else "reseeded"
             detail = "" if used == 1 else (
-                f"attempt 1 collapsed ({first[3] or first[2]['detail']}); re-seeded fit is clean")
+                f"attempt 1 collapsed ({first[3] or first[2]['detail']}); {plan.next_word} is clean")
             est, crit, collapse, _ = chosen
         else:
             est, crit, collapse, err = first
@@ -493,6 +586,8 @@ def select_model(
             "guard_detail": detail,
             "n_collapsed": len(collapse["components"]) if collapse else 0,
             "n_attempts": used,
+            "start": (chosen_info if chosen is not None else first_info).get("start", ""),
+            "n_starts": plan.n_starts,
             "selected": False,
         }
         if est is not None and not est.converged_:

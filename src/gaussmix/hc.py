@@ -1,0 +1,483 @@
+"""Model-based agglomerative hierarchical clustering (mclust's ``hc()``).
+
+The default of R's mclust: the unconstrained ("VVV") Gaussian criterion of
+Banfield & Raftery (1993) and Fraley (1998) on SVD-transformed data.  Each
+cluster ``k`` with ``n_k`` points, scatter matrix ``W_k`` (sum of the outer
+products of the deviations from its mean) and ``t_k = tr(W_k)`` contributes
+
+    term_k = n_k * log(det(W_k / n_k) * [n_k > p] + beta * (t_k + alpha) / n_k)
+
+(a singleton contributes ``log(alpha * beta)``), with ``beta = 1`` and
+``alpha = max(traceW(Z) / (n p), eps)``.  Every step merges the pair whose
+merge increases the sum of the terms least.  Slots, tie-breaking and labels
+follow mclust's Fortran ``hcvvv`` so that the merge pairs compare directly
+with those of R's ``hc()``:
+
+* clusters live in slots ``0..m-1``; after merging slots ``i < j`` the merged
+  cluster stays in slot ``i`` and the cluster of the last slot moves to ``j``;
+* among exactly equal costs the pair last in the order ``(j, i)``
+  (``i < j``) wins, i.e. the largest ``j``, then the largest ``i``;
+* a cluster is labelled by the smallest initial label among its members, and
+  each merge is reported as the pair of labels ``(a, b)``, ``a < b``.
+
+Time is O(m^2) cost evaluations in all (each O(p^3) once a merged cluster has
+more than ``p`` points); memory is O(m^2) for the pair costs plus O(m p^2) for
+the scatter matrices, ``m`` being the number of initial clusters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["HCTree", "hc_transform", "hierarchical_merges", "duplicate_partition"]
+
+HC_USES = ("SVD", "STD", "VARS")
+
+_EPS = float(np.finfo(np.float64).eps)
+# mclust's constant for the pair of two singletons: v = (x_i - x_j) * 1/sqrt(2).
+_RTHALF = 0.7071067811865476
+
+
+def _as_data(X) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2:
+        raise ValueError(f"hc needs a 2-D array (rows x features), got {X.ndim} dimensions.")
+    if X.shape[0] < 2:
+        raise ValueError(f"hc needs at least 2 rows, got {X.shape[0]}.")
+    if X.shape[1] < 1:
+        raise ValueError("hc needs at least 1 feature, got 0.")
+    if not np.all(np.isfinite(X)):
+        raise ValueError(
+            "hc needs finite data: X contains NaN or infinite values; "
+            "remove or impute those rows first."
+        )
+    # Adding zero turns -0.0 into 0.0, so that duplicates are found by value.
+    return X + 0.0
+
+
+def _standardise(X: np.ndarray) -> np.ndarray:
+    """Centre and scale each column (sample standard deviation, n - 1) and drop
+    the constant columns (R's ``scale`` followed by mclust's ``dropCols``)."""
+    n = X.shape[0]
+    # A constant column scales to 0/0 in R and is dropped there; testing for it
+    # exactly avoids keeping a column whose rounded mean leaves a tiny spread.
+    keep = np.ptp(X, axis=0) > 0
+    Xc = X[:, keep] - X[:, keep].mean(axis=0)
+    sd = np.sqrt((Xc * Xc).sum(axis=0) / max(n - 1, 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        Xs = Xc / sd
+    return Xs[:, np.all(np.isfinite(Xs), axis=0)]
+
+
+def hc_transform(X, use: str = "SVD") -> np.ndarray:
+    """The data that mclust's ``hc(X, use=use)`` clusters.
+
+    Parameters
+    ----------
+    X : array-like (n, D)
+        Finite data.
+    use : {"SVD", "STD", "VARS"}, default="SVD"
+        ``"VARS"``: the data as given.  ``"STD"``: each column centred and
+        divided by its sample standard deviation (n - 1); constant columns
+        are dropped.  ``"SVD"`` (mclust's default ``hcUse``): the standardised
+        data ``X_s = U diag(d) V^T`` rotated and scaled to
+        ``X_s V diag(1 / sqrt(d)) = U diag(sqrt(d))``, with ``min(n, D)``
+        columns.  Column signs are arbitrary (as for any SVD); they do not
+        change the clustering.
+
+    Returns
+    -------
+    Z : ndarray (n, p) of float64
+
+    Raises
+    ------
+    ValueError
+        For non-finite data, fewer than 2 rows, an unknown ``use``, or (for
+        ``"STD"`` and ``"SVD"``) data whose columns are all constant.
+    """
+    X = _as_data(X)
+    use = str(use).upper()
+    if use not in HC_USES:
+        raise ValueError(f"use must be one of {HC_USES}, got {use!r}.")
+    if use == "VARS":
+        return X.copy()
+    Xs = _standardise(X)
+    if Xs.shape[1] == 0:
+        raise ValueError(
+            "hc has nothing to cluster: every column of X is constant (all rows "
+            "are identical)."
+        )
+    if use == "STD":
+        return Xs
+    U, d, Vt = np.linalg.svd(Xs, full_matrices=False)
+    # mclust's X_s V / sqrt(d); a (numerically) zero singular value, where
+    # that formula divides 0 by 0, gives the column U sqrt(d) ~ 0 instead.
+    ok = d > d[0] * max(Xs.shape) * _EPS
+    Z = U * np.sqrt(d)
+    Z[:, ok] = (Xs @ Vt[ok].T) / np.sqrt(d[ok])
+    return Z
+
+
+def duplicate_partition(X) -> np.ndarray:
+    """Initial partition in which exactly duplicated rows share a cluster.
+
+    Parameters
+    ----------
+    X : array-like (n, D)
+
+    Returns
+    -------
+    partition : ndarray (n,) of int64
+        Labels ``1..g`` numbered by first appearance in row order (mclust's
+        ``dupPartition``).
+    """
+    X = _as_data(X)
+    _, first, inverse = np.unique(X, axis=0, return_index=True, return_inverse=True)
+    return _consecutive(first[inverse.reshape(-1)]) + 1
+
+
+def _consecutive(labels: np.ndarray) -> np.ndarray:
+    """0-based labels numbered by first appearance (R's ``partconv``)."""
+    labels = np.asarray(labels).reshape(-1)
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    rank = np.empty(first.size, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+    return rank[inverse.reshape(-1)]
+
+
+@dataclass(frozen=True)
+class HCTree:
+    """The merge sequence of a hierarchical clustering.
+
+    Attributes
+    ----------
+    pairs : ndarray (g - 1, 2) of int64
+        Merge ``s`` joins the clusters labelled ``pairs[s, 0] < pairs[s, 1]``;
+        labels are 1-based, a cluster carrying the smallest initial label of
+        its members (mclust's ``hc`` output, transposed).
+    initial_partition : ndarray (n,) of int64
+        The initial clusters, labels ``1..g`` by first appearance.
+    costs : ndarray (g - 1,) of float64
+        The increase of the criterion at each merge.
+    """
+
+    pairs: np.ndarray
+    initial_partition: np.ndarray
+    costs: np.ndarray
+
+    @property
+    def n_initial(self) -> int:
+        """Number ``g`` of initial clusters."""
+        return int(self.pairs.shape[0]) + 1
+
+    def labels(self, k: int) -> np.ndarray:
+        """Labels of the cut with ``k`` clusters.
+
+        Parameters
+        ----------
+        k : int
+            Number of clusters, ``1 <= k <= n_initial``.
+
+        Returns
+        -------
+        labels : ndarray (n,) of int64
+            Labels ``0..k-1`` numbered by first appearance in row order (R's
+            ``hclass(h, k)`` minus one).
+        """
+        return self.cut([k])[int(k)]
+
+    def cut(self, ks) -> dict:
+        """Labels of the cuts at several numbers of clusters, in one replay.
+
+        Parameters
+        ----------
+        ks : int or iterable of int
+            Numbers of clusters, each ``1 <= k <= n_initial``.
+
+        Returns
+        -------
+        cuts : dict
+            ``k -> ndarray (n,)`` of labels ``0..k-1`` numbered by first
+            appearance in row order.
+
+        Raises
+        ------
+        ValueError
+            For ``k < 1`` or ``k`` greater than the number of initial clusters.
+        """
+        ks = [int(ks)] if np.isscalar(ks) else [int(k) for k in ks]
+        g = self.n_initial
+        n = self.initial_partition.shape[0]
+        for k in ks:
+            if k < 1:
+                raise ValueError(f"the number of clusters must be at least 1, got {k}.")
+            if k > g:
+                what = "distinct rows" if g < n else "rows"
+                raise ValueError(
+                    f"hc needs at least {k} {what} (initial clusters) to form {k} "
+                    f"clusters, got {g}; ask for at most {g} clusters."
+                )
+        # current[l] is the label that initial label l carries after the merges.
+        current = np.arange(g + 1)
+        out = {}
+        todo = sorted(set(ks), reverse=True)
+        done = 0
+        for k in todo:
+            while done < g - k:
+                a, b = self.pairs[done]
+                current[current == b] = a
+                done += 1
+            out[k] = _consecutive(current[self.initial_partition])
+        return out
+
+
+class _Agglomeration:
+    """Mutable state of the VVV agglomeration: one slot per live cluster."""
+
+    def __init__(self, Z: np.ndarray, part: np.ndarray, alpha: float, beta: float):
+        g = int(part.max()) + 1
+        p = Z.shape[1]
+        self.p, self.alpha, self.beta = p, alpha, beta
+        self.ablog = np.log(beta * alpha)
+        cnt = np.bincount(part, minlength=g).astype(np.float64)
+        mean = np.zeros((g, p))
+        np.add.at(mean, part, Z)
+        mean /= cnt[:, None]
+        dev = Z - mean[part]
+        W = np.zeros((g, p, p))
+        np.add.at(W, part, dev[:, :, None] * dev[:, None, :])
+        self.cnt, self.mean, self.W = cnt, mean, W
+        self.tr = np.einsum("kii->k", W)
+        self.term = np.full(g, self.ablog)
+        big = np.flatnonzero(cnt > 1)
+        if big.size:
+            self.term[big] = self._terms(cnt[big], W[big], self.tr[big], np.zeros(big.size, bool))
+
+    def _terms(self, nij, W, tr, singles):
+        """``term`` of clusters with sizes ``nij``, scatters ``W`` (or None where
+        no determinant is needed) and traces ``tr``; ``singles`` marks merges of
+        two singletons, which hcvvv scores by the trace alone for any p."""
+        base = self.beta * (tr + self.alpha) / nij
+        logterm = np.log(base)
+        need = (nij > self.p) & ~singles & (tr != 0.0)
+        if need.any():
+            sign, ld = np.linalg.slogdet(W if W.shape[0] == need.size and need.all() else W[need])
+            ld = ld - self.p * np.log(nij[need])
+            # A singular scatter has determinant 0: the trace term alone.
+            ld = np.where(sign > 0, ld, -np.inf)
+            logterm[need] = np.logaddexp(ld, logterm[need])
+        return nij * logterm
+
+    def merge_costs(self, a: int, ks: np.ndarray):
+        """Cost of merging slot ``a`` with each slot in ``ks`` (vectorised)."""
+        na, nk = self.cnt[a], self.cnt[ks]
+        nij = na + nk
+        diff = self.mean[ks] - self.mean[a]
+        c = na * nk / nij
+        tr = (self.tr[a] + self.tr[ks]) + c * np.einsum("kp,kp->k", diff, diff)
+        singles = (nk == 1.0) & (na == 1.0)
+        need = (nij > self.p) & ~singles & (tr != 0.0)
+        if need.any():
+            sel = np.flatnonzero(need)
+            d = diff[sel]
+            Wij = self.W[ks[sel]] + self.W[a]
+            Wij += c[sel, None, None] * d[:, :, None] * d[:, None, :]
+            terms = np.empty(ks.size)
+            terms[sel] = self._terms(nij[sel], Wij, tr[sel], singles[sel])
+            rest = np.flatnonzero(~need)
+            terms[rest] = self._terms(nij[rest], None, tr[rest], singles[rest])
+        else:
+            terms = self._terms(nij, None, tr, singles)
+        return terms - (self.term[a] + self.term[ks])
+
+    def merge(self, a: int, b: int) -> None:
+        """Put the union of slots ``a`` and ``b`` into slot ``a``."""
+        na, nb = self.cnt[a], self.cnt[b]
+        n = na + nb
+        diff = self.mean[b] - self.mean[a]
+        c = na * nb / n
+        tr = (self.tr[a] + self.tr[b]) + c * float(diff @ diff)
+        W = self.W[a] + self.W[b] + c * np.outer(diff, diff)
+        single = np.array([na == 1.0 and nb == 1.0])
+        self.term[a] = self._terms(np.array([n]), W[None], np.array([tr]), single)[0]
+        self.mean[a] = (na * self.mean[a] + nb * self.mean[b]) / n
+        self.cnt[a], self.tr[a], self.W[a] = n, tr, W
+
+    def move(self, src: int, dst: int) -> None:
+        for arr in (self.cnt, self.mean, self.W, self.tr, self.term):
+            arr[dst] = arr[src]
+
+
+def _singleton_costs(Z: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    """Costs of merging every pair of single points (all ``g`` clusters
+    singletons), as hcvvv computes them: ``t = ||(z_i - z_j) / sqrt(2)||^2``,
+    cost ``2 log(beta (t + alpha) / 2) - 2 log(alpha beta)``."""
+    g, p = Z.shape
+    ablog = np.log(beta * alpha)
+    C = np.empty((g, g))
+    # Row blocks keep the temporaries at a few MB; differences (not the Gram
+    # expansion) keep the small distances, which decide the merges, exact.
+    rows = max(1, (1 << 19) // max(g, 1))
+    for s in range(0, g, rows):
+        blk = Z[s:s + rows]
+        t = np.zeros((blk.shape[0], g))
+        for q in range(p):
+            v = (blk[:, q, None] - Z[None, :, q]) * _RTHALF
+            t += v * v
+        C[s:s + rows] = 2.0 * np.log(beta * (t + alpha) / 2.0) - (ablog + ablog)
+    np.fill_diagonal(C, np.inf)
+    return C
+
+
+def _last_min_rows(C: np.ndarray, cols: np.ndarray):
+    """For each column ``k`` in ``cols``: the minimum of ``C[:k, k]`` and the
+    last row attaining it (``-1`` for column 0)."""
+    sub = C[:, cols]
+    rows = np.arange(C.shape[0])[:, None]
+    sub = np.where(rows < cols[None, :], sub, np.inf)
+    # argmin over the reversed rows finds the last of equal minima.
+    last = sub.shape[0] - 1 - np.argmin(sub[::-1], axis=0)
+    val = sub[last, np.arange(cols.size)]
+    last = np.where(np.isfinite(val) | (cols > 0), last, -1)
+    return val, last
+
+
+def _agglomerate(Z: np.ndarray, part: np.ndarray, alpha: float, beta: float = 1.0):
+    """Run the agglomeration; ``part`` holds 0-based consecutive labels."""
+    g = int(part.max()) + 1
+    state = _Agglomeration(Z, part, alpha, beta)
+    if np.all(state.cnt == 1.0):
+        C = _singleton_costs(Z[np.argsort(part, kind="stable")], alpha, beta)
+    else:
+        C = np.full((g, g), np.inf)
+        for j in range(1, g):
+            row = state.merge_costs(j, np.arange(j))
+            C[j, :j] = row
+            C[:j, j] = row
+    label = np.arange(1, g + 1)
+    # colmin[k], colarg[k]: the least cost in column k above the diagonal and
+    # the last row attaining it, so that a step scans m values, not m^2 / 2.
+    colmin, colarg = _last_min_rows(C, np.arange(g))
+    pairs = np.empty((g - 1, 2), dtype=np.int64)
+    costs = np.empty(g - 1)
+    m = g
+    for step in range(g - 1):
+        cm = colmin[:m]
+        gmin = cm[1:].min()
+        b = m - 1 - int(np.argmin(cm[::-1]))  # last column holding the minimum
+        a = int(colarg[b])
+        costs[step] = gmin
+        la, lb = label[a], label[b]
+        pairs[step] = (min(la, lb), max(la, lb))
+        label[a] = min(la, lb)
+        state.merge(a, b)
+        last = m - 1
+        if b != last:
+            state.move(last, b)
+            label[b] = label[last]
+            C[b, :m] = C[last, :m]
+            C[:m, b] = C[:m, last]
+            C[b, b] = np.inf
+        m -= 1
+        if m == 1:
+            break
+        others = np.concatenate((np.arange(a), np.arange(a + 1, m)))
+        row = state.merge_costs(a, others)
+        C[a, others] = row
+        C[others, a] = row
+        # Columns whose minimum sat in row a or b lost it: rescan those fully
+        # (with column a itself and the moved column b).
+        cols = np.arange(m)
+        stale = (colarg[:m] == a) | (colarg[:m] == b)
+        stale[a] = True
+        if b < m:
+            stale[b] = True
+        keep = ~stale
+        # Elsewhere the old minimum survives: compare it with the new entries
+        # of rows a and b, row b second as the later row wins ties.
+        for r in (a, b):
+            if r >= m:
+                continue
+            sel = keep & (cols > r)
+            v = C[r, :m][sel]
+            better = (v < colmin[:m][sel]) | ((v == colmin[:m][sel]) & (r > colarg[:m][sel]))
+            idx = np.flatnonzero(sel)[better]
+            colmin[idx] = v[better]
+            colarg[idx] = r
+        sidx = np.flatnonzero(stale)
+        if sidx.size:
+            colmin[sidx], colarg[sidx] = _last_min_rows(C[:m, :m], sidx)
+    return pairs, costs
+
+
+def hierarchical_merges(X, use: str = "SVD", *, partition=None) -> HCTree:
+    """Model-based agglomerative hierarchical clustering, mclust's default.
+
+    The unconstrained Gaussian ("VVV") criterion of mclust's ``hc()`` on the
+    data transformed by :func:`hc_transform`; the merge pairs compare
+    directly with the columns of R's ``hc(X, use=use, partition=...)``.
+
+    Parameters
+    ----------
+    X : array-like (n, D)
+        Finite data.
+    use : {"SVD", "STD", "VARS"}, default="SVD"
+        Transformation of the data (see :func:`hc_transform`).
+    partition : array-like (n,), optional
+        Initial clusters (any labels, renumbered by first appearance).  By
+        default exactly duplicated rows start in one cluster and every other
+        row on its own (:func:`duplicate_partition`).  R's ``hc()`` called
+        without ``partition`` (as ``Mclust`` does) starts from singletons
+        instead: pass ``partition=np.arange(n)`` to reproduce that.
+
+    Returns
+    -------
+    HCTree
+
+    Raises
+    ------
+    ValueError
+        For non-finite data, a partition of the wrong length, or fewer than
+        two initial clusters (all rows identical).
+
+    Notes
+    -----
+    Memory is O(g^2) for the pair costs (8 g^2 bytes: 32 MB for g = 2000
+    initial clusters) plus O(g p^2) for the scatter matrices, ``p`` being the
+    number of transformed columns.  After each merge only the merged
+    cluster's costs are recomputed, vectorised over the other clusters, with a
+    log-determinant only where the merged pair has more than ``p`` points.
+    """
+    X = _as_data(X)
+    n = X.shape[0]
+    if partition is None:
+        part = duplicate_partition(X) - 1
+    else:
+        partition = np.asarray(partition).reshape(-1)
+        if partition.shape[0] != n:
+            raise ValueError(
+                f"partition must assign a cluster to each of the {n} rows, "
+                f"got {partition.shape[0]} labels."
+            )
+        part = _consecutive(partition)
+    g = int(part.max()) + 1
+    if g < 2:
+        raise ValueError(
+            "hc has nothing to cluster: "
+            + ("all rows of X are identical" if partition is None else "the partition has one cluster")
+            + "; it needs at least 2 distinct rows (initial clusters)."
+        )
+    Z = hc_transform(X, use)
+    p = Z.shape[1]
+    # mclust: alpha = traceW(Z / sqrt(n p)), floored at machine epsilon.
+    dev = Z - Z.mean(axis=0)
+    alpha = max(float(np.einsum("ij,ij->", dev, dev)) / (n * p), _EPS)
+    pairs, costs = _agglomerate(Z, part, alpha)
+    initial = part + 1
+    for arr in (pairs, initial, costs):
+        arr.flags.writeable = False
+    return HCTree(pairs=pairs, initial_partition=initial, costs=costs)

@@ -1,0 +1,310 @@
+"""Multi-start EM over a grid of numbers of components: the engine of model selection.
+
+EM finds a local optimum near where it starts, and a single k-means start
+often lands in a poor one.  For one covariance type and every ``K`` of a
+grid at once, :func:`search` runs:
+
+1. **Starts**, from :func:`starting_partitions` (computed once for all
+   covariance types): the model-based hierarchical clustering cut at ``K``
+   (one merge tree for the whole grid, :mod:`gaussmix.hc`; R mclust's start),
+   ``n_kmeans`` k-means partitions from k-means++ seeds, and ``n_random``
+   random soft partitions.
+2. **Screening** ("em-EM", Biernacki, Celeux & Govaert 2003): ``screen_iter``
+   EM iterations from every start of every ``K``, all in one batched EM
+   (:func:`gaussmix.batched.fit_batched`).
+3. **Continuation**: per ``K`` the hierarchical start and the best
+   ``n_keep`` other screened runs continue to convergence, batched.
+4. **Splits**: for every ``K >= 2``, each component of the best ``K - 1``
+   solution is split in two along its principal axis (points on either side
+   of its mean); the splits are screened and the best continues.
+
+Every run that needs a step the batched engine does not take (an emptied
+component, a covariance that cannot be factorised) is dropped: it is a
+failed start, not a failed candidate.  The random stream is one
+``torch.Generator``, so the same seed gives the same answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .batched import _owner, chunk_moments, grouped_m_step, fit_batched
+from .covariance import get_covariance_type
+from .data import chunk_rows, iter_chunks
+from .em import EMResult, e_step
+from .init import hc_partition, kmeans
+
+__all__ = ["Start", "Run", "starting_partitions", "search"]
+
+#: Lloyd steps of a k-means start: EM refines the partition anyway.
+KMEANS_STEPS = 10
+
+
+@dataclass
+class Start:
+    """A starting partition for one number of components.
+
+    Attributes
+    ----------
+    name : str
+        ``"hc"``, ``"kmeans"``, ``"random"``, ``"split"`` or ``"single"``.
+    labels : Tensor (N,) of int64 or None
+        Hard labels in ``0..K-1``; ``-1`` for rows left out (the rows outside
+        the hierarchical clustering's subset).
+    resp : Tensor (N, K) or None
+        Soft responsibilities (random starts).
+    """
+
+    name: str
+    labels: torch.Tensor | None = None
+    resp: torch.Tensor | None = None
+
+    def chunk(self, a: int, b: int, k: int) -> torch.Tensor:
+        """Responsibilities (float64) of rows ``a:b``."""
+        if self.resp is not None:
+            return self.resp[a:b]
+        lab = self.labels[a:b]
+        out = torch.zeros(b - a, k, dtype=torch.float64, device=lab.device)
+        hit = lab >= 0
+        out[hit, lab[hit]] = 1.0
+        return out
+
+
+@dataclass
+class Run:
+    """One EM run of :func:`search`.
+
+    Attributes
+    ----------
+    k : int
+    start : str
+        The name of its :class:`Start`.
+    result : EMResult or None
+        None while it has not been run, or when it failed.
+    """
+
+    k: int
+    start: str
+    result: EMResult | None = None
+
+    @property
+    def lower_bound(self) -> float:
+        return self.result.lower_bound if self.result is not None else -float("inf")
+
+
+@dataclass
+class CellRuns:
+    """Every finished run of one ``K``, best first, and how many were started."""
+
+    k: int
+    runs: list = field(default_factory=list)
+    n_starts: int = 0
+
+
+def starting_partitions(X: torch.Tensor, ks, gen: torch.Generator, *, n_kmeans: int = 3,
+                        n_random: int = 1, hc_subset: int = 2000) -> dict:
+    """Starting partitions for every ``K`` of a grid.
+
+    Parameters
+    ----------
+    X : Tensor (N, D)
+        The data, ideally standardised (k-means is not scale invariant; the
+        hierarchical clustering standardises by itself).
+    ks : iterable of int
+    gen : torch.Generator
+    n_kmeans, n_random : int
+        Number of k-means and random starts per ``K``.
+    hc_subset : int
+        Rows the hierarchical clustering runs on at most.
+
+    Returns
+    -------
+    dict
+        ``K -> list of Start``.  ``K = 1`` has the single trivial partition.
+    """
+    n = X.shape[0]
+    device = X.device
+    ks = sorted(set(int(k) for k in ks))
+    out = {k: [] for k in ks}
+    multi = [k for k in ks if k > 1]
+    if 1 in out:
+        out[1].append(Start("single", labels=torch.zeros(n, dtype=torch.long, device=device)))
+    if multi:
+        try:
+            rows, cuts = hc_partition(X, multi, gen, min(hc_subset, n))
+        except ValueError:
+            # Fewer distinct rows than some K: cut what can be cut.
+            rows, cuts = None, {}
+            usable = [k for k in multi if k <= n]
+            for k in sorted(usable, reverse=True):
+                try:
+                    rows, cuts = hc_partition(X, [kk for kk in multi if kk <= k], gen,
+                                              min(hc_subset, n))
+                    break
+                except ValueError:
+                    continue
+        for k, lab in cuts.items():
+            full = torch.full((n,), -1, dtype=torch.long, device=device)
+            full[rows] = lab
+            out[k].append(Start("hc", labels=full))
+    for k in multi:
+        if k > n:
+            continue
+        for _ in range(n_kmeans):
+            out[k].append(Start("kmeans", labels=kmeans(X, k, gen, max_iter=KMEANS_STEPS)))
+        for _ in range(n_random):
+            r = torch.rand(n, k, generator=gen, device=gen.device, dtype=torch.float64).to(device)
+            out[k].append(Start("random", resp=r / r.sum(1, keepdim=True)))
+    return out
+
+
+def _initial_params(X, starts, ks, cov_name, reg_covar, rows):
+    """Initial parameters of every start, from one pass over the data: the
+    starts' responsibilities concatenated, their moments, one grouped M-step."""
+    cov = get_covariance_type(cov_name)
+    sizes = list(ks)
+    device = X.device
+    owner = _owner(sizes, device)
+    shift = X.double().mean(0).to(X.dtype)
+    nk = s1 = s2 = None
+    n = X.shape[0]
+    for a in range(0, n, rows):
+        b = min(a + rows, n)
+        xc = X[a:b] - shift
+        resp = torch.cat([st.chunk(a, b, k) for st, k in zip(starts, sizes)], dim=1).to(X.dtype)
+        part = chunk_moments(xc, resp, owner, len(sizes), cov)
+        nk, s1, s2 = part if nk is None else (nk + part[0], s1 + part[1], s2 + part[2])
+    eps = torch.finfo(X.dtype).eps
+
+    class _Sizes:  # what grouped_m_step reads of each group
+        def __init__(self, k):
+            self.n_components = k
+
+    return grouped_m_step(nk, s1, s2, n, [_Sizes(k) for k in sizes], shift, cov_name,
+                          reg_covar, eps)
+
+
+def _run_batch(X, runs, starts, cov_name, *, reg_covar, tol, tol_type, max_iter, rows):
+    """Initialise the runs that have no result yet from their starts, then
+    run EM on all of them (batched) for at most ``max_iter`` iterations in
+    all; failed runs get ``result=None``."""
+    fresh = [i for i, r in enumerate(runs) if r.result is None]
+    todo = []
+    if fresh:
+        inits = _initial_params(X, [starts[i] for i in fresh], [runs[i].k for i in fresh],
+                                cov_name, reg_covar, rows)
+        for i, p in zip(fresh, inits):
+            if p is not None:
+                runs[i].result = EMResult(p.to(dtype=X.dtype), False, 0, -float("inf"), [])
+    todo = [i for i, r in enumerate(runs) if r.result is not None]
+    results = fit_batched(X, [runs[i].result for i in todo], reg_covar=reg_covar, tol=tol,
+                          max_iter=max_iter, tol_type=tol_type)
+    for i, res in zip(todo, results):
+        runs[i].result = res
+
+
+def _split_starts(X, best, rows):
+    """One start per component of ``best`` (a K-1 fit): its points (hard
+    assignment) divided by the sign of their projection on the component's
+    principal axis, the other components unchanged."""
+    params = best.params
+    k = params.n_components
+    labels = torch.cat([e_step(xb, params)[0].argmax(1) for xb, _ in iter_chunks(X, None, rows)])
+    out = []
+    for j in range(k):
+        mask = labels == j
+        if int(mask.sum()) < 2:
+            continue
+        pts = X[mask].double()
+        centred = pts - pts.mean(0)
+        # Principal axis of the component's own points.
+        _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+        side = (centred @ vh[0]) > 0
+        if bool(side.all()) or not bool(side.any()):
+            continue
+        new = labels.clone()
+        idx = torch.nonzero(mask).flatten()
+        new[idx[side]] = k
+        out.append(Start("split", labels=new))
+    return out
+
+
+def search(X: torch.Tensor, cov_name: str, partitions: dict, *, reg_covar: float, tol: float,
+           tol_type: str = "relative", max_iter: int = 1000, screen_iter: int = 5,
+           n_keep: int = 1, split: bool = True) -> dict:
+    """Multi-start EM of one covariance type for every ``K`` of a grid.
+
+    Parameters
+    ----------
+    X : Tensor (N, D)
+        The data, in the coordinates the covariance type is fitted in.
+    cov_name : str
+    partitions : dict
+        ``K -> list of Start`` from :func:`starting_partitions`.
+    reg_covar, tol, tol_type, max_iter
+        EM settings (``max_iter`` counts screening iterations too).
+    screen_iter : int
+        EM iterations of the screening stage.
+    n_keep : int
+        Screened runs per ``K`` that continue to convergence besides the
+        hierarchical start.
+    split : bool
+        Also try the splits of the best ``K - 1`` solution.
+
+    Returns
+    -------
+    dict
+        ``K -> CellRuns`` with the finished runs sorted by final mean
+        log-likelihood, best first.
+    """
+    n, d = X.shape
+    ks = sorted(partitions)
+    rows = chunk_rows(n, max(ks) * 8, d, X.device, X.dtype, None)
+    common = dict(reg_covar=reg_covar, tol=tol, tol_type=tol_type, rows=rows)
+    # 1-2: every start, a few iterations each.
+    runs, starts = [], []
+    for k in ks:
+        for st in partitions[k]:
+            runs.append(Run(k, st.name))
+            starts.append(st)
+    _run_batch(X, runs, starts, cov_name, max_iter=min(screen_iter, max_iter), **common)
+    cells = {k: CellRuns(k, n_starts=len(partitions[k])) for k in ks}
+    # 3: the hierarchical start and the best screened others continue.
+    keep = []
+    for k in ks:
+        mine = [r for r in runs if r.k == k and r.result is not None]
+        hc = [r for r in mine if r.start in ("hc", "single")]
+        others = sorted((r for r in mine if r not in hc), key=lambda r: -r.lower_bound)
+        keep.extend(hc + others[:n_keep])
+    _run_batch(X, keep, [None] * len(keep), cov_name, max_iter=max_iter, **common)
+    for r in keep:
+        if r.result is not None:
+            cells[r.k].runs.append(r)
+    # 4: splits of the best K-1 solution.
+    if split:
+        runs, starts = [], []
+        for k in ks:
+            prev = cells.get(k - 1)
+            if k < 2 or prev is None or not prev.runs:
+                continue
+            best = max(prev.runs, key=lambda r: r.lower_bound)
+            for st in _split_starts(X, best.result, rows):
+                runs.append(Run(k, "split"))
+                starts.append(st)
+                cells[k].n_starts += 1
+        if runs:
+            _run_batch(X, runs, starts, cov_name, max_iter=min(screen_iter, max_iter), **common)
+            best_split = {}
+            for r in runs:
+                if r.result is not None and r.lower_bound > best_split.get(r.k, Run(r.k, "")).lower_bound:
+                    best_split[r.k] = r
+            cont = list(best_split.values())
+            _run_batch(X, cont, [None] * len(cont), cov_name, max_iter=max_iter, **common)
+            for r in cont:
+                if r.result is not None:
+                    cells[r.k].runs.append(r)
+    for c in cells.values():
+        c.runs.sort(key=lambda r: -r.lower_bound)
+    return cells
