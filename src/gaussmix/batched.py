@@ -93,12 +93,26 @@ class _Batch:
     groups in Python objects.
     """
 
-    __slots__ = ("cov", "sizes", "owner", "weights", "means", "prec", "covs")
+    __slots__ = ("cov", "sizes", "owner", "slot", "weights", "means", "prec", "covs")
 
-    def __init__(self, cov, sizes, weights, means, prec, covs):
+    def __init__(self, cov, sizes, weights, means, prec, covs, layout=None):
         self.cov, self.sizes = cov, list(sizes)
         self.weights, self.means, self.prec, self.covs = weights, means, prec, covs
-        self.owner = _owner(self.sizes, means.device)
+        if layout is None:
+            device = means.device
+            kmax = max(self.sizes)
+            owner = _owner(self.sizes, device)
+            pos = torch.tensor([j for k in self.sizes for j in range(k)], device=device,
+                               dtype=torch.long)
+            # Column j of the concatenation sits at slot owner*kmax + position
+            # in the padded (B, C, Kmax) layout; None when no padding is needed.
+            slot = None if kmax * len(self.sizes) == len(pos) else owner * kmax + pos
+            layout = (owner, slot)
+        self.owner, self.slot = layout
+
+    def updated(self, weights, means, prec, covs) -> "_Batch":
+        """The same groups with new parameters."""
+        return _Batch(self.cov, self.sizes, weights, means, prec, covs, (self.owner, self.slot))
 
     @classmethod
     def of(cls, groups: list) -> "_Batch":
@@ -129,8 +143,8 @@ class _Batch:
                       self.means[comp], self.prec[own], None if self.covs is None else self.covs[own])
 
     def to(self, dtype) -> "_Batch":
-        return _Batch(self.cov, self.sizes, self.weights.to(dtype), self.means.to(dtype),
-                      self.prec.to(dtype), self.covs)
+        return self.updated(self.weights.to(dtype), self.means.to(dtype), self.prec.to(dtype),
+                            self.covs)
 
 
 # ------------------------------------------------------------------ E-step
@@ -248,19 +262,16 @@ def _batched_totals(chunks, batch: _Batch, shift, offsets):
     sizes = batch.sizes
     n_groups, kmax = len(sizes), max(sizes)
     device = batch.means.device
-    # Column j of the concatenation sits at slot owner*kmax + position in the
-    # padded (B, C, Kmax) layout, so a log-sum-exp over the last axis is the
+    # A log-sum-exp over the last axis of the padded (B, C, Kmax) layout is the
     # per-group normaliser (padding is -inf and adds exactly zero).
-    owner = batch.owner
-    pos = torch.tensor([j for k in sizes for j in range(k)], device=device, dtype=torch.long)
-    slot = owner * kmax + pos
+    owner, slot = batch.owner, batch.slot
     nk = s1 = s2 = None
     ll = torch.zeros(n_groups, dtype=torch.float64, device=device)
     count = 0
     for xb, _ in chunks:
         xc = xb - shift
         wlp = _log_prob(xc, batch, shift)
-        if kmax * n_groups == wlp.shape[1]:  # every group has kmax components: no padding
+        if slot is None:  # every group has kmax components: no padding
             lpn = torch.logsumexp(wlp.reshape(xb.shape[0], n_groups, kmax), dim=2)
         else:
             padded = wlp.new_full((xb.shape[0], n_groups * kmax), -math.inf)
@@ -406,7 +417,7 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
         weights, means, prec, covs, bad = _grouped_update(
             nk, s1, s2, count, batch.sizes, batch.owner, shift if at is None else at, cov,
             reg_covar, eps)
-        batch = _Batch(cov, batch.sizes, weights.to(dtype), means.to(dtype), prec.to(dtype), covs)
+        batch = batch.updated(weights.to(dtype), means.to(dtype), prec.to(dtype), covs)
         lls = (ll / count).tolist()
         still, keep = [], []
         for c, (i, lb) in enumerate(zip(active, lls)):

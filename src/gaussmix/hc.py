@@ -235,44 +235,79 @@ class HCTree:
         return out
 
 
-class _Agglomeration:
-    """Mutable state of the VVV agglomeration: one slot per live cluster."""
+def _first_row_scatter(W: np.ndarray, rows: int) -> np.ndarray:
+    """The scatter matrix that mclust's hcvvv reads back for a cluster whose
+    triangular factor ``R`` (``R^T R = W``) it stored: each of the ``rows``
+    stored rows is a copy of ``R``'s first row, read from its diagonal on.
 
-    def __init__(self, Z: np.ndarray, part: np.ndarray, alpha: float, beta: float):
+    Row ``i`` read back is ``(0, .., 0, R[0, i:])``, so entry ``(a, b)`` of the
+    result is ``min(a, b, rows - 1) + 1`` times ``R[0, a] R[0, b]``, and
+    ``R[0] = W[0] / sqrt(W[0, 0])``.
+    """
+    p = W.shape[0]
+    if not W[0, 0] > 0.0:
+        # A cluster with no spread along the first axis: the first row of its
+        # factor is zero in every case that arises from exact duplicates.
+        return np.zeros_like(W)
+    r1 = W[0] / np.sqrt(W[0, 0])
+    idx = np.arange(p)
+    mult = np.minimum(np.minimum.outer(idx, idx), rows - 1) + 1
+    return mult * np.outer(r1, r1)
+
+
+class _Agglomeration:
+    """Mutable state of the VVV agglomeration: one slot per live cluster.
+
+    ``S[k]`` is the scatter matrix that a merge with cluster ``k`` adds, and
+    ``reg`` the scatter of the cluster merged last (slot ``iold``), which
+    its next merge starts from.  With ``mclust=False`` both are the true
+    scatter matrices.  With ``mclust=True`` they follow mclust's hcvvv: it
+    keeps the last merged cluster's factor in working storage but stores
+    every other merged cluster's factor as copies of its first row (see
+    :func:`_first_row_scatter`), and scores a merge from those.
+    """
+
+    def __init__(self, Z: np.ndarray, part: np.ndarray, alpha: float, beta: float, mclust: bool):
         g = int(part.max()) + 1
         p = Z.shape[1]
-        self.p, self.alpha, self.beta = p, alpha, beta
+        self.p, self.alpha, self.beta, self.mclust = p, alpha, beta, mclust
         self.ablog = np.log(beta * alpha)
         cnt = np.bincount(part, minlength=g).astype(np.float64)
         mean = np.zeros((g, p))
         np.add.at(mean, part, Z)
         mean /= cnt[:, None]
         dev = Z - mean[part]
-        W = np.zeros((g, p, p))
-        np.add.at(W, part, dev[:, :, None] * dev[:, None, :])
-        self.cnt, self.mean, self.W = cnt, mean, W
-        self.tr = np.einsum("kii->k", W)
+        S = np.zeros((g, p, p))
+        np.add.at(S, part, dev[:, :, None] * dev[:, None, :])
+        # The initial clusters' factors are stored exactly (hcvvv too).
+        self.cnt, self.mean, self.S = cnt, mean, S
+        self.tr = np.einsum("kii->k", S)
         self.term = np.full(g, self.ablog)
         big = np.flatnonzero(cnt > 1)
         if big.size:
-            self.term[big] = self._terms(cnt[big], W[big], self.tr[big], np.zeros(big.size, bool))
+            self.term[big] = self._terms(cnt[big], S[big], self.tr[big], np.zeros(big.size, bool))
+        self.iold = -1
+        self.reg = None
 
     def _terms(self, nij, W, tr, singles):
-        """``term`` of clusters with sizes ``nij``, scatters ``W`` (or None where
-        no determinant is needed) and traces ``tr``; ``singles`` marks merges of
+        """``term`` of clusters of sizes ``nij``, scatters ``W`` (only read where
+        a determinant is needed) and traces ``tr``; ``singles`` marks merges of
         two singletons, which hcvvv scores by the trace alone for any p."""
         base = self.beta * (tr + self.alpha) / nij
         logterm = np.log(base)
         need = (nij > self.p) & ~singles & (tr != 0.0)
         if need.any():
-            sign, ld = np.linalg.slogdet(W if W.shape[0] == need.size and need.all() else W[need])
+            sign, ld = np.linalg.slogdet(W[need])
             ld = ld - self.p * np.log(nij[need])
             # A singular scatter has determinant 0: the trace term alone.
             ld = np.where(sign > 0, ld, -np.inf)
             logterm[need] = np.logaddexp(ld, logterm[need])
         return nij * logterm
 
-    def merge_costs(self, a: int, ks: np.ndarray):
+    def _left(self, a: int) -> np.ndarray:
+        return self.reg if a == self.iold else self.S[a]
+
+    def merge_costs(self, a: int, ks: np.ndarray) -> np.ndarray:
         """Cost of merging slot ``a`` with each slot in ``ks`` (vectorised)."""
         na, nk = self.cnt[a], self.cnt[ks]
         nij = na + nk
@@ -281,35 +316,36 @@ class _Agglomeration:
         tr = (self.tr[a] + self.tr[ks]) + c * np.einsum("kp,kp->k", diff, diff)
         singles = (nk == 1.0) & (na == 1.0)
         need = (nij > self.p) & ~singles & (tr != 0.0)
-        if need.any():
+        W = np.zeros((ks.size, self.p, self.p)) if need.any() else None
+        if W is not None:
+            # Scatter of each merged pair, only where its determinant counts.
             sel = np.flatnonzero(need)
             d = diff[sel]
-            Wij = self.W[ks[sel]] + self.W[a]
-            Wij += c[sel, None, None] * d[:, :, None] * d[:, None, :]
-            terms = np.empty(ks.size)
-            terms[sel] = self._terms(nij[sel], Wij, tr[sel], singles[sel])
-            rest = np.flatnonzero(~need)
-            terms[rest] = self._terms(nij[rest], None, tr[rest], singles[rest])
-        else:
-            terms = self._terms(nij, None, tr, singles)
+            W[sel] = self.S[ks[sel]] + self._left(a)
+            W[sel] += c[sel, None, None] * d[:, :, None] * d[:, None, :]
+        terms = self._terms(nij, W, tr, singles)
         return terms - (self.term[a] + self.term[ks])
 
-    def merge(self, a: int, b: int) -> None:
-        """Put the union of slots ``a`` and ``b`` into slot ``a``."""
+    def merge(self, a: int, b: int, cost: float) -> None:
+        """Put the union of slots ``a`` and ``b`` (merge cost ``cost``) into slot ``a``."""
         na, nb = self.cnt[a], self.cnt[b]
         n = na + nb
         diff = self.mean[b] - self.mean[a]
         c = na * nb / n
-        tr = (self.tr[a] + self.tr[b]) + c * float(diff @ diff)
-        W = self.W[a] + self.W[b] + c * np.outer(diff, diff)
-        single = np.array([na == 1.0 and nb == 1.0])
-        self.term[a] = self._terms(np.array([n]), W[None], np.array([tr]), single)[0]
+        W = self._left(a) + self._left(b) + c * np.outer(diff, diff)
+        self.tr[a] = (self.tr[a] + self.tr[b]) + c * float(diff @ diff)
+        # hcvvv's term of the union: the one its cost was computed with.
+        self.term[a] = cost + (self.term[a] + self.term[b])
         self.mean[a] = (na * self.mean[a] + nb * self.mean[b]) / n
-        self.cnt[a], self.tr[a], self.W[a] = n, tr, W
+        self.cnt[a] = n
+        self.reg, self.iold = W, a
+        self.S[a] = _first_row_scatter(W, int(min(n - 1, self.p))) if self.mclust else W
 
     def move(self, src: int, dst: int) -> None:
-        for arr in (self.cnt, self.mean, self.W, self.tr, self.term):
+        for arr in (self.cnt, self.mean, self.S, self.tr, self.term):
             arr[dst] = arr[src]
+        if self.iold == src:
+            self.iold = dst
 
 
 def _singleton_costs(Z: np.ndarray, alpha: float, beta: float) -> np.ndarray:
@@ -342,14 +378,14 @@ def _last_min_rows(C: np.ndarray, cols: np.ndarray):
     # argmin over the reversed rows finds the last of equal minima.
     last = sub.shape[0] - 1 - np.argmin(sub[::-1], axis=0)
     val = sub[last, np.arange(cols.size)]
-    last = np.where(np.isfinite(val) | (cols > 0), last, -1)
-    return val, last
+    return val, np.where(cols > 0, last, -1)
 
 
-def _agglomerate(Z: np.ndarray, part: np.ndarray, alpha: float, beta: float = 1.0):
+def _agglomerate(Z: np.ndarray, part: np.ndarray, alpha: float, beta: float = 1.0,
+                 mclust: bool = True):
     """Run the agglomeration; ``part`` holds 0-based consecutive labels."""
     g = int(part.max()) + 1
-    state = _Agglomeration(Z, part, alpha, beta)
+    state = _Agglomeration(Z, part, alpha, beta, mclust)
     if np.all(state.cnt == 1.0):
         C = _singleton_costs(Z[np.argsort(part, kind="stable")], alpha, beta)
     else:
@@ -367,14 +403,13 @@ def _agglomerate(Z: np.ndarray, part: np.ndarray, alpha: float, beta: float = 1.
     m = g
     for step in range(g - 1):
         cm = colmin[:m]
-        gmin = cm[1:].min()
         b = m - 1 - int(np.argmin(cm[::-1]))  # last column holding the minimum
         a = int(colarg[b])
-        costs[step] = gmin
+        costs[step] = cm[b]
         la, lb = label[a], label[b]
         pairs[step] = (min(la, lb), max(la, lb))
         label[a] = min(la, lb)
-        state.merge(a, b)
+        state.merge(a, b, cm[b])
         last = m - 1
         if b != last:
             state.move(last, b)
@@ -402,19 +437,17 @@ def _agglomerate(Z: np.ndarray, part: np.ndarray, alpha: float, beta: float = 1.
         for r in (a, b):
             if r >= m:
                 continue
-            sel = keep & (cols > r)
-            v = C[r, :m][sel]
-            better = (v < colmin[:m][sel]) | ((v == colmin[:m][sel]) & (r > colarg[:m][sel]))
-            idx = np.flatnonzero(sel)[better]
-            colmin[idx] = v[better]
-            colarg[idx] = r
+            sel = np.flatnonzero(keep & (cols > r))
+            v = C[r, sel]
+            better = (v < colmin[sel]) | ((v == colmin[sel]) & (r > colarg[sel]))
+            colmin[sel[better]] = v[better]
+            colarg[sel[better]] = r
         sidx = np.flatnonzero(stale)
-        if sidx.size:
-            colmin[sidx], colarg[sidx] = _last_min_rows(C[:m, :m], sidx)
+        colmin[sidx], colarg[sidx] = _last_min_rows(C[:m, :m], sidx)
     return pairs, costs
 
 
-def hierarchical_merges(X, use: str = "SVD", *, partition=None) -> HCTree:
+def hierarchical_merges(X, use: str = "SVD", *, partition=None, mclust: bool = True) -> HCTree:
     """Model-based agglomerative hierarchical clustering, mclust's default.
 
     The unconstrained Gaussian ("VVV") criterion of mclust's ``hc()`` on the
@@ -431,8 +464,16 @@ def hierarchical_merges(X, use: str = "SVD", *, partition=None) -> HCTree:
         Initial clusters (any labels, renumbered by first appearance).  By
         default exactly duplicated rows start in one cluster and every other
         row on its own (:func:`duplicate_partition`).  R's ``hc()`` called
-        without ``partition`` (as ``Mclust`` does) starts from singletons
-        instead: pass ``partition=np.arange(n)`` to reproduce that.
+        without ``partition`` (as ``Mclust`` calls it) starts from single
+        rows instead: pass ``partition=np.arange(n)`` to reproduce that.
+    mclust : bool, default=True
+        Score merges exactly as mclust 6's Fortran does (``True``) or by the
+        criterion as stated (``False``).  mclust stores the triangular factor
+        of each merged cluster with every row a copy of its first row, so
+        once a cluster of three or more points is merged with another one
+        (other than right after its own last merge) the determinant it uses
+        is not that of the true scatter matrix.  Both agree until then;
+        ``True`` reproduces mclust's merges.
 
     Returns
     -------
@@ -476,7 +517,7 @@ def hierarchical_merges(X, use: str = "SVD", *, partition=None) -> HCTree:
     # mclust: alpha = traceW(Z / sqrt(n p)), floored at machine epsilon.
     dev = Z - Z.mean(axis=0)
     alpha = max(float(np.einsum("ij,ij->", dev, dev)) / (n * p), _EPS)
-    pairs, costs = _agglomerate(Z, part, alpha)
+    pairs, costs = _agglomerate(Z, part, alpha, mclust=bool(mclust))
     initial = part + 1
     for arr in (pairs, initial, costs):
         arr.flags.writeable = False

@@ -1,0 +1,240 @@
+"""The multi-start search of select_model: invariance under shifts and scalings,
+the stopping rule, the hierarchical start, reproducibility and bad input."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_iris
+from sklearn.mixture import GaussianMixture as SkGM
+
+from gaussmix import GaussianMixture, select_model
+from gaussmix.em import has_converged
+from gaussmix.scaling import feature_scaling
+from gaussmix.search import search, starting_partitions
+
+TYPES = ("full", "tied", "diag", "spherical")
+
+
+@pytest.fixture(scope="module")
+def iris():
+    return load_iris().data
+
+
+def _grid(X, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return select_model(X, range(1, 5), TYPES, random_state=0, **kw)
+
+
+@pytest.fixture(scope="module")
+def iris_grid(iris):
+    return _grid(iris)
+
+
+def _cells(sel):
+    r = sel.results_
+    return {(t, k): ll for t, k, ll, g in zip(r["covariance_type"], r["n_components"],
+                                            r["log_likelihood"], r["guard"]) if g != "excluded"}
+
+
+@pytest.mark.parametrize("name, transform, types", [
+    ("one feature x 1e3", lambda X: X * np.array([1e3, 1, 1, 1]), ("full", "tied", "diag")),
+    ("one feature x 1e-3", lambda X: X * np.array([1, 1, 1e-3, 1]), ("full", "tied", "diag")),
+    ("all features x 1e3", lambda X: X * 1e3, TYPES),
+    ("all features x 1e-3", lambda X: X * 1e-3, TYPES),
+    ("shift by 1e6", lambda X: X + 1e6, TYPES),
+])
+def test_rescaling_or_shifting_changes_neither_fits_nor_choice(iris, iris_grid, name, transform, types):
+    X2 = transform(iris)
+    sel2 = _grid(X2)
+    n = iris.shape[0]
+    # Jacobian of x -> A x + b with A diagonal: log L' = log L - n * sum(log |a_j|).
+    a = np.diag(np.atleast_2d(transform(np.eye(4)) - transform(np.zeros((1, 4)))))
+    jac = -n * np.log(np.abs(a)).sum()
+    before, after = _cells(iris_grid), _cells(sel2)
+    compared = 0
+    for key, ll in before.items():
+        if key[0] not in types:
+            continue
+        assert key in after, f"{name}: cell {key} was excluded after the transformation"
+        assert after[key] == pytest.approx(ll + jac, rel=1e-7, abs=1e-6), (name, key)
+        compared += 1
+    assert compared >= 4 * len(types) - 2
+    if set(types) == set(TYPES):
+        assert sel2.best_params_ == iris_grid.best_params_
+    # The winner's parameters are the same model in the new units.
+    if sel2.best_params_ == iris_grid.best_params_ and sel2.best_params_["covariance_type"] in types:
+        np.testing.assert_allclose(sel2.best_estimator_.means_,
+                                   transform(iris_grid.best_estimator_.means_), rtol=1e-6)
+
+
+def test_a_spherical_covariance_is_not_rescaled_per_feature(iris):
+    # A spherical model is not closed under per-feature scaling: the search
+    # must fit it in the user's units (up to one common scale), not on
+    # standardised features.
+    sel = _grid(iris)
+    r = sel.results_
+    i = [j for j, (t, k) in enumerate(zip(r["covariance_type"], r["n_components"]))
+         if t == "spherical" and k == 1][0]
+    n, d = iris.shape
+    var = iris.var(0).mean()  # MLE of one variance
+    expected = -0.5 * n * d * (math.log(2 * math.pi * var) + 1)
+    assert r["log_likelihood"][i] == pytest.approx(expected, rel=1e-8)
+
+
+def test_single_component_equals_closed_form(iris):
+    sel = _grid(iris)
+    r = sel.results_
+    n, d = iris.shape
+    cov = np.cov(iris.T, bias=True)
+    for t in ("full", "tied"):
+        i = [j for j, (tt, k) in enumerate(zip(r["covariance_type"], r["n_components"]))
+             if tt == t and k == 1][0]
+        expected = -0.5 * n * (d * math.log(2 * math.pi) + np.linalg.slogdet(cov)[1] + d)
+        # Relative regularisation 1e-8 moves it by far less than 1e-6.
+        assert r["log_likelihood"][i] == pytest.approx(expected, abs=1e-4)
+
+
+def test_results_say_which_start_won_and_how_many_ran(iris_grid):
+    r = iris_grid.results_
+    assert set(r["start"]) <= {"single", "hc", "kmeans", "random", "split"}
+    for k, s, n in zip(r["n_components"], r["start"], r["n_starts"]):
+        if k == 1:
+            assert s == "single" and n == 1
+        else:
+            assert n >= 5  # hc + 3 k-means + 1 random at least
+    assert all(it >= 1 for it in r["n_iter"])
+
+
+def test_best_run_is_at_least_as_good_as_its_hierarchical_start(iris):
+    # The hierarchical start alone (mclust's) never beats the search.
+    Xs = torch.from_numpy(iris)
+    sc = feature_scaling(Xs, True)
+    gen = torch.Generator().manual_seed(0)
+    parts = starting_partitions(sc.to_fit(Xs), [2, 3, 4], gen)
+    only_hc = {k: [s for s in v if s.name == "hc"] for k, v in parts.items()}
+    full = search(sc.to_fit(Xs), "full", parts, reg_covar=1e-8, tol=1e-5)
+    hc = search(sc.to_fit(Xs), "full", only_hc, reg_covar=1e-8, tol=1e-5, split=False)
+    for k in (2, 3, 4):
+        assert full[k].runs[0].lower_bound >= hc[k].runs[0].lower_bound - 1e-9
+
+
+def test_same_seed_same_answer_other_seed_may_differ(iris):
+    a = _grid(iris[::2])
+    b = _grid(iris[::2])
+    assert a.results_["log_likelihood"] == b.results_["log_likelihood"]
+    assert a.results_["start"] == b.results_["start"]
+
+
+def test_guard_still_excludes_collapsed_fits():
+    # A feature with few repeated values: the search must not let a component
+    # collapse onto them win (every cell it keeps is clean).
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.normal(0, 1, 300), rng.poisson(2, 300).astype(float)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sel = select_model(X, range(1, 7), ("full", "diag"), random_state=0)
+    best = sel.best_estimator_
+    var = best.covariances_ if best.covariance_type == "diag" else np.stack(
+        [np.diag(c) for c in best.covariances_])
+    assert var.min() > 1e-3
+    for g, nc in zip(sel.results_["guard"], sel.results_["n_collapsed"]):
+        assert g == "excluded" or nc == 0 or g == "flagged"
+
+
+# ------------------------------------------------------------- stopping rule
+def test_relative_rule_is_mclusts():
+    # |L - L_prev| / (1 + |L|) with L = n * mean.
+    assert has_converged(-2.0, -2.0 + 1e-6, 1e-5, "relative", 1000.0)      # 1e-3 / 2001
+    assert not has_converged(-2.0, -1.9, 1e-5, "relative", 1000.0)          # 100 / 1901
+    assert has_converged(-2.0, -2.0005, 1e-3, "absolute")
+    assert not has_converged(-math.inf, -2.0, 1e-5, "relative", 10.0)
+
+
+def test_gaussian_mixture_keeps_sklearn_stopping_and_accepts_mclusts(iris):
+    init = dict(n_components=3, covariance_type="tied", random_state=0, max_iter=1000)
+    ours = GaussianMixture(**init).fit(iris)
+    # Default: scikit-learn's rule, hence scikit-learn's iteration count from the same start.
+    start = dict(weights_init=ours.weights_, means_init=ours.means_,
+                 precisions_init=ours.precisions_)
+    sk = SkGM(**init, **start).fit(iris)
+    mine = GaussianMixture(**init, **start).fit(iris)
+    assert mine.n_iter_ == sk.n_iter_ and GaussianMixture().tol_type == "absolute"
+    strict = GaussianMixture(**init, tol=1e-5, tol_type="relative").fit(iris)
+    assert strict.n_iter_ >= ours.n_iter_
+    assert strict.score(iris) >= ours.score(iris) - 1e-12
+    with pytest.raises(ValueError, match="tol_type"):
+        GaussianMixture(tol_type="rel").fit(iris)
+
+
+# ---------------------------------------------------------- hierarchical start
+def test_hc_init_is_deterministic_and_cuts_the_tree(iris):
+    a = GaussianMixture(3, init_params="hc", max_iter=0, random_state=1).fit(iris)
+    b = GaussianMixture(3, init_params="hc", max_iter=0, random_state=2).fit(iris)
+    np.testing.assert_array_equal(a.means_, b.means_)
+
+
+@pytest.mark.parametrize("X, k, match", [
+    (np.r_[np.zeros((5, 2)), np.ones((5, 2))], 3, "distinct rows"),
+    (np.zeros((10, 2)), 2, "identical"),
+])
+def test_hc_init_bad_input(X, k, match):
+    with pytest.raises(ValueError, match=match):
+        GaussianMixture(k, init_params="hc").fit(X)
+
+
+def test_hc_subset_below_k_is_refused():
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    with pytest.raises(ValueError, match="hc_subset"):
+        GaussianMixture(4, init_params="hc", hc_subset=3).fit(X)
+    with pytest.raises(ValueError, match="hc_subset"):
+        GaussianMixture(2, init_params="hc", hc_subset=1).fit(X)
+
+
+def test_hc_on_a_subset_of_large_data():
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (3000, 2)), rng.normal(8, 1, (3000, 2))]
+    gm = GaussianMixture(2, init_params="hc", hc_subset=500, random_state=0).fit(X)
+    assert sorted(np.round(gm.means_[:, 0]).tolist()) == [0.0, 8.0]
+
+
+# ----------------------------------------------------------------- bad input
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(starts="fast"), "starts"),
+    (dict(init_params="kmeans"), "starts='estimator'"),
+    (dict(means_init=[[0, 0]]), "starts='estimator'"),
+    (dict(n_init=3), "n_init"),
+    (dict(search_params={"n_kmean": 2}), "Unknown search parameter"),
+    (dict(search_params={"screen_iter": 0}), "screen_iter"),
+    (dict(search_params={"split": 1}), "split"),
+    (dict(starts="estimator", search_params={"n_kmeans": 2}), "search_params"),
+])
+def test_search_arguments_are_checked(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        select_model(np.random.default_rng(0).normal(size=(20, 2)), [1, 2], **kwargs)
+
+
+def test_more_components_than_rows_is_excluded_not_raised():
+    X = np.random.default_rng(0).normal(size=(6, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sel = select_model(X, [1, 8], "diag", random_state=0)
+    assert sel.results_["guard"] == ["ok", "excluded"]
+    assert "n_samples" in sel.results_["guard_detail"][1]
+
+
+def test_tensor_and_dataframe_input_round_trip(iris):
+    import pandas as pd
+
+    df = pd.DataFrame(iris, columns=list("abcd"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sel = select_model(df, [2], "full", random_state=0)
+        selt = select_model(torch.from_numpy(iris), [2], "full", random_state=0)
+    assert list(sel.best_estimator_.feature_names_in_) == list("abcd")
+    assert isinstance(selt.best_estimator_.means_, torch.Tensor)
+    np.testing.assert_allclose(selt.best_estimator_.means_.numpy(), sel.best_estimator_.means_)
+    assert sel.best_estimator_.predict(df).shape == (150,)
