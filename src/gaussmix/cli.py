@@ -134,10 +134,20 @@ def _build_parser() -> _Parser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cpu)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--n-init", type=int, default=1, help="initialisations per candidate (default: 1)")
-    p.add_argument("--max-iter", type=int, default=100, help="EM iterations per fit (default: 100)")
-    p.add_argument("--tol", type=float, default=1e-3, help="convergence tolerance (default: 1e-3)")
-    p.add_argument("--reg-covar", type=float, default=1e-6, help="covariance regularisation (default: 1e-6)")
+    p.add_argument("--starts", choices=("search", "estimator"), default="search",
+                   help="search: hierarchical, k-means, random and split starts per candidate, "
+                   "mclust's stopping rule, regularisation relative to each feature's variance; "
+                   "estimator: one scikit-learn-style k-means start per candidate (default: search)")
+    p.add_argument("--n-init", type=int, default=None,
+                   help="initialisations per candidate, --starts estimator only (default: 1)")
+    p.add_argument("--max-iter", type=int, default=None,
+                   help="EM iterations per fit (default: 1000 with search, 100 with estimator)")
+    p.add_argument("--tol", type=float, default=None,
+                   help="convergence tolerance (default: 1e-5 relative change of the total "
+                   "log-likelihood with search; 1e-3 change of the mean with estimator)")
+    p.add_argument("--reg-covar", type=float, default=None,
+                   help="covariance regularisation (default: 1e-8 of each feature's variance with "
+                   "search; 1e-6 absolute with estimator)")
     p.add_argument("--degenerate", choices=("reseed", "exclude", "flag"), default="reseed",
                    help="what to do with fits whose components collapse (default: reseed)")
     p.add_argument("-o", "--output", metavar="MODEL", help="write the chosen model to this file (.npz)")
@@ -195,8 +205,9 @@ def format_table(results: dict, criterion: str) -> str:
         ("", None), ("K", "n_components"), ("type", "covariance_type"),
         ("log-lik", "log_likelihood"), ("params", "n_parameters"), ("BIC", "bic"),
         ("AIC", "aic"), ("ICL", "icl"), ("conv", "converged"), ("iter", "n_iter"),
-        ("time[s]", "fit_time"), ("guard", "guard"),
+        ("time[s]", "fit_time"), ("start", "start"), ("guard", "guard"),
     ]
+    cols = [(h, key) for h, key in cols if key is None or key in results]
     n = len(results["n_components"])
     cells = []
     for i in range(n):
@@ -369,13 +380,15 @@ def _cmd_fit(args) -> int:
     # Cheap checks of the options first, then the (possibly large) data.
     ks = parse_components(args.n_components)
     types = _parse_types(args.covariance_type)
-    if args.n_init < 1:
+    if args.n_init is not None and args.n_init < 1:
         raise UsageError("--n-init must be an integer >= 1")
-    if args.max_iter < 0:
+    if args.n_init is not None and args.starts == "search":
+        raise UsageError("--n-init applies to --starts estimator; the search runs its own starts")
+    if args.max_iter is not None and args.max_iter < 0:
         raise UsageError("--max-iter must be an integer >= 0")
     for name in ("tol", "reg_covar"):
         v = getattr(args, name)
-        if not (v >= 0 and math.isfinite(v)):
+        if v is not None and not (v >= 0 and math.isfinite(v)):
             raise UsageError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
     resolve_device(args.device)
     X, names = _read(args, args.data)
@@ -383,8 +396,9 @@ def _cmd_fit(args) -> int:
     try:
         sel, caught = _run_selection(
             X, ks, types, args.criterion, args.seed, args.device, progress,
-            n_init=args.n_init, degenerate=args.degenerate, max_iter=args.max_iter,
-            tol=args.tol, reg_covar=args.reg_covar, dtype=args.dtype,
+            degenerate=args.degenerate, dtype=args.dtype, starts=args.starts,
+            **{name: getattr(args, name) for name in ("n_init", "max_iter", "tol", "reg_covar")
+               if getattr(args, name) is not None},
         )
     except ValueError as exc:
         raise UsageError(f"{args.data}: {exc}") from None

@@ -255,6 +255,13 @@ def _first_row_scatter(W: np.ndarray, rows: int) -> np.ndarray:
     return mult * np.outer(r1, r1)
 
 
+def _logdets(W: np.ndarray) -> np.ndarray:
+    """log det of each (PSD) matrix in ``W``; ``-inf`` for a singular one,
+    whose determinant counts as 0 (hcvvv's trace-only term)."""
+    sign, ld = np.linalg.slogdet(W)
+    return np.where(sign > 0, ld, -np.inf)
+
+
 class _Agglomeration:
     """Mutable state of the VVV agglomeration: one slot per live cluster.
 
@@ -273,39 +280,68 @@ class _Agglomeration:
         self.p, self.alpha, self.beta, self.mclust = p, alpha, beta, mclust
         self.ablog = np.log(beta * alpha)
         cnt = np.bincount(part, minlength=g).astype(np.float64)
-        mean = np.zeros((g, p))
-        np.add.at(mean, part, Z)
-        mean /= cnt[:, None]
-        dev = Z - mean[part]
+        order = np.argsort(part, kind="stable")
+        starts = np.concatenate(([0], np.cumsum(cnt[:-1]).astype(np.int64)))
+        mean = np.add.reduceat(Z[order], starts, axis=0) / cnt[:, None]
         S = np.zeros((g, p, p))
-        np.add.at(S, part, dev[:, :, None] * dev[:, None, :])
+        big = np.flatnonzero(cnt > 1)
+        if big.size:
+            rows = np.flatnonzero(cnt[part] > 1)
+            dev = Z[rows] - mean[part[rows]]
+            for k, i in zip(part[rows].tolist(), range(rows.size)):
+                S[k] += np.outer(dev[i], dev[i])
         # The initial clusters' factors are stored exactly (hcvvv too).
         self.cnt, self.mean, self.S = cnt, mean, S
         self.tr = np.einsum("kii->k", S)
         self.term = np.full(g, self.ablog)
-        big = np.flatnonzero(cnt > 1)
         if big.size:
-            self.term[big] = self._terms(cnt[big], S[big], self.tr[big], np.zeros(big.size, bool))
+            ld = np.full(big.size, -np.inf)
+            need = (cnt[big] > p) & (self.tr[big] != 0.0)
+            if need.any():
+                ld[need] = _logdets(S[big[need]])
+            self.term[big] = self._terms(cnt[big], self.tr[big], ld)
         self.iold = -1
         self.reg = None
 
-    def _terms(self, nij, W, tr, singles):
-        """``term`` of clusters of sizes ``nij``, scatters ``W`` (only read where
-        a determinant is needed) and traces ``tr``; ``singles`` marks merges of
-        two singletons, which hcvvv scores by the trace alone for any p."""
-        base = self.beta * (tr + self.alpha) / nij
-        logterm = np.log(base)
-        need = (nij > self.p) & ~singles & (tr != 0.0)
-        if need.any():
-            sign, ld = np.linalg.slogdet(W[need])
-            ld = ld - self.p * np.log(nij[need])
-            # A singular scatter has determinant 0: the trace term alone.
-            ld = np.where(sign > 0, ld, -np.inf)
-            logterm[need] = np.logaddexp(ld, logterm[need])
-        return nij * logterm
+    def _terms(self, nij, tr, logdet):
+        """``term`` of clusters of sizes ``nij`` and traces ``tr`` whose scatter
+        matrices have log-determinants ``logdet`` (``-inf`` where the
+        determinant does not count)."""
+        base = np.log(self.beta * (tr + self.alpha) / nij)
+        return nij * np.logaddexp(logdet - self.p * np.log(nij), base)
 
     def _left(self, a: int) -> np.ndarray:
         return self.reg if a == self.iold else self.S[a]
+
+    def _pair_logdets(self, a: int, ks: np.ndarray, d: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """log det(L + S[k] + c_k d_k d_k^T) for each k in ``ks``, ``L`` being
+        slot ``a``'s scatter."""
+        L = self._left(a)
+        out = np.empty(ks.size)
+        todo = np.ones(ks.size, dtype=bool)
+        one = self.cnt[ks] == 1.0
+        if self.cnt[a] > self.p and np.count_nonzero(one) > 1:
+            # Merging a single point adds a rank-one term: with a
+            # well-conditioned L, det(L + c d d^T) = det(L) (1 + c d^T L^-1 d)
+            # for all of them from one Cholesky factor, no p x p matrix each.
+            try:
+                ch = np.linalg.cholesky(L)
+            except np.linalg.LinAlgError:
+                ch = None
+            if ch is not None:
+                dg = np.diagonal(ch)
+                if dg.min() > 1e-3 * dg.max():
+                    y = np.linalg.solve(ch, d[one].T)
+                    q = np.einsum("ks,ks->s", y, y)
+                    out[one] = 2.0 * np.log(dg).sum() + np.log1p(c[one] * q)
+                    todo[one] = False
+        rest = np.flatnonzero(todo)
+        if rest.size:
+            dr = d[rest]
+            W = self.S[ks[rest]] + L
+            W += c[rest, None, None] * dr[:, :, None] * dr[:, None, :]
+            out[rest] = _logdets(W)
+        return out
 
     def merge_costs(self, a: int, ks: np.ndarray) -> np.ndarray:
         """Cost of merging slot ``a`` with each slot in ``ks`` (vectorised)."""
@@ -314,16 +350,15 @@ class _Agglomeration:
         diff = self.mean[ks] - self.mean[a]
         c = na * nk / nij
         tr = (self.tr[a] + self.tr[ks]) + c * np.einsum("kp,kp->k", diff, diff)
-        singles = (nk == 1.0) & (na == 1.0)
-        need = (nij > self.p) & ~singles & (tr != 0.0)
-        W = np.zeros((ks.size, self.p, self.p)) if need.any() else None
-        if W is not None:
-            # Scatter of each merged pair, only where its determinant counts.
-            sel = np.flatnonzero(need)
-            d = diff[sel]
-            W[sel] = self.S[ks[sel]] + self._left(a)
-            W[sel] += c[sel, None, None] * d[:, :, None] * d[:, None, :]
-        terms = self._terms(nij, W, tr, singles)
+        # hcvvv scores a pair of single points by the trace alone for any p.
+        need = (nij > self.p) & ~((nk == 1.0) & (na == 1.0)) & (tr != 0.0)
+        sel = np.flatnonzero(need)
+        if sel.size == 0:
+            terms = nij * np.log(self.beta * (tr + self.alpha) / nij)
+        else:
+            logdet = np.full(ks.size, -np.inf)
+            logdet[sel] = self._pair_logdets(a, ks[sel], diff[sel], c[sel])
+            terms = self._terms(nij, tr, logdet)
         return terms - (self.term[a] + self.term[ks])
 
     def merge(self, a: int, b: int, cost: float) -> None:
@@ -350,35 +385,60 @@ class _Agglomeration:
 
 def _singleton_costs(Z: np.ndarray, alpha: float, beta: float) -> np.ndarray:
     """Costs of merging every pair of single points (all ``g`` clusters
-    singletons), as hcvvv computes them: ``t = ||(z_i - z_j) / sqrt(2)||^2``,
-    cost ``2 log(beta (t + alpha) / 2) - 2 log(alpha beta)``."""
+    singletons), as hcvvv computes them: ``t = ||(z_i - z_j) / sqrt(2)||^2``
+    summed coordinate by coordinate, cost
+    ``2 log(beta (t + alpha) / 2) - 2 log(alpha beta)``."""
     g, p = Z.shape
-    ablog = np.log(beta * alpha)
+    ablog2 = 2.0 * np.log(beta * alpha)
     C = np.empty((g, g))
-    # Row blocks keep the temporaries at a few MB; differences (not the Gram
-    # expansion) keep the small distances, which decide the merges, exact.
-    rows = max(1, (1 << 19) // max(g, 1))
+    # Blocks of rows against the columns up to the block's end (the lower
+    # triangle), small enough to stay in cache; differences rather than the
+    # Gram expansion keep the small distances, which decide, exact.
+    rows = max(1, (1 << 16) // g)
+    Zt = np.ascontiguousarray(Z.T)
     for s in range(0, g, rows):
-        blk = Z[s:s + rows]
-        t = np.zeros((blk.shape[0], g))
+        e = min(s + rows, g)
+        t = np.zeros((e - s, e))
+        buf = np.empty((e - s, e))
         for q in range(p):
-            v = (blk[:, q, None] - Z[None, :, q]) * _RTHALF
-            t += v * v
-        C[s:s + rows] = 2.0 * np.log(beta * (t + alpha) / 2.0) - (ablog + ablog)
+            np.subtract(Zt[q, s:e, None], Zt[q, None, :e], out=buf)
+            buf *= _RTHALF
+            buf *= buf
+            t += buf
+        t += alpha
+        t *= beta / 2.0
+        np.log(t, out=t)
+        t *= 2.0
+        t -= ablog2
+        C[s:e, :e] = t
+        C[:s, s:e] = t[:, :s].T
     np.fill_diagonal(C, np.inf)
     return C
 
 
-def _last_min_rows(C: np.ndarray, cols: np.ndarray):
-    """For each column ``k`` in ``cols``: the minimum of ``C[:k, k]`` and the
-    last row attaining it (``-1`` for column 0)."""
-    sub = C[:, cols]
-    rows = np.arange(C.shape[0])[:, None]
-    sub = np.where(rows < cols[None, :], sub, np.inf)
-    # argmin over the reversed rows finds the last of equal minima.
-    last = sub.shape[0] - 1 - np.argmin(sub[::-1], axis=0)
-    val = sub[last, np.arange(cols.size)]
-    return val, np.where(cols > 0, last, -1)
+def _column_minima(C: np.ndarray, cols: np.ndarray):
+    """For each column ``k`` in ``cols``: the least cost ``C[i, k]``, ``i < k``,
+    and the last ``i`` attaining it (``inf`` and ``-1`` for column 0).
+
+    ``C`` is symmetric, so column ``k`` above the diagonal is read as the
+    contiguous ``C[k, :k]``; argmin over it reversed finds the last minimum.
+    """
+    val = np.full(cols.size, np.inf)
+    arg = np.full(cols.size, -1, dtype=np.int64)
+    if cols.size > 32:
+        hi = int(cols.max())
+        sub = np.where(np.arange(hi)[None, :] < cols[:, None], C[cols, :hi], np.inf)
+        last = hi - 1 - np.argmin(sub[:, ::-1], axis=1)
+        ok = cols > 0
+        val[ok] = sub[ok, last[ok]]
+        arg[ok] = last[ok]
+        return val, arg
+    for t, k in enumerate(cols.tolist()):
+        if k > 0:
+            row = C[k, :k]
+            i = k - 1 - int(np.argmin(row[::-1]))
+            val[t], arg[t] = row[i], i
+    return val, arg
 
 
 def _agglomerate(Z: np.ndarray, part: np.ndarray, alpha: float, beta: float = 1.0,
@@ -397,7 +457,7 @@ def _agglomerate(Z: np.ndarray, part: np.ndarray, alpha: float, beta: float = 1.
     label = np.arange(1, g + 1)
     # colmin[k], colarg[k]: the least cost in column k above the diagonal and
     # the last row attaining it, so that a step scans m values, not m^2 / 2.
-    colmin, colarg = _last_min_rows(C, np.arange(g))
+    colmin, colarg = _column_minima(C, np.arange(g))
     pairs = np.empty((g - 1, 2), dtype=np.int64)
     costs = np.empty(g - 1)
     m = g
@@ -443,7 +503,7 @@ def _agglomerate(Z: np.ndarray, part: np.ndarray, alpha: float, beta: float = 1.
             colmin[sel[better]] = v[better]
             colarg[sel[better]] = r
         sidx = np.flatnonzero(stale)
-        colmin[sidx], colarg[sidx] = _last_min_rows(C[:m, :m], sidx)
+        colmin[sidx], colarg[sidx] = _column_minima(C, sidx)
     return pairs, costs
 
 

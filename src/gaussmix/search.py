@@ -14,9 +14,10 @@ grid at once, :func:`search` runs:
    (:func:`gaussmix.batched.fit_batched`).
 3. **Continuation**: per ``K`` the hierarchical start and the best
    ``n_keep`` other screened runs continue to convergence, batched.
-4. **Splits**: for every ``K >= 2``, each component of the best ``K - 1``
-   solution is split in two along its principal axis (points on either side
-   of its mean); the splits are screened and the best continues.
+4. **Splits**: for every ``K >= 2``, each component of the best screened
+   ``K - 1`` run is split in two along its principal axis (points on either
+   side of its mean); the splits are screened the same way and the best
+   continues with the runs of step 3 (one batch for the whole grid).
 
 Every run that needs a step the batched engine does not take (an emptied
 component, a covariance that cannot be factorised) is dropped: it is a
@@ -251,7 +252,7 @@ def search(X: torch.Tensor, cov_name: str, partitions: dict, *, reg_covar: float
         Screened runs per ``K`` that continue to convergence besides the
         hierarchical start.
     split : bool
-        Also try the splits of the best ``K - 1`` solution.
+        Also try the splits of the best screened ``K - 1`` run.
 
     Returns
     -------
@@ -263,48 +264,44 @@ def search(X: torch.Tensor, cov_name: str, partitions: dict, *, reg_covar: float
     ks = sorted(partitions)
     rows = chunk_rows(n, max(ks) * 8, d, X.device, X.dtype, None)
     common = dict(reg_covar=reg_covar, tol=tol, tol_type=tol_type, rows=rows)
+    screen = min(screen_iter, max_iter)
+    cells = {k: CellRuns(k, n_starts=len(partitions[k])) for k in ks}
     # 1-2: every start, a few iterations each.
     runs, starts = [], []
     for k in ks:
         for st in partitions[k]:
             runs.append(Run(k, st.name))
             starts.append(st)
-    _run_batch(X, runs, starts, cov_name, max_iter=min(screen_iter, max_iter), **common)
-    cells = {k: CellRuns(k, n_starts=len(partitions[k])) for k in ks}
-    # 3: the hierarchical start and the best screened others continue.
+    _run_batch(X, runs, starts, cov_name, max_iter=screen, **common)
+    # 3: splits of the best screened K-1 run, screened the same way.
+    split_runs = []
+    if split:
+        starts = []
+        for k in ks:
+            prev = [r for r in runs if r.k == k - 1 and r.result is not None]
+            if k < 2 or not prev:
+                continue
+            best = max(prev, key=lambda r: r.lower_bound)
+            for st in _split_starts(X, best.result, rows):
+                split_runs.append(Run(k, "split"))
+                starts.append(st)
+                cells[k].n_starts += 1
+        if split_runs:
+            _run_batch(X, split_runs, starts, cov_name, max_iter=screen, **common)
+    # 4: per K the hierarchical start, the best screened others and the best
+    # split continue to convergence, in one batch.
     keep = []
     for k in ks:
         mine = [r for r in runs if r.k == k and r.result is not None]
         hc = [r for r in mine if r.start in ("hc", "single")]
         others = sorted((r for r in mine if r not in hc), key=lambda r: -r.lower_bound)
-        keep.extend(hc + others[:n_keep])
+        splits = sorted((r for r in split_runs if r.k == k and r.result is not None),
+                        key=lambda r: -r.lower_bound)
+        keep.extend(hc + others[:n_keep] + splits[:1])
     _run_batch(X, keep, [None] * len(keep), cov_name, max_iter=max_iter, **common)
     for r in keep:
         if r.result is not None:
             cells[r.k].runs.append(r)
-    # 4: splits of the best K-1 solution.
-    if split:
-        runs, starts = [], []
-        for k in ks:
-            prev = cells.get(k - 1)
-            if k < 2 or prev is None or not prev.runs:
-                continue
-            best = max(prev.runs, key=lambda r: r.lower_bound)
-            for st in _split_starts(X, best.result, rows):
-                runs.append(Run(k, "split"))
-                starts.append(st)
-                cells[k].n_starts += 1
-        if runs:
-            _run_batch(X, runs, starts, cov_name, max_iter=min(screen_iter, max_iter), **common)
-            best_split = {}
-            for r in runs:
-                if r.result is not None and r.lower_bound > best_split.get(r.k, Run(r.k, "")).lower_bound:
-                    best_split[r.k] = r
-            cont = list(best_split.values())
-            _run_batch(X, cont, [None] * len(cont), cov_name, max_iter=max_iter, **common)
-            for r in cont:
-                if r.result is not None:
-                    cells[r.k].runs.append(r)
     for c in cells.values():
         c.runs.sort(key=lambda r: -r.lower_bound)
     return cells
