@@ -2,6 +2,7 @@
 
 import math
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -273,3 +274,31 @@ def test_candidate_leaving_the_batch_gets_exactly_the_sequential_fit(monkeypatch
     seq = GaussianMixture(3, random_state=4).fit(X)
     np.testing.assert_array_equal(fits[1].estimator.means_, seq.means_)
     assert fits[1].estimator.n_iter_ == seq.n_iter_
+
+
+def test_a_failing_group_does_not_spoil_the_others():
+    """One group's singular covariance leaves the other groups' M-step exact."""
+    import gaussmix.batched as batched
+    from gaussmix.em import m_step
+    from gaussmix.stats import SuffStats
+
+    rng = np.random.default_rng(0)
+    d = 3
+    x = torch.from_numpy(rng.normal(size=(40, d)))
+    resp_good = torch.from_numpy(rng.dirichlet([1, 1], size=40))
+    # A component on one point: without reg_covar its covariance is zero,
+    # which no Cholesky factorisation accepts.
+    resp_bad = torch.zeros(40, 2, dtype=torch.float64)
+    resp_bad[0, 0] = 1.0
+    resp_bad[1:, 1] = 1.0
+    resp = torch.cat([resp_good, resp_bad], 1)
+    owner = batched._owner([2, 2], x.device)
+    shift = torch.zeros(d, dtype=torch.float64)
+    nk, s1, s2 = batched.chunk_moments(x, resp, owner, 2, get_covariance_type("full"))
+    groups = [SimpleNamespace(n_components=2)] * 2
+    out = batched.grouped_m_step(nk, s1, s2, 40, groups, shift, "full", 0.0, 2.2e-16)
+    assert out[1] is None and out[0] is not None
+    st = SuffStats(nk=nk[:2], s1=s1[:2], s2=s2[:2], log_likelihood=torch.tensor(0.0),
+                   weight=torch.tensor(40.0), count=torch.tensor(40.0))
+    ref = m_step(st, shift, "full", 0.0, 2.2e-16)
+    torch.testing.assert_close(out[0].precisions_cholesky, ref.precisions_cholesky)

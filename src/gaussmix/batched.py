@@ -299,6 +299,13 @@ def _grouped_update(nk, s1, s2, count, sizes, owner, at, cov, reg_covar, eps):
     means_c = s1 / nk_e.unsqueeze(1)
     covs = cov.grouped_covariances_from_stats(nk_e, means_c, s2, reg_covar, owner, n_groups)
     prec, failed = cov._try_factor(covs)
+    if bool(failed.any()):
+        # A failed factorisation may spoil the factors of the whole call:
+        # factor the good matrices again on their own.
+        good = ~failed
+        prec = covs.clone()  # placeholders for the failed groups, never used
+        if bool(good.any()):
+            prec[good] = cov._try_factor(covs[good])[0]
     factor_owner = torch.arange(n_groups, device=device) if cov.shared else owner
     bad.index_fill_(0, factor_owner[failed], True)
     totals = torch.zeros(n_groups, dtype=torch.float64, device=device).index_add_(0, owner, nk_e)

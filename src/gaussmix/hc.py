@@ -18,7 +18,10 @@ with those of R's ``hc()``:
 * among exactly equal costs the pair last in the order ``(j, i)``
   (``i < j``) wins, i.e. the largest ``j``, then the largest ``i``;
 * a cluster is labelled by the smallest initial label among its members, and
-  each merge is reported as the pair of labels ``(a, b)``, ``a < b``.
+  each merge is reported as the pair of labels ``(a, b)``, ``a < b``;
+* by default the determinants are those hcvvv computes from the triangular
+  factors it stores, which differ from the true ones in one respect (see
+  ``criterion`` of :func:`hierarchical_merges`).
 
 Time is O(m^2) cost evaluations in all (each O(p^3) once a merged cluster has
 more than ``p`` points); memory is O(m^2) for the pair costs plus O(m p^2) for
@@ -27,6 +30,7 @@ the scatter matrices, ``m`` being the number of initial clusters.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +42,14 @@ HC_USES = ("SVD", "STD", "VARS")
 _EPS = float(np.finfo(np.float64).eps)
 # mclust's constant for the pair of two singletons: v = (x_i - x_j) * 1/sqrt(2).
 _RTHALF = 0.7071067811865476
+
+
+def _one_blas_thread():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _as_data(X) -> np.ndarray:
@@ -149,7 +161,7 @@ def _consecutive(labels: np.ndarray) -> np.ndarray:
     return rank[inverse.reshape(-1)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class HCTree:
     """The merge sequence of a hierarchical clustering.
 
@@ -246,8 +258,8 @@ def _first_row_scatter(W: np.ndarray, rows: int) -> np.ndarray:
     """
     p = W.shape[0]
     if not W[0, 0] > 0.0:
-        # A cluster with no spread along the first axis: the first row of its
-        # factor is zero in every case that arises from exact duplicates.
+        # No spread along the first axis: in practice a cluster of exact
+        # duplicates, whose scatter and factor are zero.
         return np.zeros_like(W)
     r1 = W[0] / np.sqrt(W[0, 0])
     idx = np.arange(p)
@@ -258,8 +270,14 @@ def _first_row_scatter(W: np.ndarray, rows: int) -> np.ndarray:
 def _logdets(W: np.ndarray) -> np.ndarray:
     """log det of each (PSD) matrix in ``W``; ``-inf`` for a singular one,
     whose determinant counts as 0 (hcvvv's trace-only term)."""
-    sign, ld = np.linalg.slogdet(W)
-    return np.where(sign > 0, ld, -np.inf)
+    try:
+        # Cholesky is the faster factorisation; it fails only for a matrix
+        # that is singular to working precision.
+        ch = np.linalg.cholesky(W)
+        return 2.0 * np.log(np.diagonal(ch, axis1=-2, axis2=-1)).sum(axis=-1)
+    except np.linalg.LinAlgError:
+        sign, ld = np.linalg.slogdet(W)
+        return np.where(sign > 0, ld, -np.inf)
 
 
 class _Agglomeration:
@@ -331,7 +349,9 @@ class _Agglomeration:
             if ch is not None:
                 dg = np.diagonal(ch)
                 if dg.min() > 1e-3 * dg.max():
-                    y = np.linalg.solve(ch, d[one].T)
+                    # One small inverse and a matrix product beat a solve
+                    # with many right-hand sides; the guard keeps it accurate.
+                    y = np.linalg.inv(ch) @ d[one].T
                     q = np.einsum("ks,ks->s", y, y)
                     out[one] = 2.0 * np.log(dg).sum() + np.log1p(c[one] * q)
                     todo[one] = False
@@ -343,23 +363,32 @@ class _Agglomeration:
             out[rest] = _logdets(W)
         return out
 
-    def merge_costs(self, a: int, ks: np.ndarray) -> np.ndarray:
-        """Cost of merging slot ``a`` with each slot in ``ks`` (vectorised)."""
-        na, nk = self.cnt[a], self.cnt[ks]
+    def merge_costs(self, a: int, m: int) -> np.ndarray:
+        """Cost of merging slot ``a`` with each of the slots ``0..m-1``
+        (``inf`` for ``a`` itself), vectorised over them."""
+        na, nk = self.cnt[a], self.cnt[:m]
         nij = na + nk
-        diff = self.mean[ks] - self.mean[a]
+        diff = self.mean[:m] - self.mean[a]
         c = na * nk / nij
-        tr = (self.tr[a] + self.tr[ks]) + c * np.einsum("kp,kp->k", diff, diff)
+        tr = (self.tr[a] + self.tr[:m]) + c * np.einsum("kp,kp->k", diff, diff)
         # hcvvv scores a pair of single points by the trace alone for any p.
-        need = (nij > self.p) & ~((nk == 1.0) & (na == 1.0)) & (tr != 0.0)
+        need = (nij > self.p) & (tr != 0.0)
+        if na == 1.0:
+            need &= nk != 1.0
+        if a < m:
+            need[a] = False
         sel = np.flatnonzero(need)
         if sel.size == 0:
             terms = nij * np.log(self.beta * (tr + self.alpha) / nij)
         else:
-            logdet = np.full(ks.size, -np.inf)
-            logdet[sel] = self._pair_logdets(a, ks[sel], diff[sel], c[sel])
+            logdet = np.full(m, -np.inf)
+            logdet[sel] = self._pair_logdets(a, sel, diff[sel], c[sel])
             terms = self._terms(nij, tr, logdet)
-        return terms - (self.term[a] + self.term[ks])
+        terms -= self.term[:m]
+        terms -= self.term[a]
+        if a < m:
+            terms[a] = np.inf
+        return terms
 
     def merge(self, a: int, b: int, cost: float) -> None:
         """Put the union of slots ``a`` and ``b`` (merge cost ``cost``) into slot ``a``."""
@@ -417,97 +446,147 @@ def _singleton_costs(Z: np.ndarray, alpha: float, beta: float) -> np.ndarray:
 
 
 def _column_minima(C: np.ndarray, cols: np.ndarray):
-    """For each column ``k`` in ``cols``: the least cost ``C[i, k]``, ``i < k``,
-    and the last ``i`` attaining it (``inf`` and ``-1`` for column 0).
+    """For each column ``k`` in ``cols`` (all ``k >= 1``): the least cost
+    ``C[i, k]``, ``i < k``, and the last ``i`` attaining it.
 
     ``C`` is symmetric, so column ``k`` above the diagonal is read as the
     contiguous ``C[k, :k]``; argmin over it reversed finds the last minimum.
     """
-    val = np.full(cols.size, np.inf)
-    arg = np.full(cols.size, -1, dtype=np.int64)
-    if cols.size > 32:
-        hi = int(cols.max())
-        sub = np.where(np.arange(hi)[None, :] < cols[:, None], C[cols, :hi], np.inf)
-        last = hi - 1 - np.argmin(sub[:, ::-1], axis=1)
-        ok = cols > 0
-        val[ok] = sub[ok, last[ok]]
-        arg[ok] = last[ok]
-        return val, arg
-    for t, k in enumerate(cols.tolist()):
-        if k > 0:
+    if cols.size <= 8:
+        val, arg = [], []
+        for k in cols.tolist():
             row = C[k, :k]
-            i = k - 1 - int(np.argmin(row[::-1]))
-            val[t], arg[t] = row[i], i
-    return val, arg
+            i = k - 1 - int(row[::-1].argmin())
+            val.append(row[i])
+            arg.append(i)
+        return val, arg
+    hi = int(cols.max())
+    sub = C[cols, :hi]
+    sub[np.arange(hi)[None, :] >= cols[:, None]] = np.inf
+    arg = hi - 1 - np.argmin(sub[:, ::-1], axis=1)
+    return sub[np.arange(cols.size), arg], arg
 
 
-def _agglomerate(Z: np.ndarray, part: np.ndarray, alpha: float, beta: float = 1.0,
+class _Merger:
+    """The agglomeration one merge at a time.
+
+    ``C`` holds the cost of every pair of slots (symmetric, ``inf`` on the
+    diagonal), ``label[k]`` the label of the cluster in slot ``k``, and
+    ``colmin[k]``, ``colarg[k]`` the least cost in column ``k`` above the
+    diagonal and the last row attaining it, so that choosing a merge scans
+    ``m`` values rather than ``m^2 / 2``.
+    """
+
+    def __init__(self, Z: np.ndarray, part: np.ndarray, alpha: float, beta: float = 1.0,
                  mclust: bool = True):
-    """Run the agglomeration; ``part`` holds 0-based consecutive labels."""
-    g = int(part.max()) + 1
-    state = _Agglomeration(Z, part, alpha, beta, mclust)
-    if np.all(state.cnt == 1.0):
-        C = _singleton_costs(Z[np.argsort(part, kind="stable")], alpha, beta)
-    else:
-        C = np.full((g, g), np.inf)
-        for j in range(1, g):
-            row = state.merge_costs(j, np.arange(j))
-            C[j, :j] = row
-            C[:j, j] = row
-    label = np.arange(1, g + 1)
-    # colmin[k], colarg[k]: the least cost in column k above the diagonal and
-    # the last row attaining it, so that a step scans m values, not m^2 / 2.
-    colmin, colarg = _column_minima(C, np.arange(g))
-    pairs = np.empty((g - 1, 2), dtype=np.int64)
-    costs = np.empty(g - 1)
-    m = g
-    for step in range(g - 1):
-        cm = colmin[:m]
-        b = m - 1 - int(np.argmin(cm[::-1]))  # last column holding the minimum
+        g = int(part.max()) + 1
+        self.state = state = _Agglomeration(Z, part, alpha, beta, mclust)
+        if np.all(state.cnt == 1.0):
+            C = _singleton_costs(Z[np.argsort(part, kind="stable")], alpha, beta)
+        else:
+            C = np.full((g, g), np.inf)
+            for j in range(1, g):
+                row = state.merge_costs(j, j)
+                C[j, :j] = row
+                C[:j, j] = row
+        self.C, self.m = C, g
+        self.label = np.arange(1, g + 1)
+        colmin = np.full(g, np.inf)
+        colarg = np.full(g, -1, dtype=np.int64)
+        # Column k above the diagonal is row k left of it (C is symmetric);
+        # row blocks keep the temporaries small.
+        step_rows = max(1, (1 << 18) // g)
+        for s in range(1, g, step_rows):
+            e = min(s + step_rows, g)
+            rows = np.arange(s, e)
+            low = np.where(np.arange(e)[None, :] < rows[:, None], C[s:e, :e], np.inf)
+            colarg[s:e] = e - 1 - np.argmin(low[:, ::-1], axis=1)
+            colmin[s:e] = low[np.arange(e - s), colarg[s:e]]
+        self.colmin, self.colarg = colmin, colarg
+
+    def pair_cost(self, la: int, lb: int) -> float:
+        """Current cost of merging the clusters labelled ``la`` and ``lb``."""
+        sa = int(np.flatnonzero(self.label[:self.m] == la)[0])
+        sb = int(np.flatnonzero(self.label[:self.m] == lb)[0])
+        return float(self.C[sa, sb])
+
+    def step(self) -> tuple[int, int, float]:
+        """Carry out the next merge; returns its labels ``(a, b)``, ``a < b``,
+        and its cost."""
+        C, colmin, colarg, label, state = self.C, self.colmin, self.colarg, self.label, self.state
+        m = self.m
+        b = m - 1 - int(colmin[:m][::-1].argmin())  # last column holding the minimum
         a = int(colarg[b])
-        costs[step] = cm[b]
-        la, lb = label[a], label[b]
-        pairs[step] = (min(la, lb), max(la, lb))
+        cost = float(colmin[b])
+        la, lb = int(label[a]), int(label[b])
         label[a] = min(la, lb)
-        state.merge(a, b, cm[b])
+        state.merge(a, b, cost)
         last = m - 1
         if b != last:
             state.move(last, b)
             label[b] = label[last]
-            C[b, :m] = C[last, :m]
-            C[:m, b] = C[:m, last]
+            C[b, :last] = C[last, :last]
+            C[:last, b] = C[:last, last]
             C[b, b] = np.inf
-        m -= 1
-        if m == 1:
-            break
-        others = np.concatenate((np.arange(a), np.arange(a + 1, m)))
-        row = state.merge_costs(a, others)
-        C[a, others] = row
-        C[others, a] = row
-        # Columns whose minimum sat in row a or b lost it: rescan those fully
-        # (with column a itself and the moved column b).
-        cols = np.arange(m)
-        stale = (colarg[:m] == a) | (colarg[:m] == b)
-        stale[a] = True
-        if b < m:
-            stale[b] = True
-        keep = ~stale
-        # Elsewhere the old minimum survives: compare it with the new entries
-        # of rows a and b, row b second as the later row wins ties.
-        for r in (a, b):
-            if r >= m:
-                continue
-            sel = np.flatnonzero(keep & (cols > r))
-            v = C[r, sel]
-            better = (v < colmin[sel]) | ((v == colmin[sel]) & (r > colarg[sel]))
-            colmin[sel[better]] = v[better]
-            colarg[sel[better]] = r
-        sidx = np.flatnonzero(stale)
-        colmin[sidx], colarg[sidx] = _column_minima(C, sidx)
-    return pairs, costs
+        self.m = m = last
+        if m > 1:
+            row = state.merge_costs(a, m)
+            C[a, :m] = row
+            C[:m, a] = row
+            # Only rows a and b of the columns right of them changed.  A
+            # column keeps its minimum unless that sat in the changed row and
+            # grew; then it is rescanned, as are column a and the moved
+            # column b.
+            stale = np.zeros(m, dtype=bool)
+            stale[a] = True
+            if b < m:
+                stale[b] = True
+            for r in (a, b):
+                if r < m - 1:
+                    v = C[r, r + 1:m]
+                    cm, ca = colmin[r + 1:m], colarg[r + 1:m]
+                    stale[r + 1:m] |= (ca == r) & (v > cm)
+                    # The later row wins a tie: row b is compared after row a.
+                    better = (v < cm) | ((v == cm) & (r > ca))
+                    cm[better] = v[better]
+                    ca[better] = r
+            stale[0] = False
+            sidx = np.flatnonzero(stale)
+            if sidx.size:
+                colmin[sidx], colarg[sidx] = _column_minima(C, sidx)
+        return min(la, lb), max(la, lb), cost
 
 
-def hierarchical_merges(X, use: str = "SVD", *, partition=None, mclust: bool = True) -> HCTree:
+def _prepare(X, use: str, partition):
+    """Validated data, transformed data ``Z``, 0-based consecutive initial
+    partition and ``alpha`` of :func:`hierarchical_merges`."""
+    X = _as_data(X)
+    n = X.shape[0]
+    if partition is None:
+        part = duplicate_partition(X) - 1
+    else:
+        partition = np.asarray(partition).reshape(-1)
+        if partition.shape[0] != n:
+            raise ValueError(
+                f"partition must assign a cluster to each of the {n} rows, "
+                f"got {partition.shape[0]} labels."
+            )
+        part = _consecutive(partition)
+    if part.max() < 1:
+        raise ValueError(
+            "hc has nothing to cluster: "
+            + ("all rows of X are identical" if partition is None else "the partition has one cluster")
+            + "; it needs at least 2 distinct rows (initial clusters)."
+        )
+    Z = hc_transform(X, use)
+    p = Z.shape[1]
+    # mclust: alpha = traceW(Z / sqrt(n p)), floored at machine epsilon.
+    dev = Z - Z.mean(axis=0)
+    alpha = max(float(np.einsum("ij,ij->", dev, dev)) / (n * p), _EPS)
+    return Z, part, alpha
+
+
+def hierarchical_merges(X, use: str = "SVD", *, partition=None, criterion: str = "mclust") -> HCTree:
     """Model-based agglomerative hierarchical clustering, mclust's default.
 
     The unconstrained Gaussian ("VVV") criterion of mclust's ``hc()`` on the
@@ -526,14 +605,16 @@ def hierarchical_merges(X, use: str = "SVD", *, partition=None, mclust: bool = T
         row on its own (:func:`duplicate_partition`).  R's ``hc()`` called
         without ``partition`` (as ``Mclust`` calls it) starts from single
         rows instead: pass ``partition=np.arange(n)`` to reproduce that.
-    mclust : bool, default=True
-        Score merges exactly as mclust 6's Fortran does (``True``) or by the
-        criterion as stated (``False``).  mclust stores the triangular factor
-        of each merged cluster with every row a copy of its first row, so
-        once a cluster of three or more points is merged with another one
-        (other than right after its own last merge) the determinant it uses
-        is not that of the true scatter matrix.  Both agree until then;
-        ``True`` reproduces mclust's merges.
+    criterion : {"mclust", "exact"}, default="mclust"
+        ``"mclust"`` scores merges exactly as mclust's Fortran (``hcvvv``,
+        mclust 6.0) does and reproduces its merges; ``"exact"`` uses the true
+        scatter matrices.  hcvvv stores the triangular factor of a merged
+        cluster with every row a copy of the factor's first row, so for
+        ``p >= 2`` the determinant of a merge is off where a cluster of three
+        or more points enters it through that stored factor: as the partner
+        of the cluster merged last, or in a merge that does not involve the
+        cluster merged last.  The two agree until the first such merge
+        changes the order.
 
     Returns
     -------
@@ -542,8 +623,9 @@ def hierarchical_merges(X, use: str = "SVD", *, partition=None, mclust: bool = T
     Raises
     ------
     ValueError
-        For non-finite data, a partition of the wrong length, or fewer than
-        two initial clusters (all rows identical).
+        For non-finite data, a partition of the wrong length, fewer than two
+        initial clusters (all rows identical), or an unknown ``use`` or
+        ``criterion``.
 
     Notes
     -----
@@ -553,31 +635,18 @@ def hierarchical_merges(X, use: str = "SVD", *, partition=None, mclust: bool = T
     cluster's costs are recomputed, vectorised over the other clusters, with a
     log-determinant only where the merged pair has more than ``p`` points.
     """
-    X = _as_data(X)
-    n = X.shape[0]
-    if partition is None:
-        part = duplicate_partition(X) - 1
-    else:
-        partition = np.asarray(partition).reshape(-1)
-        if partition.shape[0] != n:
-            raise ValueError(
-                f"partition must assign a cluster to each of the {n} rows, "
-                f"got {partition.shape[0]} labels."
-            )
-        part = _consecutive(partition)
-    g = int(part.max()) + 1
-    if g < 2:
-        raise ValueError(
-            "hc has nothing to cluster: "
-            + ("all rows of X are identical" if partition is None else "the partition has one cluster")
-            + "; it needs at least 2 distinct rows (initial clusters)."
-        )
-    Z = hc_transform(X, use)
-    p = Z.shape[1]
-    # mclust: alpha = traceW(Z / sqrt(n p)), floored at machine epsilon.
-    dev = Z - Z.mean(axis=0)
-    alpha = max(float(np.einsum("ij,ij->", dev, dev)) / (n * p), _EPS)
-    pairs, costs = _agglomerate(Z, part, alpha, mclust=bool(mclust))
+    if criterion not in ("mclust", "exact"):
+        raise ValueError(f"criterion must be 'mclust' or 'exact', got {criterion!r}.")
+    # The work is thousands of small matrix operations: BLAS threads only
+    # contend (a 569 x 30 SVD can stall for 0.2 s on a busy machine).
+    with _one_blas_thread():
+        Z, part, alpha = _prepare(X, use, partition)
+        merger = _Merger(Z, part, alpha, mclust=criterion == "mclust")
+        g = merger.m
+        pairs = np.empty((g - 1, 2), dtype=np.int64)
+        costs = np.empty(g - 1)
+        for s in range(g - 1):
+            pairs[s, 0], pairs[s, 1], costs[s] = merger.step()
     initial = part + 1
     for arr in (pairs, initial, costs):
         arr.flags.writeable = False
