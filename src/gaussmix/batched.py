@@ -355,7 +355,8 @@ def grouped_m_step(nk, s1, s2, count, groups, at, cov_name, reg_covar, eps):
 
 # ------------------------------------------------------------------ EM loop
 def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
-                max_iter: int, batch_size: int | None = None, tol_type: str = "absolute") -> list:
+                max_iter: int, batch_size: int | None = None, tol_type: str = "absolute",
+                rivals: list | None = None) -> list:
     """Run EM for several mixtures of one covariance type on the same data.
 
     Each mixture follows :func:`gaussmix.em.run_em`'s rule: it stops when
@@ -377,6 +378,12 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
         Rows per chunk (default: sized for all the batch's components).
     tol_type : {"absolute", "relative"}
         The stopping rule.
+    rivals : list, optional
+        A label per mixture; mixtures with the same label compete for one
+        answer (restarts of one candidate).  A mixture whose predicted final
+        log-likelihood (Aitken's extrapolation of its last three values) is
+        more than :func:`prune_margin` below the current best of its rivals
+        stops early, as not converged: it cannot win.
 
     Returns
     -------
@@ -426,6 +433,13 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
             reg_covar, eps)
         batch = batch.updated(weights.to(dtype), means.to(dtype), prec.to(dtype), covs)
         lls = (ll / count).tolist()
+        lead = {}
+        if rivals is not None:
+            for i, lb in zip(active, lls):
+                lead[rivals[i]] = max(lead.get(rivals[i], -math.inf), lb)
+            for i, r in enumerate(results):
+                if r is not None:
+                    lead[rivals[i]] = max(lead.get(rivals[i], -math.inf), r.lower_bound)
         still, keep = [], []
         for c, (i, lb) in enumerate(zip(active, lls)):
             if bad[c]:
@@ -437,7 +451,9 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
             if has_converged(prev, lb, tol, tol_type, float(count)):
                 results[i] = EMResult(batch.group(c), True, done_iter[i], lb, history[i],
                                       list(runs[i].events))
-            elif done_iter[i] >= max_iter:
+            elif done_iter[i] >= max_iter or (
+                    rivals is not None
+                    and _hopeless(history[i], lead[rivals[i]], float(count))):
                 results[i] = EMResult(batch.group(c), False, done_iter[i], lb, history[i],
                                       list(runs[i].events))
             else:
@@ -447,6 +463,35 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
             batch = batch.keep(keep)
         active = still
     return results
+
+
+#: Iterations a run makes before it may be stopped as hopeless.
+PRUNE_AFTER = 10
+
+
+def prune_margin(total_log_likelihood: float) -> float:
+    """How far (total log-likelihood) below its best rival a run's predicted
+    end must be to stop it: one unit, or 1e-4 relative on large totals."""
+    return max(1.0, 1e-4 * abs(total_log_likelihood))
+
+
+def _hopeless(history: list, lead: float, count: float) -> bool:
+    """Whether a run predicted to end well below ``lead`` should stop.
+
+    EM's log-likelihood converges about linearly; with ratio ``a`` of its last
+    two increments, Aitken's extrapolation ``l + d a / (1 - a)`` estimates its
+    limit.  Without a usable ratio (increments not shrinking) nothing is
+    predicted and the run goes on.
+    """
+    if len(history) < PRUNE_AFTER:
+        return False
+    d0 = history[-2] - history[-3]
+    d1 = history[-1] - history[-2]
+    if not (d0 > 0 and 0 <= d1 < d0):
+        return False
+    a = d1 / d0
+    limit = history[-1] + d1 * a / (1 - a)
+    return count * (lead - limit) > prune_margin(count * lead)
 
 
 # ------------------------------------------------------------ grid driver

@@ -9,7 +9,9 @@ products of the deviations from its mean) and ``t_k = tr(W_k)`` contributes
 
 (a singleton contributes ``log(alpha * beta)``), with ``beta = 1`` and
 ``alpha = max(traceW(Z) / (n p), eps)``.  Every step merges the pair whose
-merge increases the sum of the terms least.  Slots, tie-breaking and labels
+merge increases the sum of the terms least.  As in hcvvv, two single points
+merge at their trace term even where ``2 > p`` (``p = 1``), and a merged
+cluster keeps the term it was merged at.  Slots, tie-breaking and labels
 follow mclust's Fortran ``hcvvv`` so that the merge pairs compare directly
 with those of R's ``hc()``:
 
@@ -463,7 +465,7 @@ def _column_minima(C: np.ndarray, cols: np.ndarray):
     hi = int(cols.max())
     sub = C[cols, :hi]
     sub[np.arange(hi)[None, :] >= cols[:, None]] = np.inf
-    arg = hi - 1 - np.argmin(sub[:, ::-1], axis=1)
+    arg = np.argmin(sub, axis=1)
     return sub[np.arange(cols.size), arg], arg
 
 
@@ -546,7 +548,7 @@ class _Merger:
                     v = C[r, r + 1:m]
                     cm, ca = colmin[r + 1:m], colarg[r + 1:m]
                     stale[r + 1:m] |= (ca == r) & (v > cm)
-                    # The later row wins a tie: row b is compared after row a.
+                    # Of equal costs the later row wins.
                     better = (v < cm) | ((v == cm) & (r > ca))
                     cm[better] = v[better]
                     ca[better] = r

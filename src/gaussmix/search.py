@@ -13,7 +13,9 @@ grid at once, :func:`search` runs:
    EM iterations from every start of every ``K``, all in one batched EM
    (:func:`gaussmix.batched.fit_batched`).
 3. **Continuation**: per ``K`` the hierarchical start and the best
-   ``n_keep`` other screened runs continue to convergence, batched.
+   ``n_keep`` other screened runs continue to convergence, batched; a run
+   whose extrapolated final log-likelihood is clearly below the best run of
+   its ``K`` stops early (:func:`gaussmix.batched.fit_batched`'s ``rivals``).
 4. **Splits**: for every ``K >= 2``, each component of the best screened
    ``K - 1`` run is split in two along its principal axis (points on either
    side of its mean); the splits are screened the same way and the best
@@ -187,7 +189,8 @@ def _initial_params(X, starts, ks, cov_name, reg_covar, rows):
                           reg_covar, eps)
 
 
-def _run_batch(X, runs, starts, cov_name, *, reg_covar, tol, tol_type, max_iter, rows):
+def _run_batch(X, runs, starts, cov_name, *, reg_covar, tol, tol_type, max_iter, rows,
+               prune=False):
     """Initialise the runs that have no result yet from their starts, then
     run EM on all of them (batched) for at most ``max_iter`` iterations in
     all; failed runs get ``result=None``."""
@@ -201,7 +204,8 @@ def _run_batch(X, runs, starts, cov_name, *, reg_covar, tol, tol_type, max_iter,
                 runs[i].result = EMResult(p.to(dtype=X.dtype), False, 0, -float("inf"), [])
     todo = [i for i, r in enumerate(runs) if r.result is not None]
     results = fit_batched(X, [runs[i].result for i in todo], reg_covar=reg_covar, tol=tol,
-                          max_iter=max_iter, tol_type=tol_type)
+                          max_iter=max_iter, tol_type=tol_type,
+                          rivals=[runs[i].k for i in todo] if prune else None)
     for i, res in zip(todo, results):
         runs[i].result = res
 
@@ -298,7 +302,7 @@ def search(X: torch.Tensor, cov_name: str, partitions: dict, *, reg_covar: float
         splits = sorted((r for r in split_runs if r.k == k and r.result is not None),
                         key=lambda r: -r.lower_bound)
         keep.extend(hc + others[:n_keep] + splits[:1])
-    _run_batch(X, keep, [None] * len(keep), cov_name, max_iter=max_iter, **common)
+    _run_batch(X, keep, [None] * len(keep), cov_name, max_iter=max_iter, prune=True, **common)
     for r in keep:
         if r.result is not None:
             cells[r.k].runs.append(r)
