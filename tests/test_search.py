@@ -178,8 +178,8 @@ def test_hc_init_is_deterministic_and_cuts_the_tree(iris):
 
 
 @pytest.mark.parametrize("X, k, match", [
-    (np.r_[np.zeros((5, 2)), np.ones((5, 2))], 3, "distinct rows"),
-    (np.zeros((10, 2)), 2, "identical"),
+    (np.r_[np.zeros((5, 2)), np.ones((5, 2))], 3, "only 2 are distinct"),
+    (np.zeros((10, 2)), 2, "all rows are identical"),
 ])
 def test_hc_init_bad_input(X, k, match):
     with pytest.raises(ValueError, match=match):

@@ -386,8 +386,7 @@ class _Agglomeration:
             logdet = np.full(m, -np.inf)
             logdet[sel] = self._pair_logdets(a, sel, diff[sel], c[sel])
             terms = self._terms(nij, tr, logdet)
-        terms -= self.term[:m]
-        terms -= self.term[a]
+        terms -= self.term[a] + self.term[:m]  # hcvvv: trmij - (termi + termj)
         if a < m:
             terms[a] = np.inf
         return terms
@@ -465,7 +464,7 @@ def _column_minima(C: np.ndarray, cols: np.ndarray):
     hi = int(cols.max())
     sub = C[cols, :hi]
     sub[np.arange(hi)[None, :] >= cols[:, None]] = np.inf
-    arg = np.argmin(sub, axis=1)
+    arg = hi - 1 - np.argmin(sub[:, ::-1], axis=1)
     return sub[np.arange(cols.size), arg], arg
 
 

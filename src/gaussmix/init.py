@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .data import iter_chunks
@@ -218,7 +219,18 @@ def hc_partition(X: torch.Tensor, n_clusters, gen: torch.Generator,
         rows = rows.to(X.device)
     else:
         rows = torch.arange(n, device=X.device)
-    tree = hierarchical_merges(X[rows].detach().double().cpu().numpy())
+    # From single rows, as mclust's Mclust does (its hc() drops the duplicate
+    # partition that its signature names).
+    sub = X[rows].detach().double().cpu().numpy()
+    distinct = np.unique(sub, axis=0).shape[0]
+    if distinct < max(ks):
+        what = "all rows are identical" if distinct == 1 else f"only {distinct} are distinct"
+        raise ValueError(
+            f"init_params='hc' cannot form {max(ks)} clusters: of the {sub.shape[0]} rows it "
+            f"clusters, {what}. Use fewer components, or init_params='kmeans' on data with "
+            f"more distinct rows."
+        )
+    tree = hierarchical_merges(sub, partition=np.arange(sub.shape[0]))
     cuts = tree.cut(ks)
     return rows, {k: torch.as_tensor(cuts[k], dtype=torch.long, device=X.device) for k in ks}
 
