@@ -155,7 +155,7 @@ def main(argv=None) -> int:
         total_reached += c["reached"]
         quality.append((name, entry, c))
         t_r = time_mclust(entry, args.repeat) if args.with_r else None
-        stored = entry["timing"]["mclust_4_models"]["median_s"]
+        stored = (entry.get("timing") or {}).get("mclust_4_models", {}).get("median_s")
         timing.append((name, entry, t_ours, t_r, stored))
         print(f"{name}: ours {c['ours']} vs mclust {c['mclust']}; cells {c['reached']}/{c['kept']}; "
               f"{t_ours:.3f} s" + (f" vs mclust {t_r:.3f} s" if t_r is not None else ""),
@@ -188,8 +188,9 @@ def main(argv=None) -> int:
     for name, entry, t_o, t_r, stored in timing:
         same = f"{t_r:.3f}" if t_r is not None else "-"
         ratio = f"{t_r / t_o:.2f}" if t_r is not None else "-"
+        kept = f"{stored:.3f}" if stored is not None else "-"
         rows.append(f"| {name} | {entry['n']} x {entry['d']} | {t_o:.3f} | {same} | {ratio} | "
-                    f"{stored:.3f} |")
+                    f"{kept} |")
     rows.append("")
     rows.append(f"K = 1..9, four covariance types (mclust: VVV, EEE, VVI, VII), median of "
                 f"{args.repeat} runs, {torch.get_num_threads()} threads, "

@@ -356,7 +356,7 @@ def grouped_m_step(nk, s1, s2, count, groups, at, cov_name, reg_covar, eps):
 # ------------------------------------------------------------------ EM loop
 def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
                 max_iter: int, batch_size: int | None = None, tol_type: str = "absolute",
-                rivals: list | None = None) -> list:
+                rivals: list | None = None, protected: list | None = None) -> list:
     """Run EM for several mixtures of one covariance type on the same data.
 
     Each mixture follows :func:`gaussmix.em.run_em`'s rule: it stops when
@@ -384,6 +384,8 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
         log-likelihood (Aitken's extrapolation of its last three values) is
         more than :func:`prune_margin` below the current best of its rivals
         stops early, as not converged: it cannot win.
+    protected : list of bool, optional
+        Mixtures that are never stopped early (they still lead their rivals).
 
     Returns
     -------
@@ -452,7 +454,7 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
                 results[i] = EMResult(batch.group(c), True, done_iter[i], lb, history[i],
                                       list(runs[i].events))
             elif done_iter[i] >= max_iter or (
-                    rivals is not None
+                    rivals is not None and not (protected and protected[i])
                     and _hopeless(history[i], lead[rivals[i]], float(count))):
                 results[i] = EMResult(batch.group(c), False, done_iter[i], lb, history[i],
                                       list(runs[i].events))

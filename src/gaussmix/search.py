@@ -205,9 +205,18 @@ def _run_batch(X, runs, starts, cov_name, *, reg_covar, tol, tol_type, max_iter,
     todo = [i for i, r in enumerate(runs) if r.result is not None]
     results = fit_batched(X, [runs[i].result for i in todo], reg_covar=reg_covar, tol=tol,
                           max_iter=max_iter, tol_type=tol_type,
-                          rivals=[runs[i].k for i in todo] if prune else None)
+                          rivals=[runs[i].k for i in todo] if prune else None,
+                          protected=[_protected(runs[i]) for i in todo] if prune else None)
     for i, res in zip(todo, results):
         runs[i].result = res
+
+
+def _protected(run) -> bool:
+    """Whether a run must not be stopped as hopeless (see
+    :func:`gaussmix.batched.fit_batched`): the hierarchical run is mclust's own
+    path, and the fallback when the leader of its K turns out to have
+    collapsed."""
+    return run.start in ("hc", "single")
 
 
 def _split_starts(X, best, rows):
