@@ -32,6 +32,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -60,6 +61,19 @@ t <- vapply(seq_len(reps), function(i) system.time(
   Mclust(X, G = 1:9, modelNames = c("VVV", "EEE", "VVI", "VII"), verbose = FALSE))[["elapsed"]], 0)
 cat(median(t), "\n")
 """
+
+
+SYNTHETIC_SIZES = (1000, 3000)
+
+
+def synthetic(n: int) -> np.ndarray:
+    """Six Gaussian clusters in 5-D with random covariances, fixed seed."""
+    rng = np.random.default_rng(0)
+    parts = []
+    for k in range(6):
+        a = rng.normal(size=(5, 5)) * 0.5
+        parts.append(rng.normal(size=(n // 6 + (k < n % 6), 5)) @ a + rng.normal(0, 4, 5))
+    return np.concatenate(parts)
 
 
 def load_reference():
@@ -112,11 +126,11 @@ def compare(sel, entry) -> dict:
     }
 
 
-def time_mclust(entry, repeat: int):
+def time_mclust(csv_path, repeat: int):
     if shutil.which("Rscript") is None:
         return None
-    out = subprocess.run(["Rscript", "-e", R_TIMER, str(REFERENCE.parent / entry["csv"]),
-                          str(repeat)], capture_output=True, text=True, check=False)
+    out = subprocess.run(["Rscript", "-e", R_TIMER, str(csv_path), str(repeat)],
+                         capture_output=True, text=True, check=False)
     try:
         return float(out.stdout.split()[-1])
     except (IndexError, ValueError):
@@ -154,11 +168,26 @@ def main(argv=None) -> int:
         total_kept += c["kept"]
         total_reached += c["reached"]
         quality.append((name, entry, c))
-        t_r = time_mclust(entry, args.repeat) if args.with_r else None
+        t_r = time_mclust(REFERENCE.parent / entry["csv"], args.repeat) if args.with_r else None
         stored = (entry.get("timing") or {}).get("mclust_4_models", {}).get("median_s")
         timing.append((name, entry, t_ours, t_r, stored))
         print(f"{name}: ours {c['ours']} vs mclust {c['mclust']}; cells {c['reached']}/{c['kept']}; "
               f"{t_ours:.3f} s" + (f" vs mclust {t_r:.3f} s" if t_r is not None else ""),
+              flush=True)
+
+    # Larger synthetic data (timing only): six well-separated 5-D clusters.
+    for n in SYNTHETIC_SIZES:
+        X = synthetic(n)
+        _, t_ours = run_ours(X, args.repeat)
+        t_r = None
+        if args.with_r:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "synthetic.csv"
+                np.savetxt(path, X, delimiter=",", header=",".join(f"x{j}" for j in range(5)),
+                           comments="", fmt="%.17g")
+                t_r = time_mclust(path, args.repeat)
+        timing.append((f"synthetic {n}", {"n": n, "d": X.shape[1]}, t_ours, t_r, None))
+        print(f"synthetic {n}: {t_ours:.3f} s" + (f" vs mclust {t_r:.3f} s" if t_r else ""),
               flush=True)
 
     lines = [
