@@ -245,6 +245,29 @@ def chunk_moments(xc, resp, owner, n_groups, cov, offsets=None):
     return resp.sum(0).double(), (resp.T @ xc).double(), s2.double()
 
 
+def _normalise(wlp, slot, n_groups, kmax):
+    """Responsibilities (B, sum K) and per-group log-likelihoods (B, C) from
+    the weighted log-densities, normalised within each group.
+
+    The groups are laid out padded to ``kmax`` columns with ``-inf`` (which
+    adds exactly zero), so every step is a contiguous operation; ``exp`` is
+    taken once (it dominates the cost on the CPU).
+    """
+    b = wlp.shape[0]
+    if slot is None:
+        padded = wlp.clone()
+    else:
+        padded = wlp.new_full((b, n_groups * kmax), -math.inf)
+        padded.index_copy_(1, slot, wlp)
+    grid = padded.view(b, n_groups, kmax)
+    top = grid.amax(2, keepdim=True)
+    e = grid.sub_(top).exp_()
+    norm = e.sum(2, keepdim=True)
+    e.div_(norm)
+    resp = e.view(b, -1) if slot is None else e.view(b, -1).index_select(1, slot)
+    return resp, norm.log_().add_(top).squeeze(2)
+
+
 def _batched_totals(chunks, batch: _Batch, shift, offsets):
     """One pass: the float64 totals of every component of every group.
 
@@ -271,13 +294,7 @@ def _batched_totals(chunks, batch: _Batch, shift, offsets):
     for xb, _ in chunks:
         xc = xb - shift
         wlp = _log_prob(xc, batch, shift)
-        if slot is None:  # every group has kmax components: no padding
-            lpn = torch.logsumexp(wlp.reshape(xb.shape[0], n_groups, kmax), dim=2)
-        else:
-            padded = wlp.new_full((xb.shape[0], n_groups * kmax), -math.inf)
-            padded[:, slot] = wlp
-            lpn = torch.logsumexp(padded.reshape(xb.shape[0], n_groups, kmax), dim=2)  # (B, C)
-        resp = torch.exp(wlp - lpn[:, owner])
+        resp, lpn = _normalise(wlp, slot, n_groups, kmax)
         part = chunk_moments(xc, resp, owner, n_groups, batch.cov, offsets)
         nk, s1, s2 = part if nk is None else (nk + part[0], s1 + part[1], s2 + part[2])
         ll += lpn.double().sum(0)
