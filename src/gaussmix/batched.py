@@ -177,18 +177,25 @@ def _log_prob(xc, batch: _Batch, shift) -> torch.Tensor:
     if not cov.shared:
         # Per-component factors concatenate into one mixture of sum(K) components.
         return cov.log_gaussian(xc, means_c, batch.prec) + log_w
-    # Shared: one factor per group.  All groups' projections in one matmul, and
-    # the cross term of the Mahalanobis expansion as one matmul against a
-    # block matrix holding each component's projected mean in its group's rows.
+    # Shared: one factor per group.  All groups' projections in one matmul;
+    # the cross term of the Mahalanobis expansion, each group's projections
+    # against its own components' projected means, as one batched matmul over
+    # groups in the layout padded to the largest K.
     b, d = xc.shape
     owner = batch.owner
     prec = batch.prec  # (C, D, D)
     n_groups = prec.shape[0]
+    kmax = max(batch.sizes)
     y = (xc @ prec.permute(1, 0, 2).reshape(d, -1)).reshape(b, n_groups, d)
     m = torch.einsum("kd,kde->ke", means_c, prec[owner])  # (sum K, D)
-    block = m.new_zeros(n_groups, d, m.shape[0])
-    block[owner, :, torch.arange(m.shape[0], device=xc.device)] = m
-    cross = y.reshape(b, -1) @ block.reshape(n_groups * d, -1)
+    if batch.slot is None:
+        m_pad = m
+    else:
+        m_pad = m.new_zeros(n_groups * kmax, d).index_copy_(0, batch.slot, m)
+    cross = torch.bmm(y.transpose(0, 1), m_pad.view(n_groups, kmax, d).transpose(1, 2))
+    cross = cross.transpose(0, 1).reshape(b, n_groups * kmax)
+    if batch.slot is not None:
+        cross = cross.index_select(1, batch.slot)
     maha = ((y * y).sum(-1)[:, owner] - 2.0 * cross + (m * m).sum(1)).clamp_min(0.0)
     log_det = torch.log(torch.diagonal(prec, dim1=-2, dim2=-1)).sum(-1)[owner]
     return -0.5 * (d * math.log(2 * math.pi) + maha) + log_det + log_w
@@ -209,7 +216,7 @@ def _per_component(batch: _Batch) -> bool:
     return any(moment_shift(batch.group(c)).dim() == 2 for c in range(len(batch.sizes)))
 
 
-def chunk_moments(xc, resp, owner, n_groups, cov, offsets=None):
+def chunk_moments(xc, resp, owner, n_groups, cov, offsets=None, shared_s2=True):
     """Float64 moments of one chunk for concatenated components.
 
     Parameters
@@ -224,6 +231,9 @@ def chunk_moments(xc, resp, owner, n_groups, cov, offsets=None):
     cov : CovarianceType
     offsets : Tensor (sum K, D), optional
         Per-component centres of the second moments (float32 far-apart case).
+    shared_s2 : bool
+        Compute the second moment of a shared covariance (otherwise ``s2``
+        is None: the caller knows it, see :func:`_batched_totals`).
 
     Returns
     -------
@@ -233,7 +243,9 @@ def chunk_moments(xc, resp, owner, n_groups, cov, offsets=None):
     if offsets is not None:
         nk, s1, s2 = cov.moments_around(xc, resp, offsets)
         return nk.double(), s1.double(), s2.double()
-    if cov.shared:
+    if cov.shared and not shared_s2:
+        s2 = None
+    elif cov.shared:
         # Each group's responsibilities summed over its components, then the
         # shared second moment of all groups in one GEMM.
         one_hot = torch.nn.functional.one_hot(owner, n_groups).to(resp.dtype)
@@ -242,7 +254,7 @@ def chunk_moments(xc, resp, owner, n_groups, cov, offsets=None):
         s2 = ((w.unsqueeze(2) * xc.unsqueeze(1)).reshape(b, -1).T @ xc).reshape(n_groups, d, d)
     else:
         s2 = cov.second_moment(xc, resp)
-    return resp.sum(0).double(), (resp.T @ xc).double(), s2.double()
+    return resp.sum(0).double(), (resp.T @ xc).double(), None if s2 is None else s2.double()
 
 
 def _normalise(wlp, slot, n_groups, kmax):
@@ -268,8 +280,12 @@ def _normalise(wlp, slot, n_groups, kmax):
     return resp, norm.log_().add_(top).squeeze(2)
 
 
-def _batched_totals(chunks, batch: _Batch, shift, offsets):
+def _batched_totals(chunks, batch: _Batch, shift, offsets, scatter=None):
     """One pass: the float64 totals of every component of every group.
+
+    ``scatter``, when given, is the data's own second moment around ``shift``
+    (D, D): a shared covariance's second moment is then that, for every group,
+    because each group's responsibilities sum to one on every row.
 
     Returns
     -------
@@ -295,10 +311,17 @@ def _batched_totals(chunks, batch: _Batch, shift, offsets):
         xc = xb - shift
         wlp = _log_prob(xc, batch, shift)
         resp, lpn = _normalise(wlp, slot, n_groups, kmax)
-        part = chunk_moments(xc, resp, owner, n_groups, batch.cov, offsets)
-        nk, s1, s2 = part if nk is None else (nk + part[0], s1 + part[1], s2 + part[2])
+        part = chunk_moments(xc, resp, owner, n_groups, batch.cov, offsets,
+                             shared_s2=scatter is None)
+        if nk is None:
+            nk, s1, s2 = part
+        else:
+            nk, s1 = nk + part[0], s1 + part[1]
+            s2 = None if part[2] is None else s2 + part[2]
         ll += lpn.double().sum(0)
         count += xb.shape[0]
+    if scatter is not None:
+        s2 = scatter.expand(n_groups, *scatter.shape)
     return nk, s1, s2, ll, count
 
 
@@ -441,12 +464,20 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
     if not active:
         return results
     batch = _Batch.of([runs[i].params.to(dtype=dtype) for i in active])
+    scatter = None
+    if cov.shared:
+        # The data's second moment around the fixed shift, once for the fit.
+        scatter = torch.zeros(d, d, dtype=torch.float64, device=device)
+        for xb, _ in iter_chunks(X, None, rows):
+            xc = xb - shift
+            scatter += (xc.T @ xc).double()
     while active:
         offsets = at = None
         if _per_component(batch):
             at = batch.means
             offsets = batch.means - shift
-        nk, s1, s2, ll, count = _batched_totals(iter_chunks(X, None, rows), batch, shift, offsets)
+        nk, s1, s2, ll, count = _batched_totals(iter_chunks(X, None, rows), batch, shift, offsets,
+                                                scatter if offsets is None else None)
         weights, means, prec, covs, bad = _grouped_update(
             nk, s1, s2, count, batch.sizes, batch.owner, shift if at is None else at, cov,
             reg_covar, eps)
