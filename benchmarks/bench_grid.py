@@ -42,7 +42,8 @@ def run(X, concurrent, args):
     t0 = time.perf_counter()
     sel = select_model(
         X, n_components=range(1, args.kmax + 1), random_state=0, concurrent=concurrent,
-        device=args.device, max_iter=args.max_iter, tol=args.tol, dtype=args.dtype,
+        starts="estimator", device=args.device, max_iter=args.max_iter, tol=args.tol,
+        dtype=args.dtype,
     )
     if args.device and args.device.startswith("cuda"):
         torch.cuda.synchronize()
