@@ -5,7 +5,7 @@ the same data and seed (K = 1..8 x four covariance types by default), the two
 interleaved, best of ``--reps``.  It also times the EM iterations alone
 (initialisation, which both run one candidate at a time, left out): the sum
 over candidates of ``GaussianMixture.fit`` minus its ``_init_time_``, against
-the batched EM time of :func:`gaussmix.batched.fit_candidates`.  Both give the same ``results_``; the script
+the batched EM time of :func:`gaussmix.candidates.fit_candidates`.  Both give the same ``results_``; the script
 checks it (criteria to 1e-6 relative, same n_iter and chosen model) so that a
 fast wrong answer cannot pass as a speed-up.
 
@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from gaussmix import GaussianMixture, select_model  # noqa: E402
-from gaussmix.batched import fit_candidates  # noqa: E402
+from gaussmix.candidates import fit_candidates  # noqa: E402
 
 TYPES = ("full", "tied", "diag", "spherical")
 

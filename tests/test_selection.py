@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture as SkGM
 
-import gaussmix.selection as selection
+import gaussmix.candidates as candidates
 from gaussmix import GaussianMixture, select_model
 from gaussmix.selection import (
     DegenerateFitWarning,
@@ -229,7 +229,7 @@ def test_policies_exclude_flag_and_reseed(sklearn_collapsed_winner):
 
 def test_reseed_replaces_a_collapsed_first_attempt(sklearn_collapsed_winner, monkeypatch):
     X, sk = sklearn_collapsed_winner
-    real = selection._fit_once
+    real = candidates._fit_once
     calls = []
 
     def first_collapses(X_, k, kind, seed, n_init, device, params):
@@ -238,7 +238,7 @@ def test_reseed_replaces_a_collapsed_first_attempt(sklearn_collapsed_winner, mon
             params = dict(params, **_collapsed_init(sk))
         return real(X_, k, kind, seed, n_init, device, params)
 
-    monkeypatch.setattr(selection, "_fit_once", first_collapses)
+    monkeypatch.setattr(candidates, "_fit_once", first_collapses)
     with pytest.warns(DegenerateFitWarning, match="reseeded"):
         # Sequential: every attempt, the first included, goes through _fit_once.
         sel = select_model(X, [sk.n_components], [sk.covariance_type], random_state=0, n_reseed=3,
@@ -254,7 +254,7 @@ def test_reseed_replaces_a_collapsed_first_attempt(sklearn_collapsed_winner, mon
 
 def test_excluded_candidate_cannot_win(sklearn_collapsed_winner):
     X, sk = sklearn_collapsed_winner
-    real = selection._fit_once
+    real = candidates._fit_once
 
     def collapse_big_k(X_, k, kind, seed, n_init, device, params):
         if k == sk.n_components:
@@ -263,7 +263,7 @@ def test_excluded_candidate_cannot_win(sklearn_collapsed_winner):
 
     import unittest.mock as um
 
-    with um.patch.object(selection, "_fit_once", collapse_big_k):
+    with um.patch.object(candidates, "_fit_once", collapse_big_k):
         with pytest.warns(DegenerateFitWarning):
             sel = select_model(X, [2, sk.n_components], [sk.covariance_type],
                                degenerate="exclude", random_state=0, starts="estimator")

@@ -1,25 +1,22 @@
 """Batched EM: several independent mixtures on the same data in one pass.
 
-Candidates of one covariance type (different numbers of components, and the
-restarts of each) are fitted together by concatenating their components:
-each EM iteration runs one E-step over all ``sum(K_c)`` components (one big
-matmul per chunk), a log-sum-exp within each candidate's group of components
-(groups padded to the largest K with ``-inf``), the sufficient statistics of
-every component at once, and then one M-step for all candidates
-(:func:`grouped_m_step`, the arithmetic of :func:`gaussmix.em.m_step` on each
-candidate's slice of the statistics).  Every candidate keeps its own stopping rule (the change of its
-own mean log-likelihood against ``tol``); a converged candidate leaves the
-batch, exactly as a separate fit would stop.
-
-Initialisation is the estimator's own (same code, same ``random_state``
-handling), so a batched candidate equals ``GaussianMixture(...).fit(X)`` up to
-the rounding of differently ordered sums.  A candidate that needs what the
-batch does not do -- re-seeding an emptied component, or a fit that raises --
-is refitted on its own with :class:`~gaussmix.GaussianMixture`, so its result
-is the sequential one by construction.
+Mixtures of one covariance type (different numbers of components, restarts,
+starts of a search) are fitted together by concatenating their components
+(:class:`_Batch`): each EM iteration runs one E-step over all ``sum(K_c)``
+components (one big matmul per chunk), a normalisation within each mixture's
+group of components (groups padded to the largest K with ``-inf``), the
+sufficient statistics of every component at once, and then one M-step for all
+mixtures (:func:`grouped_m_step`, the arithmetic of
+:func:`gaussmix.em.m_step` on each mixture's slice of the statistics).  Every
+mixture keeps its own stopping rule (:func:`gaussmix.em.has_converged`); a
+converged mixture leaves the batch, exactly as a separate fit would stop.  A
+mixture that needs what the batch does not do (re-seeding an emptied
+component, extra regularisation) is reported as failed, for the caller to fit
+on its own (:func:`gaussmix.candidates.fit_candidates`) or to drop
+(:mod:`gaussmix.search`).
 
 On a GPU the batch replaces many small kernels per iteration (one set per
-candidate) by a few large ones; on a CPU the work is the same and the gain is
+mixture) by a few large ones; on a CPU the work is the same and the gain is
 the saved per-call overhead, which matters only for small data (see
 ``docs/PERFORMANCE.md``).
 """
@@ -27,59 +24,15 @@ the saved per-call overhead, which matters only for small data (see
 from __future__ import annotations
 
 import math
-import time
-import warnings
 
 import torch
 
-from sklearn.exceptions import ConvergenceWarning
-
 from .covariance import get_covariance_type
 from .data import chunk_rows, iter_chunks
-from .distributed import Communicator
 from .em import EMPTY_FRACTION, EMResult, has_converged, moment_shift
-from .estimator import GaussianMixture
 from .params import GMMParams
 
-__all__ = ["BatchedFit", "batch_applies", "batched_log_prob", "fit_batched", "fit_candidates",
-           "grouped_m_step", "chunk_moments"]
-
-
-class BatchedFit:
-    """Outcome of one candidate in :func:`fit_candidates`.
-
-    Attributes
-    ----------
-    estimator : GaussianMixture or None
-        The fitted estimator (None when the fit raised).
-    error : str
-        The fit's error message (empty on success).
-    fit_time : float
-        Seconds: the candidate's initialisation plus its share of the batch's
-        EM time (the batch time split evenly), or its own time when it was
-        fitted on its own.
-    init_time : float
-        Seconds spent drawing its initial parameters (0 when it was fitted
-        on its own).
-    batched : bool
-        False when the candidate was fitted on its own (re-seed or failure).
-    """
-
-    __slots__ = ("estimator", "error", "fit_time", "init_time", "batched")
-
-    def __init__(self, estimator, error, fit_time, init_time, batched):
-        self.estimator, self.error, self.fit_time = estimator, error, fit_time
-        self.init_time, self.batched = init_time, batched
-
-
-def batch_applies(estimator_params: dict) -> bool:
-    """Whether fits with these :class:`GaussianMixture` parameters can be batched.
-
-    Verbose output, distributed fits and ``max_iter=0`` take the sequential
-    path (they are about one fit's progress, ranks, or no EM at all).
-    """
-    p = GaussianMixture(**estimator_params).get_params()
-    return not p["verbose"] and p["distributed"] is not True and p["max_iter"] > 0
+__all__ = ["batched_log_prob", "chunk_moments", "fit_batched", "grouped_m_step", "prune_margin"]
 
 
 # ------------------------------------------------------------------ state
@@ -544,127 +497,3 @@ def _hopeless(history: list, lead: float, count: float) -> bool:
     return count * (lead - limit) > prune_margin(count * lead)
 
 
-# ------------------------------------------------------------ grid driver
-def _prepare(X, k, cov_type, seed, n_init, device, estimator_params):
-    """A fresh estimator with the fit's validated data and its ``n_init``
-    initial parameters, drawn exactly as :meth:`GaussianMixture.fit` draws them."""
-    est = GaussianMixture(n_components=k, covariance_type=cov_type, n_init=n_init,
-                          random_state=seed, device=device, **estimator_params)
-    est._check_hyperparameters()
-    comm = Communicator.create(False)
-    data = est._fit_data(X, None, True, comm)
-    est._device, est._dtype, est._tensor_io = data.device, data.dtype, data.tensor_io
-    est._online = None
-    est._resumed_from_ = None
-    user = est._check_initial_parameters(data.n_features, data.device, data.dtype)
-    gen = est._make_generator(data.device)
-    inits = []
-    for _ in range(n_init):
-        t0 = time.perf_counter()
-        inits.append(est._initialize_root(data, gen, data.rows, user))
-        est._init_time_ = time.perf_counter() - t0  # the last start's, as fit reports it
-    return est, data.Xt, inits
-
-
-def _finish(est, results) -> None:
-    """The estimator's own choice among its restarts, and its fitted state."""
-    best, best_lb = None, -math.inf
-    for r in results:
-        if best is None or r.lower_bound > best_lb:
-            best, best_lb = r, r.lower_bound
-    if not math.isfinite(best.lower_bound):
-        raise ValueError(
-            "EM produced a non-finite log-likelihood. Scale the input data or increase reg_covar."
-        )
-    if not best.converged:
-        warnings.warn(
-            f"Best performing initialization did not converge in {est.max_iter} "
-            f"iterations. Try different init parameters, or increase max_iter, tol, "
-            f"or check for degenerate data.",
-            ConvergenceWarning,
-        )
-    est._set_result(best)
-
-
-def fit_candidates(X, candidates, *, seed=None, n_init: int = 1, device=None,
-                   fit_one=None, **estimator_params) -> list:
-    """Fit a grid of candidates, batching those of one covariance type.
-
-    Parameters
-    ----------
-    X : array-like or Tensor of shape (n_samples, n_features)
-    candidates : list of (covariance_type, n_components)
-    seed : int or None
-        ``random_state`` of every candidate (as in a separate fit).
-    n_init : int, default=1
-        Restarts per candidate; all restarts of all candidates of one type
-        form one batch.
-    device : str or torch.device, optional
-    fit_one : callable, optional
-        ``fit_one(k, covariance_type) -> (estimator or None, error)``: the
-        sequential fit used for candidates the batch cannot finish (default:
-        ``GaussianMixture(...).fit`` with its ``ValueError`` caught).
-    **estimator_params
-        Further :class:`GaussianMixture` parameters.
-
-    Returns
-    -------
-    list of BatchedFit
-        In the order of ``candidates``.  A batched candidate that did not
-        converge gives no :class:`~sklearn.exceptions.ConvergenceWarning`;
-        its ``converged_`` is False.
-    """
-    if fit_one is None:
-        def fit_one(k, cov_type):
-            est = GaussianMixture(n_components=k, covariance_type=cov_type, n_init=n_init,
-                                  random_state=seed, device=device, **estimator_params)
-            try:
-                return est.fit(X), ""
-            except ValueError as exc:
-                return None, str(exc)
-
-    out: list = [None] * len(candidates)
-    by_type: dict = {}
-    for i, (cov_type, _) in enumerate(candidates):
-        by_type.setdefault(cov_type, []).append(i)
-    for cov_type, idx in by_type.items():
-        prepared = {}
-        for i in idx:
-            t0 = time.perf_counter()
-            try:
-                est, Xt, inits = _prepare(X, candidates[i][1], cov_type, seed, n_init, device,
-                                          estimator_params)
-            except ValueError:
-                prepared[i] = None  # its own fit reports the error
-            else:
-                prepared[i] = (est, Xt, inits, time.perf_counter() - t0)
-        ready = [i for i in idx if prepared[i] is not None]
-        flat = [p for i in ready for p in prepared[i][2]]
-        t0 = time.perf_counter()
-        results = []
-        if ready:
-            est0 = prepared[ready[0]][0]
-            results = fit_batched(prepared[ready[0]][1], flat, reg_covar=est0.reg_covar,
-                                  tol=est0.tol, max_iter=est0.max_iter, batch_size=est0.batch_size,
-                                  tol_type=est0.tol_type)
-        share = (time.perf_counter() - t0) / max(len(ready), 1)
-        pos = 0
-        for i in ready:
-            est, _, inits, init_time = prepared[i]
-            mine = results[pos:pos + len(inits)]
-            pos += len(inits)
-            if any(r is None for r in mine):
-                continue
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ConvergenceWarning)
-                    _finish(est, mine)
-            except ValueError:
-                continue
-            out[i] = BatchedFit(est, "", init_time + share, init_time, True)
-        for i in idx:
-            if out[i] is None:
-                t0 = time.perf_counter()
-                est, err = fit_one(candidates[i][1], cov_type)
-                out[i] = BatchedFit(est, err, time.perf_counter() - t0, 0.0, False)
-    return out
