@@ -30,6 +30,7 @@ failed start, not a failed candidate.  The random stream is one
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 
@@ -180,13 +181,8 @@ def _initial_params(X, starts, ks, cov_name, reg_covar, rows):
         part = chunk_moments(xc, resp, owner, len(sizes), cov)
         nk, s1, s2 = part if nk is None else (nk + part[0], s1 + part[1], s2 + part[2])
     eps = torch.finfo(X.dtype).eps
-
-    class _Sizes:  # what grouped_m_step reads of each group
-        def __init__(self, k):
-            self.n_components = k
-
-    return grouped_m_step(nk, s1, s2, n, [_Sizes(k) for k in sizes], shift, cov_name,
-                          reg_covar, eps)
+    groups = [SimpleNamespace(n_components=k) for k in sizes]
+    return grouped_m_step(nk, s1, s2, n, groups, shift, cov_name, reg_covar, eps)
 
 
 def _run_batch(X, runs, starts, cov_name, *, reg_covar, tol, tol_type, max_iter, rows,
@@ -195,7 +191,6 @@ def _run_batch(X, runs, starts, cov_name, *, reg_covar, tol, tol_type, max_iter,
     run EM on all of them (batched) for at most ``max_iter`` iterations in
     all; failed runs get ``result=None``."""
     fresh = [i for i, r in enumerate(runs) if r.result is None]
-    todo = []
     if fresh:
         inits = _initial_params(X, [starts[i] for i in fresh], [runs[i].k for i in fresh],
                                 cov_name, reg_covar, rows)
@@ -314,7 +309,9 @@ def search(X: torch.Tensor, cov_name: str, partitions: dict, *, reg_covar: float
         keep.extend(hc + others[:n_keep] + splits[:1])
     _run_batch(X, keep, [None] * len(keep), cov_name, max_iter=max_iter, prune=True, **common)
     for r in keep:
-        if r.result is not None:
+        # A run stopped as hopeless (not converged before max_iter) is left
+        # out: a better run of its K exists, and it is not a finished fit.
+        if r.result is not None and (r.result.converged or r.result.n_iter >= max_iter):
             cells[r.k].runs.append(r)
     for c in cells.values():
         c.runs.sort(key=lambda r: -r.lower_bound)
