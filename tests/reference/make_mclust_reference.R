@@ -34,6 +34,9 @@ MODELS <- c("VII", "EEE", "VVI", "VVV")
 GS <- 1:9
 # Runs per timing (median reported); override with MCLUST_REF_TIMING_RUNS.
 N_TIMING <- as.integer(Sys.getenv("MCLUST_REF_TIMING_RUNS", "5"))
+# Wall-clock cap (seconds) for all runs of one timing; override with
+# MCLUST_REF_TIMING_CAP_S.  Runs finished within the cap are kept.
+TIMING_CAP_S <- as.integer(Sys.getenv("MCLUST_REF_TIMING_CAP_S", "900"))
 
 # ---------------------------------------------------------------- CSV export --
 
@@ -133,10 +136,37 @@ num_or_null <- function(v) if (is.null(v) || length(v) == 0 || !is.finite(v)) NU
 
 # ------------------------------------------------------------------ helpers --
 
-median_time <- function(expr_fun, n = N_TIMING) {
-  if (n < 1) return(list(median_s = NULL, runs_s = list()))  # timing skipped
-  t <- vapply(seq_len(n), function(i) system.time(expr_fun())[["elapsed"]], 0)
-  list(median_s = median(t), runs_s = I(t))
+# Each timing runs in a child Rscript under `timeout`, because some default
+# models (EVE/VVE/EVV with their inner M-step iterations) can run for a very
+# long time on higher-dimensional data and cannot be interrupted from R while
+# inside mclust's Fortran code.  The child appends one elapsed time per line
+# (system.time()[["elapsed"]], so R start-up is not counted); the median over
+# the runs that completed within the cap is reported.
+TIMING_CHILD <- '
+suppressPackageStartupMessages(library(mclust))
+a <- commandArgs(trailingOnly = TRUE)
+X <- as.matrix(read.csv(a[1], colClasses = "numeric", check.names = FALSE))
+storage.mode(X) <- "double"
+what <- a[2]; n <- as.integer(a[3]); out <- a[4]
+f <- switch(what,
+  mclust_4_models = function() Mclust(X, G = 1:9, modelNames = c("VII", "EEE", "VVI", "VVV"), verbose = FALSE),
+  mclust_14_models = function() Mclust(X, G = 1:9, verbose = FALSE),
+  hc_VVV_SVD = function() hc(X, modelName = mclust.options("hcModelName"), use = mclust.options("hcUse")),
+  hc_default_args = function() hc(X))
+for (i in seq_len(n)) cat(system.time(f())[["elapsed"]], "\n", file = out, append = TRUE)
+'
+
+time_child <- function(csv, what, n = N_TIMING, cap = TIMING_CAP_S) {
+  if (n < 1) return(list(median_s = NULL, runs_s = list(), timed_out = FALSE))
+  out <- tempfile(); src <- tempfile(fileext = ".R")
+  writeLines(TIMING_CHILD, src)
+  rscript <- file.path(R.home("bin"), "Rscript")
+  status <- system2("timeout", c("-k", "10", as.character(cap), rscript, "--vanilla", src,
+                                 shQuote(csv), what, n, out))
+  t <- if (file.exists(out)) as.numeric(readLines(out)) else numeric(0)
+  unlink(c(out, src))
+  list(median_s = if (length(t)) median(t) else NULL, runs_s = I(t),
+       timed_out = identical(as.integer(status), 124L), cap_s = cap)
 }
 
 run_cell <- function(X, h, model, G) {
@@ -222,10 +252,10 @@ for (name in names(DATASETS)) {
 
   # Timings.
   message("  cells done, timing ...")
-  t4 <- median_time(function() Mclust(X, G = GS, modelNames = MODELS, verbose = FALSE))
-  t14 <- median_time(function() Mclust(X, G = GS, verbose = FALSE))
-  thc <- median_time(function() hc(X, modelName = hcm, use = hcu))
-  thc0 <- median_time(function() hc(X))
+  t4 <- time_child(path, "mclust_4_models")
+  t14 <- time_child(path, "mclust_14_models")
+  thc <- time_child(path, "hc_VVV_SVD")
+  thc0 <- time_child(path, "hc_default_args")
 
   out_sets[[name]] <- list(
     source = DATASETS[[name]],
