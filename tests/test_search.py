@@ -238,3 +238,23 @@ def test_tensor_and_dataframe_input_round_trip(iris):
     assert isinstance(selt.best_estimator_.means_, torch.Tensor)
     np.testing.assert_allclose(selt.best_estimator_.means_.numpy(), sel.best_estimator_.means_)
     assert sel.best_estimator_.predict(df).shape == (150,)
+
+
+def test_small_cpu_search_restores_the_thread_count(iris):
+    before = torch.get_num_threads()
+    seen = []
+    import gaussmix.candidates as candidates
+
+    real = candidates.search
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    candidates.search = spy
+    try:
+        _grid(iris[:60])
+    finally:
+        candidates.search = real
+    assert seen and all(n == 1 for n in seen)
+    assert torch.get_num_threads() == before

@@ -15,6 +15,7 @@ two ways (``starts=``):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import time
@@ -147,11 +148,42 @@ def estimator_plans(X, grid, base_seed, n_init, device, concurrent, n_reseed, es
     return plans
 
 
+#: Up to this many samples the CPU search runs torch on one thread (see
+#: :func:`search_plans`).
+SINGLE_THREAD_MAX_SAMPLES = 10_000
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """Run the block with ``torch.set_num_threads(n)``, then restore."""
+    old = torch.get_num_threads()
+    if n >= old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def search_plans(X, ks, types, base_seed, device, search_params, estimator_params):
     """Plans of ``starts="search"``: every type's grid fitted by the multi-start
-    search on rescaled data; attempts are its runs, best first, in the user's units."""
+    search on rescaled data; attempts are its runs, best first, in the user's units.
+
+    On the CPU with at most :data:`SINGLE_THREAD_MAX_SAMPLES` samples the search
+    runs torch on one thread: its kernels are small, and splitting each over
+    threads cost twice the time on a shared 2-core machine
+    (``docs/PERFORMANCE.md``).
+    """
     probe = GaussianMixture(random_state=base_seed, device=device, **estimator_params)
     Xt = probe._fit_validate(X, reset=True, min_samples=2)
+    small = Xt.device.type == "cpu" and Xt.shape[0] <= SINGLE_THREAD_MAX_SAMPLES
+    with _torch_threads(1 if small else torch.get_num_threads()):
+        return _search_plans(probe, X, Xt, ks, types, search_params)
+
+
+def _search_plans(probe, X, Xt, ks, types, search_params):
     probe._device, probe._dtype = Xt.device, Xt.dtype
     tensor_io = isinstance(X, torch.Tensor)
     n = Xt.shape[0]
