@@ -222,7 +222,8 @@ def main(argv=None) -> int:
                     f"{kept} |")
     rows.append("")
     rows.append(f"K = 1..9, four covariance types (mclust: VVV, EEE, VVI, VII), median of "
-                f"{args.repeat} runs, {torch.get_num_threads()} threads, "
+                f"{args.repeat} runs, {torch.get_num_threads()} threads (the search itself runs on "
+                f"one up to 10 000 samples), "
                 f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}.  A ratio above 1 "
                 f"means gaussmix is faster.  'stored' is the time in "
                 f"tests/reference/mclust_reference.json, from another run: compare only the "
