@@ -95,9 +95,6 @@ class _Batch:
         return _Batch(self.cov, [self.sizes[c] for c in groups], self.weights[comp],
                       self.means[comp], self.prec[own], None if self.covs is None else self.covs[own])
 
-    def to(self, dtype) -> "_Batch":
-        return self.updated(self.weights.to(dtype), self.means.to(dtype), self.prec.to(dtype),
-                            self.covs)
 
 
 # ------------------------------------------------------------------ E-step
@@ -254,8 +251,6 @@ def _batched_totals(chunks, batch: _Batch, shift, offsets, scatter=None):
     sizes = batch.sizes
     n_groups, kmax = len(sizes), max(sizes)
     device = batch.means.device
-    # A log-sum-exp over the last axis of the padded (B, C, Kmax) layout is the
-    # per-group normaliser (padding is -inf and adds exactly zero).
     owner, slot = batch.owner, batch.slot
     nk = s1 = s2 = None
     ll = torch.zeros(n_groups, dtype=torch.float64, device=device)
@@ -278,7 +273,7 @@ def _batched_totals(chunks, batch: _Batch, shift, offsets, scatter=None):
     return nk, s1, s2, ll, count
 
 
-def _grouped_update(nk, s1, s2, count, sizes, owner, at, cov, reg_covar, eps):
+def _grouped_update(nk, s1, s2, sizes, owner, at, cov, reg_covar, eps):
     """New concatenated parameters (float64) and the groups that failed."""
     device = nk.device
     n_groups = len(sizes)
@@ -307,7 +302,7 @@ def _grouped_update(nk, s1, s2, count, sizes, owner, at, cov, reg_covar, eps):
     return weights, means, prec, covs, bad.tolist()
 
 
-def grouped_m_step(nk, s1, s2, count, groups, at, cov_name, reg_covar, eps):
+def grouped_m_step(nk, s1, s2, groups, at, cov_name, reg_covar, eps):
     """The M-step of every group at once, from their concatenated totals.
 
     The same arithmetic as :func:`gaussmix.em.m_step` on each group's slice,
@@ -320,9 +315,7 @@ def grouped_m_step(nk, s1, s2, count, groups, at, cov_name, reg_covar, eps):
     ----------
     nk, s1, s2 : Tensor
         Float64 totals of the concatenated components (``s2`` per group for a
-        shared covariance).
-    count : int
-        Rows the totals were summed over.
+        shared covariance), from unweighted rows.
     groups : list
         One entry per group with its ``n_components``.
     at : Tensor (D,) or (sum K, D)
@@ -340,7 +333,7 @@ def grouped_m_step(nk, s1, s2, count, groups, at, cov_name, reg_covar, eps):
     cov = get_covariance_type(cov_name)
     sizes = [g.n_components for g in groups]
     owner = _owner(sizes, nk.device)
-    weights, means, prec, covs, bad = _grouped_update(nk, s1, s2, count, sizes, owner, at, cov,
+    weights, means, prec, covs, bad = _grouped_update(nk, s1, s2, sizes, owner, at, cov,
                                                       reg_covar, eps)
     batch = _Batch(cov, sizes, weights, means, prec, covs)
     return [None if bad[c] else batch.group(c) for c in range(len(sizes))]
@@ -432,7 +425,7 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
         nk, s1, s2, ll, count = _batched_totals(iter_chunks(X, None, rows), batch, shift, offsets,
                                                 scatter if offsets is None else None)
         weights, means, prec, covs, bad = _grouped_update(
-            nk, s1, s2, count, batch.sizes, batch.owner, shift if at is None else at, cov,
+            nk, s1, s2, batch.sizes, batch.owner, shift if at is None else at, cov,
             reg_covar, eps)
         batch = batch.updated(weights.to(dtype), means.to(dtype), prec.to(dtype), covs)
         lls = (ll / count).tolist()

@@ -204,7 +204,7 @@ def _search_plans(probe, X, Xt, ks, types, search_params):
         scaling = standard if cov.per_feature_scaling else feature_scaling(Xt, per_feature=False)
         Xf = Xs if scaling is standard else scaling.to_fit(Xt)
         cells = search(
-            Xf, cov_type, {k: v for k, v in partitions.items()}, reg_covar=r, tol=probe.tol,
+            Xf, cov_type, partitions, reg_covar=r, tol=probe.tol,
             tol_type=probe.tol_type, max_iter=probe.max_iter,
             screen_iter=search_params["screen_iter"], n_keep=search_params["n_keep"],
             split=search_params["split"],

@@ -83,8 +83,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         How the initial responsibilities are found.  ``"hc"`` cuts the
         model-based agglomerative hierarchical clustering of the data (R
         mclust's default start; :mod:`gaussmix.hc`) at ``n_components``
-        clusters; it runs on at most ``hc_subset`` rows and is deterministic
-        (``n_init > 1`` repeats the same start).
+        clusters; it runs on at most ``hc_subset`` rows (drawn at random from
+        larger data) and is deterministic otherwise.
     weights_init, means_init, precisions_init : array-like or Tensor, optional
         User-supplied initial parameters (shapes as in scikit-learn).
     random_state : int, RandomState instance or None, default=None

@@ -18,7 +18,7 @@ from .em import m_step
 from .params import GMMParams
 from .stats import SuffStats
 
-__all__ = ["kmeans_plusplus", "kmeans", "hc_partition", "initial_params", "INIT_METHODS"]
+__all__ = ["kmeans_plusplus", "kmeans", "hc_partition", "one_hot", "initial_params", "INIT_METHODS"]
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "hc")
 
@@ -183,7 +183,7 @@ def kmeans(
 
 
 def hc_partition(X: torch.Tensor, n_clusters, gen: torch.Generator,
-                 subset: int = HC_SUBSET) -> tuple[torch.Tensor, dict]:
+                 subset: int = HC_SUBSET, *, strict: bool = True) -> tuple[torch.Tensor, dict]:
     """Model-based hierarchical clustering of (a subset of) the data, cut at
     one or several numbers of clusters.
 
@@ -196,6 +196,9 @@ def hc_partition(X: torch.Tensor, n_clusters, gen: torch.Generator,
     subset : int
         Rows the clustering runs on at most; its time and memory grow with
         the square of this number (:mod:`gaussmix.hc`).
+    strict : bool
+        Raise when the clustered rows hold fewer distinct rows than some
+        ``K``; otherwise leave those ``K`` out of ``labels``.
 
     Returns
     -------
@@ -223,16 +226,28 @@ def hc_partition(X: torch.Tensor, n_clusters, gen: torch.Generator,
     # partition that its signature names).
     sub = X[rows].detach().double().cpu().numpy()
     distinct = np.unique(sub, axis=0).shape[0]
-    if distinct < max(ks):
+    if strict and distinct < max(ks):
         what = "all rows are identical" if distinct == 1 else f"only {distinct} are distinct"
         raise ValueError(
             f"init_params='hc' cannot form {max(ks)} clusters: of the {sub.shape[0]} rows it "
             f"clusters, {what}. Use fewer components, or init_params='kmeans' on data with "
             f"more distinct rows."
         )
+    ks = [k for k in ks if k <= distinct]
+    if not ks:
+        return rows, {}
     tree = hierarchical_merges(sub, partition=np.arange(sub.shape[0]))
     cuts = tree.cut(ks)
     return rows, {k: torch.as_tensor(cuts[k], dtype=torch.long, device=X.device) for k in ks}
+
+
+def one_hot(labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Float64 responsibilities (B, k), one-hot at ``labels`` and all zero
+    where the label is ``-1`` (a row that takes no part)."""
+    out = torch.zeros(labels.shape[0], k, dtype=torch.float64, device=labels.device)
+    hit = labels >= 0
+    out[hit, labels[hit]] = 1.0
+    return out
 
 
 def _one_hot_at(rows: torch.Tensor, labels: torch.Tensor, n: int, k: int, device):
@@ -240,15 +255,7 @@ def _one_hot_at(rows: torch.Tensor, labels: torch.Tensor, n: int, k: int, device
     elsewhere, chunk by chunk: the M-step then sees only those rows."""
     pos = torch.full((n,), -1, dtype=torch.long, device=device)
     pos[rows] = labels
-
-    def resp_fn(a, b):
-        p = pos[a:b]
-        out = torch.zeros(b - a, k, dtype=torch.float64, device=device)
-        hit = p >= 0
-        out[hit, p[hit]] = 1.0
-        return out
-
-    return resp_fn
+    return lambda a, b: one_hot(pos[a:b], k)
 
 
 def _stats_from_resp(X, sample_weight, resp_fn, n_components, cov, shift, rows):

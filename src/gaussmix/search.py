@@ -38,7 +38,7 @@ from .batched import _owner, chunk_moments, grouped_m_step, fit_batched
 from .covariance import get_covariance_type
 from .data import chunk_rows, iter_chunks
 from .em import EMResult, e_step
-from .init import hc_partition, kmeans
+from .init import HC_SUBSET, hc_partition, kmeans, one_hot
 
 __all__ = ["Start", "Run", "starting_partitions", "search"]
 
@@ -69,11 +69,7 @@ class Start:
         """Responsibilities (float64) of rows ``a:b``."""
         if self.resp is not None:
             return self.resp[a:b]
-        lab = self.labels[a:b]
-        out = torch.zeros(b - a, k, dtype=torch.float64, device=lab.device)
-        hit = lab >= 0
-        out[hit, lab[hit]] = 1.0
-        return out
+        return one_hot(self.labels[a:b], k)
 
 
 @dataclass
@@ -108,7 +104,7 @@ class CellRuns:
 
 
 def starting_partitions(X: torch.Tensor, ks, gen: torch.Generator, *, n_kmeans: int = 3,
-                        n_random: int = 1, hc_subset: int = 2000) -> dict:
+                        n_random: int = 1, hc_subset: int = HC_SUBSET) -> dict:
     """Starting partitions for every ``K`` of a grid.
 
     Parameters
@@ -136,19 +132,8 @@ def starting_partitions(X: torch.Tensor, ks, gen: torch.Generator, *, n_kmeans: 
     if 1 in out:
         out[1].append(Start("single", labels=torch.zeros(n, dtype=torch.long, device=device)))
     if multi:
-        try:
-            rows, cuts = hc_partition(X, multi, gen, min(hc_subset, n))
-        except ValueError:
-            # Fewer distinct rows than some K: cut what can be cut.
-            rows, cuts = None, {}
-            usable = [k for k in multi if k <= n]
-            for k in sorted(usable, reverse=True):
-                try:
-                    rows, cuts = hc_partition(X, [kk for kk in multi if kk <= k], gen,
-                                              min(hc_subset, n))
-                    break
-                except ValueError:
-                    continue
+        # Without enough distinct rows for some K, only the others are cut.
+        rows, cuts = hc_partition(X, multi, gen, hc_subset, strict=False)
         for k, lab in cuts.items():
             full = torch.full((n,), -1, dtype=torch.long, device=device)
             full[rows] = lab
@@ -182,7 +167,7 @@ def _initial_params(X, starts, ks, cov_name, reg_covar, rows):
         nk, s1, s2 = part if nk is None else (nk + part[0], s1 + part[1], s2 + part[2])
     eps = torch.finfo(X.dtype).eps
     groups = [SimpleNamespace(n_components=k) for k in sizes]
-    return grouped_m_step(nk, s1, s2, n, groups, shift, cov_name, reg_covar, eps)
+    return grouped_m_step(nk, s1, s2, groups, shift, cov_name, reg_covar, eps)
 
 
 def _run_batch(X, runs, starts, cov_name, *, reg_covar, tol, tol_type, max_iter, rows,
