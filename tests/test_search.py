@@ -13,7 +13,7 @@ from sklearn.datasets import load_iris
 from sklearn.mixture import GaussianMixture as SkGM
 
 from gaussmix import GaussianMixture, select_model
-from gaussmix.em import has_converged
+from gaussmix.stopping import has_converged
 from gaussmix.scaling import feature_scaling
 from gaussmix.search import search, starting_partitions
 

@@ -8,7 +8,7 @@ group of components (groups padded to the largest K with ``-inf``), the
 sufficient statistics of every component at once, and then one M-step for all
 mixtures (:func:`grouped_m_step`, the arithmetic of
 :func:`gaussmix.em.m_step` on each mixture's slice of the statistics).  Every
-mixture keeps its own stopping rule (:func:`gaussmix.em.has_converged`); a
+mixture keeps its own stopping rule (:func:`gaussmix.stopping.has_converged`); a
 converged mixture leaves the batch, exactly as a separate fit would stop.  A
 mixture that needs what the batch does not do (re-seeding an emptied
 component, extra regularisation) is reported as failed, for the caller to fit
@@ -29,7 +29,8 @@ import torch
 
 from .covariance import get_covariance_type
 from .data import chunk_rows, iter_chunks
-from .em import EMPTY_FRACTION, EMResult, has_converged, moment_shift
+from .em import EMPTY_FRACTION, EMResult, moment_shift
+from .stopping import has_converged
 from .params import GMMParams
 
 __all__ = ["batched_log_prob", "chunk_moments", "fit_batched", "grouped_m_step", "prune_margin"]
@@ -346,7 +347,7 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
     """Run EM for several mixtures of one covariance type on the same data.
 
     Each mixture follows :func:`gaussmix.em.run_em`'s rule: it stops when
-    :func:`gaussmix.em.has_converged` says so, or after ``max_iter``
+    :func:`gaussmix.stopping.has_converged` says so, or after ``max_iter``
     iterations in all; the batch ends when every mixture has stopped.
 
     Parameters

@@ -20,6 +20,7 @@ from . import kernels
 from .covariance import _LOG_2PI, get_covariance_type, row_sums
 from .params import GMMParams
 from .stats import SuffStats
+from .stopping import has_converged
 
 __all__ = [
     "estimate_weighted_log_prob",
@@ -36,49 +37,11 @@ __all__ = [
     "run_em",
     "EmptyComponentWarning",
     "EMPTY_FRACTION",
-    "TOL_TYPES",
-    "has_converged",
 ]
 
 #: A component whose effective count falls below this fraction of one
 #: (average) sample's weight has lost all its points and is re-seeded.
 EMPTY_FRACTION = 1e-3
-
-
-#: Stopping rules: ``"absolute"`` is scikit-learn's (change of the mean
-#: log-likelihood per sample), ``"relative"`` is mclust's (change of the total
-#: log-likelihood relative to its size).
-TOL_TYPES = ("absolute", "relative")
-
-
-def has_converged(previous: float, current: float, tol: float, tol_type: str = "absolute",
-                  total_weight: float = 1.0) -> bool:
-    """Whether EM stops after an iteration whose mean log-likelihood per sample
-    went from ``previous`` to ``current``.
-
-    Parameters
-    ----------
-    previous, current : float
-        Mean log-likelihood per sample (``-inf`` before the first iteration).
-    tol : float
-    tol_type : {"absolute", "relative"}
-        ``"absolute"``: ``|current - previous| < tol`` (scikit-learn).
-        ``"relative"``: ``|L - L_prev| / (1 + |L|) < tol`` with the total
-        log-likelihood ``L = total_weight * current`` (mclust's ``me``, whose
-        default is ``tol = 1e-5``).  The relative rule does not stop a slow
-        climb on large data early: a change of 1e-3 per sample is a change of
-        1e3 in ``L`` for a million samples.
-    total_weight : float
-        Total sample weight (the number of samples when unweighted).
-
-    Returns
-    -------
-    bool
-    """
-    change = abs(current - previous)
-    if tol_type == "relative":
-        return total_weight * change / (1.0 + total_weight * abs(current)) < tol
-    return change < tol
 
 
 class EmptyComponentWarning(UserWarning):
@@ -527,7 +490,7 @@ def run_em(
         Initial parameters, in the data's dtype and on its device.
     reg_covar, tol, max_iter : float, float, int
         As in :class:`gaussmix.GaussianMixture`; iteration stops when
-        :func:`has_converged` says so.
+        :func:`gaussmix.stopping.has_converged` says so.
     lower_bound : float
         Value to measure the first change against (``-inf`` for a fresh fit).
     reduce : callable, optional
@@ -544,7 +507,7 @@ def run_em(
         ``gather``, re-seeding uses :func:`split_points` instead, which needs
         no communication.
     tol_type : {"absolute", "relative"}
-        The stopping rule (see :func:`has_converged`).
+        The stopping rule (see :func:`gaussmix.stopping.has_converged`).
 
     Returns
     -------

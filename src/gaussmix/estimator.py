@@ -30,7 +30,8 @@ from .checkpoint import FitCheckpoint
 from .covariance import get_covariance_type
 from .data import RESERVOIR_SIZE, as_source, chunk_rows, is_source, iter_chunks, reservoir_sample
 from .distributed import Communicator
-from .em import TOL_TYPES, EMResult, e_step, has_converged, run_em
+from .em import EMResult, e_step, run_em
+from .stopping import TOL_TYPES, has_converged
 from .online import online_step
 from .init import INIT_METHODS, initial_params
 from .params import GMMParams
@@ -124,7 +125,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         rule, with ``tol=1e-5`` there) stops when the total log-likelihood
         changes by less than ``tol`` times ``1 + |total|``.  The relative rule
         with ``tol=1e-5`` runs EM closer to the optimum; see
-        :func:`gaussmix.em.has_converged`.
+        :func:`gaussmix.stopping.has_converged`.
     hc_subset : int, default=2000
         With ``init_params="hc"``, the hierarchical clustering runs on a random
         subset of this many rows when the data have more (mclust's default);
