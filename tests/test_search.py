@@ -118,8 +118,8 @@ def test_best_run_is_at_least_as_good_as_its_hierarchical_start(iris):
     gen = torch.Generator().manual_seed(0)
     parts = starting_partitions(sc.to_fit(Xs), [2, 3, 4], gen)
     only_hc = {k: [s for s in v if s.name == "hc"] for k, v in parts.items()}
-    full = search(sc.to_fit(Xs), "full", parts, reg_covar=1e-8, tol=1e-5)
-    hc = search(sc.to_fit(Xs), "full", only_hc, reg_covar=1e-8, tol=1e-5, split=False)
+    full = search(sc.to_fit(Xs), ["full"], parts, reg_covar=1e-8, tol=1e-5)["full"]
+    hc = search(sc.to_fit(Xs), ["full"], only_hc, reg_covar=1e-8, tol=1e-5, split=False)["full"]
     for k in (2, 3, 4):
         assert full[k].runs[0].lower_bound >= hc[k].runs[0].lower_bound - 1e-9
 

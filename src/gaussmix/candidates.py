@@ -196,20 +196,23 @@ def _search_plans(probe, X, Xt, ks, types, search_params):
         Xs, [k for k in ks if k <= n], gen, n_kmeans=search_params["n_kmeans"],
         n_random=search_params["n_random"], hc_subset=probe.hc_subset,
     )
-    init_share = (time.perf_counter() - t_start) / max(len(types) * len(ks), 1)
+    scalings = {}
+    for cov_type in types:
+        per_feature = get_covariance_type(cov_type).per_feature_scaling
+        scalings[cov_type] = standard if per_feature else feature_scaling(Xt, per_feature=False)
+    # A type fitted on its own scale sees the standardised data times these.
+    units = {t: (standard.scale / sc.scale) for t, sc in scalings.items() if sc is not standard}
+    results = search(
+        Xs, types, partitions, reg_covar=r, tol=probe.tol, units=units,
+        tol_type=probe.tol_type, max_iter=probe.max_iter,
+        screen_iter=search_params["screen_iter"], n_keep=search_params["n_keep"],
+        split=search_params["split"],
+    ) if partitions else {}
+    share = (time.perf_counter() - t_start) / max(len(types) * len(ks), 1)
     plans = {}
     for cov_type in types:
-        t0 = time.perf_counter()
-        cov = get_covariance_type(cov_type)
-        scaling = standard if cov.per_feature_scaling else feature_scaling(Xt, per_feature=False)
-        Xf = Xs if scaling is standard else scaling.to_fit(Xt)
-        cells = search(
-            Xf, cov_type, partitions, reg_covar=r, tol=probe.tol,
-            tol_type=probe.tol_type, max_iter=probe.max_iter,
-            screen_iter=search_params["screen_iter"], n_keep=search_params["n_keep"],
-            split=search_params["split"],
-        ) if partitions else {}
-        share = (time.perf_counter() - t0) / max(len(ks), 1) + init_share
+        scaling = scalings[cov_type]
+        cells = results.get(cov_type, {})
         reg = (r * scaling.scale ** 2).cpu().numpy()
         for k in ks:
             cell = cells.get(k)

@@ -171,6 +171,30 @@ class CovarianceType:
         """
         return self.covariances_from_stats(nk, means_c, s2, reg_covar)
 
+    # -- full form (the joint engine, gaussmix.joint) -------------------------
+    def full_form(self, nk: torch.Tensor, scatter: torch.Tensor) -> torch.Tensor:
+        """The maximum-likelihood covariances of this type, as full matrices,
+        from each component's weighted scatter.
+
+        Parameters
+        ----------
+        nk : Tensor (G, K)
+            Effective counts of the components of ``G`` mixtures.
+        scatter : Tensor (G, K, D, D)
+            ``sum_i r_ik (x_i - mu_k)(x_i - mu_k)^T / n_k``.
+
+        Returns
+        -------
+        Tensor (G, K, D, D)
+            Unregularised.
+        """
+        raise NotImplementedError
+
+    def from_full_form(self, covariances: torch.Tensor) -> torch.Tensor:
+        """This type's covariance parameter from full matrices (K, D, D) that
+        satisfy its constraint."""
+        raise NotImplementedError
+
     # -- factors ------------------------------------------------------------
     #: What a failed factorisation is called in error messages.
     _what = "a covariance matrix is not positive definite"
@@ -499,6 +523,12 @@ class Full(CovarianceType):
         cov[:, idx, idx] += reg_covar
         return cov
 
+    def full_form(self, nk, scatter):
+        return scatter
+
+    def from_full_form(self, covariances):
+        return covariances
+
     def _try_factor(self, covariances):
         return _cholesky_upper_inverse(covariances)
 
@@ -591,6 +621,13 @@ class Tied(CovarianceType):
         cov[:, idx, idx] += reg_covar
         return cov
 
+    def full_form(self, nk, scatter):
+        w = (nk / nk.sum(-1, keepdim=True))[..., None, None]
+        return (w * scatter).sum(-3, keepdim=True).expand_as(scatter)
+
+    def from_full_form(self, covariances):
+        return covariances[0]
+
     _what = "the tied covariance is not positive definite"
     _try_factor = Full._try_factor
     rescaled = Full.rescaled
@@ -666,6 +703,12 @@ class Diag(CovarianceType):
 
     def covariances_from_stats(self, nk, means_c, s2, reg_covar):
         return s2 / nk[:, None] - means_c * means_c + reg_covar
+
+    def full_form(self, nk, scatter):
+        return torch.diag_embed(torch.diagonal(scatter, dim1=-2, dim2=-1))
+
+    def from_full_form(self, covariances):
+        return torch.diagonal(covariances, dim1=-2, dim2=-1).clone()
 
     _what = "a variance is not positive"
 
@@ -756,6 +799,14 @@ class Spherical(Diag):
 
     def covariances_from_stats(self, nk, means_c, s2, reg_covar):
         return Diag.covariances_from_stats(self, nk, means_c, s2, reg_covar).mean(1)
+
+    def full_form(self, nk, scatter):
+        var = torch.diagonal(scatter, dim1=-2, dim2=-1).mean(-1)
+        eye = torch.eye(scatter.shape[-1], dtype=scatter.dtype, device=scatter.device)
+        return var[..., None, None] * eye
+
+    def from_full_form(self, covariances):
+        return torch.diagonal(covariances, dim1=-2, dim2=-1).mean(-1)
 
     def log_det(self, prec_chol, n_features):
         return n_features * torch.log(prec_chol)

@@ -39,6 +39,7 @@ from .covariance import get_covariance_type
 from .data import chunk_rows, iter_chunks
 from .em import EMResult, e_step
 from .init import HC_SUBSET, hc_partition, kmeans, one_hot
+from .joint import JointRun, fit_joint, joint_applies, quadratic_features, start_runs
 
 __all__ = ["Start", "Run", "starting_partitions", "search"]
 
@@ -72,7 +73,7 @@ class Start:
         return one_hot(self.labels[a:b], k)
 
 
-@dataclass
+@dataclass(eq=False)
 class Run:
     """One EM run of :func:`search`.
 
@@ -82,16 +83,30 @@ class Run:
     start : str
         The name of its :class:`Start`.
     result : EMResult or None
-        None while it has not been run, or when it failed.
+        In the type's units; None while it has not been run, or when it failed.
+    cov_name : str
+    state : JointRun or None
+        Its state while the joint engine (:mod:`gaussmix.joint`) runs it.
     """
 
     k: int
     start: str
     result: EMResult | None = None
+    cov_name: str = ""
+    state: JointRun | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Whether it has run and not failed."""
+        if self.state is not None:
+            return not self.state.failed and self.state.weights is not None
+        return self.result is not None
 
     @property
     def lower_bound(self) -> float:
-        return self.result.lower_bound if self.result is not None else -float("inf")
+        if not self.alive:
+            return -float("inf")
+        return self.state.lower_bound if self.state is not None else self.result.lower_bound
 
 
 @dataclass
@@ -199,13 +214,10 @@ def _protected(run) -> bool:
     return run.start in ("hc", "single")
 
 
-def _split_starts(X, best, rows):
-    """One start per component of ``best`` (a K-1 fit): its points (hard
-    assignment) divided by the sign of their projection on the component's
+def _split_starts(X, labels, k):
+    """One start per component of a ``K = k`` fit with hard labels ``labels``:
+    its points divided by the sign of their projection on the component's
     principal axis, the other components unchanged."""
-    params = best.params
-    k = params.n_components
-    labels = torch.cat([e_step(xb, params)[0].argmax(1) for xb, _ in iter_chunks(X, None, rows)])
     out = []
     for j in range(k):
         mask = labels == j
@@ -226,20 +238,45 @@ def _split_starts(X, best, rows):
     return out
 
 
-def search(X: torch.Tensor, cov_name: str, partitions: dict, *, reg_covar: float, tol: float,
-           tol_type: str = "relative", max_iter: int = 1000, screen_iter: int = 5,
-           n_keep: int = 1, split: bool = True) -> dict:
-    """Multi-start EM of one covariance type for every ``K`` of a grid.
+def _best(runs, k):
+    """The best live run with ``k`` components, or None."""
+    mine = [r for r in runs if r.k == k and r.alive]
+    return max(mine, key=lambda r: r.lower_bound) if mine else None
+
+
+def _continuing(runs, split_runs, ks, n_keep):
+    """Per K, the runs that continue to convergence: the hierarchical (or
+    single) start, the best ``n_keep`` other screened runs, the best split."""
+    keep = []
+    for k in ks:
+        mine = [r for r in runs if r.k == k and r.alive]
+        hc = [r for r in mine if r.start in ("hc", "single")]
+        others = sorted((r for r in mine if r not in hc), key=lambda r: -r.lower_bound)
+        splits = sorted((r for r in split_runs if r.k == k and r.alive),
+                        key=lambda r: -r.lower_bound)
+        keep.extend(hc + others[:n_keep] + splits[:1])
+    return keep
+
+
+def search(X: torch.Tensor, cov_names, partitions: dict, *, reg_covar: float, tol: float,
+           units: dict | None = None, tol_type: str = "relative", max_iter: int = 1000,
+           screen_iter: int = 5, n_keep: int = 1, split: bool = True) -> dict:
+    """Multi-start EM of every covariance type for every ``K`` of a grid.
 
     Parameters
     ----------
     X : Tensor (N, D)
-        The data, in the coordinates the covariance type is fitted in.
-    cov_name : str
+        The data, centred and standardised.
+    cov_names : iterable of str
+        Covariance types.
     partitions : dict
         ``K -> list of Start`` from :func:`starting_partitions`.
     reg_covar, tol, tol_type, max_iter
-        EM settings (``max_iter`` counts screening iterations too).
+        EM settings (``max_iter`` counts screening iterations too;
+        ``reg_covar`` is in each type's units).
+    units : dict, optional
+        ``cov_name -> Tensor (D,)``: a type fitted in other units than ``X``'s,
+        on ``X * units`` (a spherical covariance, on a common scale).
     screen_iter : int
         EM iterations of the screening stage.
     n_keep : int
@@ -251,20 +288,113 @@ def search(X: torch.Tensor, cov_name: str, partitions: dict, *, reg_covar: float
     Returns
     -------
     dict
-        ``K -> CellRuns`` with the finished runs sorted by final mean
-        log-likelihood, best first.
+        ``cov_name -> {K -> CellRuns}``, each cell's finished runs sorted by
+        final mean log-likelihood, best first, with results in the type's units.
+
+    Notes
+    -----
+    Small data with few features (:func:`gaussmix.joint.joint_applies`) run
+    every type at once on the joint engine; otherwise each type runs on the
+    per-type batched engine, on data in its own units.
     """
+    units = dict(units or {})
+    cov_names = list(cov_names)
+    settings = dict(reg_covar=reg_covar, tol=tol, tol_type=tol_type, max_iter=max_iter,
+                    screen=min(screen_iter, max_iter), n_keep=n_keep, split=split)
+    if joint_applies(*X.shape):
+        return _search_joint(X, cov_names, partitions, units, **settings)
+    out = {}
+    for name in cov_names:
+        u = units.get(name)
+        out[name] = _search_type(X if u is None else (X.double() * u).to(X.dtype), name,
+                                 partitions, **settings)
+    return out
+
+
+def _cells(partitions, ks):
+    return {k: CellRuns(k, n_starts=len(partitions[k])) for k in ks}
+
+
+def _finish(keep, cells_of, max_iter):
+    """File the continued runs into their cells.  A run stopped as hopeless
+    (not converged before ``max_iter``) is left out: a better run of its K
+    exists, and it is not a finished fit."""
+    for r in keep:
+        if r.result is not None and (r.result.converged or r.result.n_iter >= max_iter):
+            cells_of(r).runs.append(r)
+
+
+def _search_joint(X, cov_names, partitions, units, *, reg_covar, tol, tol_type, max_iter, screen,
+                  n_keep, split):
+    phi = quadratic_features(X)
+    ks = sorted(partitions)
+    em = dict(reg_covar=reg_covar, tol=tol, tol_type=tol_type)
+    cells = {name: _cells(partitions, ks) for name in cov_names}
+
+    def begin(runs, starts):
+        states = [r.state for r in runs]
+        start_runs(phi, states, lambda i, a, b: starts[i].chunk(a, b, runs[i].k),
+                   reg_covar=reg_covar)
+        fit_joint(phi, states, max_iter=screen, **em)
+
+    # 1-2: every start of every type, a few iterations each.
+    runs, starts = [], []
+    for name in cov_names:
+        for k in ks:
+            for st in partitions[k]:
+                runs.append(Run(k, st.name, cov_name=name, state=JointRun(name, k, units.get(name))))
+                starts.append(st)
+    begin(runs, starts)
+    # 3: splits of the best screened K-1 run of each type.
+    split_runs, starts = [], []
+    for name in cov_names if split else ():
+        mine = [r for r in runs if r.cov_name == name]
+        u = units.get(name)
+        X_t = X.double() if u is None else X.double() * u
+        for k in ks:
+            best = _best(mine, k - 1)
+            if k < 2 or best is None:
+                continue
+            labels = best.state.log_prob(X).argmax(1)
+            for st in _split_starts(X_t, labels, k - 1):
+                split_runs.append(Run(k, "split", cov_name=name,
+                                      state=JointRun(name, k, units.get(name))))
+                starts.append(st)
+                cells[name][k].n_starts += 1
+    if split_runs:
+        begin(split_runs, starts)
+    # 4: continuation of every type's chosen runs, in one batch.
+    keep = []
+    for name in cov_names:
+        keep += _continuing([r for r in runs if r.cov_name == name],
+                            [r for r in split_runs if r.cov_name == name], ks, n_keep)
+    fit_joint(phi, [r.state for r in keep], max_iter=max_iter,
+              rivals=[(r.cov_name, r.k) for r in keep],
+              protected=[_protected(r) for r in keep], **em)
+    for r in keep:
+        if not r.state.failed:
+            r.result = r.state.result(X.dtype)
+    _finish(keep, lambda r: cells[r.cov_name][r.k], max_iter)
+    for by_k in cells.values():
+        for c in by_k.values():
+            c.runs.sort(key=lambda r: -r.lower_bound)
+    return cells
+
+
+def _search_type(X, cov_name, partitions, *, reg_covar, tol, tol_type, max_iter, screen, n_keep,
+                 split):
+    """:func:`search` of one type on the per-type batched engine; ``X`` in the
+    type's units."""
     n, d = X.shape
     ks = sorted(partitions)
     rows = chunk_rows(n, max(ks) * 8, d, X.device, X.dtype, None)
     common = dict(reg_covar=reg_covar, tol=tol, tol_type=tol_type, rows=rows)
-    screen = min(screen_iter, max_iter)
-    cells = {k: CellRuns(k, n_starts=len(partitions[k])) for k in ks}
+    cells = _cells(partitions, ks)
     # 1-2: every start, a few iterations each.
     runs, starts = [], []
     for k in ks:
         for st in partitions[k]:
-            runs.append(Run(k, st.name))
+            runs.append(Run(k, st.name, cov_name=cov_name))
             starts.append(st)
     _run_batch(X, runs, starts, cov_name, max_iter=screen, **common)
     # 3: splits of the best screened K-1 run, screened the same way.
@@ -272,32 +402,23 @@ def search(X: torch.Tensor, cov_name: str, partitions: dict, *, reg_covar: float
     if split:
         starts = []
         for k in ks:
-            prev = [r for r in runs if r.k == k - 1 and r.result is not None]
-            if k < 2 or not prev:
+            best = _best(runs, k - 1)
+            if k < 2 or best is None:
                 continue
-            best = max(prev, key=lambda r: r.lower_bound)
-            for st in _split_starts(X, best.result, rows):
-                split_runs.append(Run(k, "split"))
+            params = best.result.params
+            labels = torch.cat([e_step(xb, params)[0].argmax(1)
+                                for xb, _ in iter_chunks(X, None, rows)])
+            for st in _split_starts(X, labels, k - 1):
+                split_runs.append(Run(k, "split", cov_name=cov_name))
                 starts.append(st)
                 cells[k].n_starts += 1
         if split_runs:
             _run_batch(X, split_runs, starts, cov_name, max_iter=screen, **common)
     # 4: per K the hierarchical start, the best screened others and the best
     # split continue to convergence, in one batch.
-    keep = []
-    for k in ks:
-        mine = [r for r in runs if r.k == k and r.result is not None]
-        hc = [r for r in mine if r.start in ("hc", "single")]
-        others = sorted((r for r in mine if r not in hc), key=lambda r: -r.lower_bound)
-        splits = sorted((r for r in split_runs if r.k == k and r.result is not None),
-                        key=lambda r: -r.lower_bound)
-        keep.extend(hc + others[:n_keep] + splits[:1])
+    keep = _continuing(runs, split_runs, ks, n_keep)
     _run_batch(X, keep, [None] * len(keep), cov_name, max_iter=max_iter, prune=True, **common)
-    for r in keep:
-        # A run stopped as hopeless (not converged before max_iter) is left
-        # out: a better run of its K exists, and it is not a finished fit.
-        if r.result is not None and (r.result.converged or r.result.n_iter >= max_iter):
-            cells[r.k].runs.append(r)
+    _finish(keep, lambda r: cells[r.k], max_iter)
     for c in cells.values():
         c.runs.sort(key=lambda r: -r.lower_bound)
     return cells

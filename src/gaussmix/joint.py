@@ -1,0 +1,418 @@
+"""Joint EM: many mixtures of any covariance types fitted together on small data.
+
+A model search (:mod:`gaussmix.search`) runs hundreds of EM runs on the same
+data: every start of every ``K`` of every covariance type.  On small data an
+iteration of the per-type batched engine (:mod:`gaussmix.batched`) costs
+mostly the overhead of its kernel calls, not arithmetic, and each covariance
+type pays it again.  This engine makes one iteration of every run, of every
+type, a handful of calls:
+
+* each run's components are held in full form, a mean and a D x D covariance
+  each whatever the type, in a (runs, K_max) layout padded with components of
+  weight 0 (:class:`JointRun`, :class:`_Pack`);
+* with the quadratic features ``phi(x) = [1, x, vec(x x^T)]`` of the data
+  (:func:`quadratic_features`, computed once), the weighted log-density of
+  every component is one GEMM ``phi @ W`` (``W`` holds each component's
+  constant, ``A mu`` and ``-A / 2``, ``A`` its precision), and every
+  component's totals ``(n_k, sum r x, sum r x x^T)`` are one GEMM
+  ``R^T @ phi`` of the responsibilities;
+* the M-step applies each type's constraint to the components' scatter
+  matrices (:meth:`gaussmix.covariance.CovarianceType.full_form`), then one
+  batched Cholesky factorises every covariance.
+
+Every run keeps its own stopping rule, as in :func:`gaussmix.batched.fit_batched`.
+
+Precision: the expanded quadratic form loses about ``|x|^2 * lambda_max(A) * eps``
+of absolute precision in a Mahalanobis distance, against the centred form.
+The search runs on centred, standardised data with a regularisation of 1e-8
+relative to each feature's variance, so ``lambda_max(A) <= 1e8`` and the loss
+stays below ``1e-8 * n_samples * n_features``.  The cost, ``1 + D + D^2``
+GEMM columns per component, restricts the engine to few features
+(:func:`joint_applies`).
+
+Coordinates: all runs share the data's coordinates (standardised features);
+a type that is not closed under per-feature scaling (spherical) is fitted in
+its own units ``x * units`` and its constraint is applied there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .batched import _hopeless
+from .covariance import get_covariance_type
+from .em import EMPTY_FRACTION, EMResult
+from .params import GMMParams
+from .stopping import has_converged
+
+__all__ = ["JOINT_MAX_FEATURES", "JOINT_MAX_SAMPLES", "JointRun", "fit_joint", "joint_applies",
+           "quadratic_features", "start_runs"]
+
+#: Largest number of features the joint engine serves: its GEMMs have
+#: ``1 + D + D^2`` columns per component, against ``D`` to ``D^2`` for the
+#: per-type engine, a price that only the saved call overhead repays.
+JOINT_MAX_FEATURES = 8
+
+#: Largest number of samples the joint engine serves: beyond it the kernels are
+#: large enough for the per-type engine's cheaper arithmetic to win.
+JOINT_MAX_SAMPLES = 10_000
+
+#: Elements of one chunk's (rows, components) matrices.
+_CHUNK_ELEMENTS = 1 << 21
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def joint_applies(n_samples: int, n_features: int) -> bool:
+    """Whether a search on data of this shape runs on the joint engine.
+
+    Parameters
+    ----------
+    n_samples, n_features : int
+
+    Returns
+    -------
+    bool
+    """
+    return n_features <= JOINT_MAX_FEATURES and n_samples <= JOINT_MAX_SAMPLES
+
+
+def quadratic_features(X: torch.Tensor) -> torch.Tensor:
+    """``[1, x, vec(x x^T)]`` of every row, float64.
+
+    Parameters
+    ----------
+    X : Tensor (N, D)
+
+    Returns
+    -------
+    Tensor (N, 1 + D + D^2)
+    """
+    x = X.double()
+    n, d = x.shape
+    out = torch.empty(n, 1 + d + d * d, dtype=torch.float64, device=x.device)
+    out[:, 0] = 1.0
+    out[:, 1:1 + d] = x
+    torch.mul(x.unsqueeze(2), x.unsqueeze(1), out=out[:, 1 + d:].view(n, d, d))
+    return out
+
+
+@dataclass(eq=False)
+class JointRun:
+    """One mixture of the joint engine, in full form and the data's coordinates.
+
+    Attributes
+    ----------
+    cov_name : str
+    k : int
+    units : Tensor (D,) or None
+        The type's units per feature (``x_type = x * units``); None for the
+        data's own.
+    weights : Tensor (K,)
+    means : Tensor (K, D)
+    covariances : Tensor (K, D, D)
+        Regularised, in the data's coordinates.
+    n_iter : int
+        EM iterations run.
+    history : list of float
+        Mean log-likelihood per sample of every iteration's E-step.
+    converged, failed : bool
+        ``failed``: a step needed what the engine does not do (an emptied
+        component, non-finite totals, a covariance that cannot be factorised).
+    """
+
+    cov_name: str
+    k: int
+    units: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+    means: torch.Tensor | None = None
+    covariances: torch.Tensor | None = None
+    n_iter: int = 0
+    history: list = field(default_factory=list)
+    converged: bool = False
+    failed: bool = False
+
+    @property
+    def lower_bound(self) -> float:
+        """The last mean log-likelihood per sample (``-inf`` before any)."""
+        return self.history[-1] if self.history else -math.inf
+
+    def log_prob(self, X: torch.Tensor) -> torch.Tensor:
+        """``log w_k + log N(x | mu_k, Sigma_k)`` (N, K) in the data's coordinates."""
+        chol = torch.linalg.cholesky(self.covariances)
+        z = torch.linalg.solve_triangular(
+            chol, (X.double().unsqueeze(0) - self.means.unsqueeze(1)).transpose(1, 2), upper=False)
+        maha = (z * z).sum(1).T
+        half_logdet = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+        d = X.shape[1]
+        return torch.log(self.weights) - half_logdet - 0.5 * (d * _LOG_2PI + maha)
+
+    def result(self, dtype=torch.float64) -> EMResult:
+        """The run as an :class:`~gaussmix.em.EMResult` in the type's units and
+        native parameter shapes (log-likelihoods shifted by the Jacobian)."""
+        cov = get_covariance_type(self.cov_name)
+        means, full = self.means, self.covariances
+        shift = 0.0
+        if self.units is not None:
+            u = self.units
+            means, full = means * u, full * (u.unsqueeze(1) * u.unsqueeze(0))
+            shift = -float(torch.log(u).sum())
+        native = cov.from_full_form(full)
+        params = GMMParams(self.weights, means, cov.precisions_cholesky(native), self.cov_name,
+                           covariances=native).to(dtype=dtype)
+        return EMResult(params, self.converged, self.n_iter, self.lower_bound + shift,
+                        [v + shift for v in self.history], [])
+
+
+class _Pack:
+    """The active runs' parameters padded to one (G, K_max) layout; ``blocks``
+    (strategy, first, end, units) are the stretches of consecutive runs of one
+    type, each constrained by one call in the M-step."""
+
+    def __init__(self, runs: list, d: int, device, reg_covar: float):
+        self.runs = runs
+        g, kmax = len(runs), max(r.k for r in runs)
+        self.kmax = kmax
+        f64 = torch.float64
+        eye = torch.eye(d, dtype=f64, device=device)
+        self.weights = torch.zeros(g, kmax, dtype=f64, device=device)
+        self.means = torch.zeros(g, kmax, d, dtype=f64, device=device)
+        self.covs = eye.repeat(g, kmax, 1, 1)
+        mask = torch.zeros(g, kmax, dtype=torch.bool, device=device)
+        for i, r in enumerate(runs):
+            mask[i, :r.k] = True
+            if r.weights is not None:
+                self.weights[i, :r.k] = r.weights
+                self.means[i, :r.k] = r.means
+                self.covs[i, :r.k] = r.covariances
+        self.blocks = []
+        for i, r in enumerate(runs):
+            if not self.blocks or self.blocks[-1][0].name != r.cov_name:
+                self.blocks.append([get_covariance_type(r.cov_name), i, i + 1, r.units])
+            else:
+                self.blocks[-1][2] = i + 1
+        # Per component, what the M-step adds: to the counts 10 eps (1 on
+        # padding, which then never looks empty); to the covariances the
+        # regularisation in the type's units (the identity on padding).
+        self.real = mask.to(f64)
+        self.count_pad = torch.where(mask, 10.0 * torch.finfo(f64).eps, 1.0)
+        fill = eye.repeat(g, kmax, 1, 1)
+        for _, a, b, units in self.blocks:
+            reg = reg_covar * eye
+            if units is not None:
+                reg = reg / (units.unsqueeze(1) * units.unsqueeze(0))
+            fill[a:b] = reg
+        self.fill = torch.where(mask[..., None, None], fill, eye)
+        self.chol = None
+
+    def keep(self, rows: list) -> None:
+        """Keep the listed runs (positions, in order) only."""
+        idx = torch.tensor(rows, device=self.weights.device)
+        self.runs = [self.runs[i] for i in rows]
+        for name in ("weights", "means", "covs", "chol", "real", "count_pad", "fill"):
+            setattr(self, name, getattr(self, name)[idx])
+        blocks, pos = [], {old: new for new, old in enumerate(rows)}
+        for strategy, a, b, units in self.blocks:
+            inside = [pos[i] for i in range(a, b) if i in pos]
+            if inside:
+                blocks.append([strategy, inside[0], inside[-1] + 1, units])
+        self.blocks = blocks
+
+    def store(self, i: int) -> None:
+        """Copy run ``i``'s current parameters into its :class:`JointRun`."""
+        r = self.runs[i]
+        r.weights = self.weights[i, :r.k].clone()
+        r.means = self.means[i, :r.k].clone()
+        r.covariances = self.covs[i, :r.k].clone()
+
+    def coefficients(self) -> torch.Tensor:
+        """``W`` (1 + D + D^2, G * K_max): ``phi @ W`` is every component's
+        weighted log-density (``-inf`` on padding)."""
+        g, kmax, d = self.means.shape
+        prec = torch.cholesky_inverse(self.chol)
+        pm = torch.bmm(prec.view(-1, d, d), self.means.view(-1, d, 1)).view(g, kmax, d)
+        half_log_det = torch.log(torch.diagonal(self.chol, dim1=-2, dim2=-1)).sum(-1)
+        const = (torch.log(self.weights) - half_log_det - 0.5 * d * _LOG_2PI
+                 - 0.5 * (self.means * pm).sum(-1))
+        w = torch.cat([const.unsqueeze(-1), pm, (-0.5 * prec).reshape(g, kmax, d * d)], dim=-1)
+        return w.view(g * kmax, -1).T
+
+    def m_step(self, totals: torch.Tensor) -> list:
+        """New parameters from the totals ``R^T @ phi`` (G * K_max, 1 + D + D^2);
+        returns, per run, whether it failed (an emptied component or a
+        covariance that cannot be factorised; its parameters are then junk).
+        Non-finite totals show as a non-finite log-likelihood at the next pass."""
+        g, kmax, d = self.means.shape
+        t = totals.view(g, kmax, -1)
+        nk = t[..., 0] + self.count_pad
+        means = t[..., 1:1 + d] / nk.unsqueeze(-1)
+        scatter = (t[..., 1 + d:].view(g, kmax, d, d) / nk[..., None, None]
+                   - means.unsqueeze(-1) * means.unsqueeze(-2))
+        w = nk * self.real  # padding counts nothing
+        parts = []
+        for strategy, a, b, units in self.blocks:
+            if units is None:
+                parts.append(strategy.full_form(w[a:b], scatter[a:b]))
+            else:
+                uu = units.unsqueeze(1) * units.unsqueeze(0)
+                parts.append(strategy.full_form(w[a:b], scatter[a:b] * uu) / uu)
+        covs = (parts[0] if len(parts) == 1 else torch.cat(parts)) + self.fill
+        chol, info = torch.linalg.cholesky_ex(covs)
+        bad = ((nk < EMPTY_FRACTION) | (info > 0)).any(1)
+        if bool(info.any()):
+            # A failed factorisation may spoil others of the same call.
+            good = info.eq(0).all(1)
+            chol = chol.clone()
+            chol[good] = torch.linalg.cholesky_ex(covs[good])[0]
+        self.weights = w / w.sum(1, keepdim=True)
+        self.means, self.covs, self.chol = means, covs, chol
+        return bad.tolist()
+
+
+def _totals(phi: torch.Tensor, W: torch.Tensor, g: int, kmax: int):
+    """E-step and moments of one pass: per-run total log-likelihood (G,) and
+    every component's totals ``R^T @ phi``."""
+    n = phi.shape[0]
+    rows = max(1, min(n, _CHUNK_ELEMENTS // (g * kmax)))
+    ll = totals = None
+    for a in range(0, n, rows):
+        ph = phi[a:a + rows]
+        b = ph.shape[0]
+        grid = (ph @ W).view(b, g, kmax)
+        top = grid.amax(2, keepdim=True)
+        e = grid.sub_(top).exp_()
+        norm = e.sum(2, keepdim=True)
+        e.div_(norm)
+        part_ll = norm.log_().add_(top).sum(0).view(g)
+        part = e.view(b, -1).T @ ph
+        ll, totals = (part_ll, part) if ll is None else (ll + part_ll, totals + part)
+    return ll, totals
+
+
+def _resp_totals(phi: torch.Tensor, runs: list, resp_of) -> torch.Tensor:
+    """``R^T @ phi`` of the runs' starting responsibilities (padded layout)."""
+    n = phi.shape[0]
+    g, kmax = len(runs), max(r.k for r in runs)
+    rows = max(1, min(n, _CHUNK_ELEMENTS // (g * kmax)))
+    totals = None
+    for a in range(0, n, rows):
+        b = min(a + rows, n)
+        resp = torch.zeros(b - a, g, kmax, dtype=torch.float64, device=phi.device)
+        for i, r in enumerate(runs):
+            resp[:, i, :r.k] = resp_of(i, a, b)
+        part = resp.view(b - a, -1).T @ phi[a:b]
+        totals = part if totals is None else totals + part
+    return totals
+
+
+def _n_features(phi: torch.Tensor) -> int:
+    """D from the width ``1 + D + D^2`` of the quadratic features."""
+    return int(round((math.sqrt(4 * phi.shape[1] - 3) - 1) / 2))
+
+
+def _by_type(runs: list) -> list:
+    """The runs with each covariance type's runs contiguous (first-seen order)."""
+    order = {}
+    for r in runs:
+        order.setdefault(r.cov_name, len(order))
+    return sorted(runs, key=lambda r: order[r.cov_name])
+
+
+def start_runs(phi: torch.Tensor, runs: list, resp_of, *, reg_covar: float) -> None:
+    """Initial parameters of ``runs`` from starting responsibilities: one M-step.
+
+    Parameters
+    ----------
+    phi : Tensor (N, 1 + D + D^2)
+        :func:`quadratic_features` of the data.
+    runs : list of JointRun
+        Without parameters; they get them, or ``failed=True``.
+    resp_of : callable
+        ``resp_of(i, a, b)``: responsibilities (rows ``a:b``, ``K_i``) of run ``i``.
+    reg_covar : float
+        Added to each covariance's diagonal, in the type's units.
+    """
+    if not runs:
+        return
+    pack = _Pack(runs, _n_features(phi), phi.device, reg_covar)
+    bad = pack.m_step(_resp_totals(phi, runs, resp_of))
+    for i, r in enumerate(runs):
+        if bad[i]:
+            r.failed = True
+        else:
+            pack.store(i)
+
+
+def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, max_iter: int,
+              tol_type: str = "relative", rivals: list | None = None,
+              protected: list | None = None) -> None:
+    """Run EM on every run until each stops (in place).
+
+    Parameters
+    ----------
+    phi : Tensor (N, 1 + D + D^2)
+        :func:`quadratic_features` of the data (unweighted samples).
+    runs : list of JointRun
+        With parameters (:func:`start_runs` or an earlier call); runs that
+        converged, failed or reached ``max_iter`` are left as they are.
+    reg_covar, tol, max_iter, tol_type
+        As in :func:`gaussmix.batched.fit_batched` (``max_iter`` counts the
+        iterations of earlier calls).
+    rivals : list, optional
+        A label per run: runs with the same label compete, and one whose
+        Aitken-extrapolated end falls clearly below the best of its rivals
+        stops early, not converged (:func:`gaussmix.batched.fit_batched`).
+    protected : list of bool, optional
+        Runs never stopped early.
+    """
+    n = phi.shape[0]
+    label = {id(r): (rivals[i] if rivals is not None else None) for i, r in enumerate(runs)}
+    guarded = {id(r) for i, r in enumerate(runs) if protected and protected[i]}
+    active = _by_type([r for r in runs if not (r.converged or r.failed or r.n_iter >= max_iter)])
+    if not active:
+        return
+    pack = _Pack(active, _n_features(phi), phi.device, reg_covar)
+    pack.chol = torch.linalg.cholesky(pack.covs)
+    moving = {id(r) for r in active}
+    # The best finished run of each label (stopped runs never change).
+    done = {}
+
+    def finished(r):
+        done[label[id(r)]] = max(done.get(label[id(r)], -math.inf), r.lower_bound)
+
+    for r in runs:
+        if not r.failed and id(r) not in moving:
+            finished(r)
+    while pack.runs:
+        g = len(pack.runs)
+        ll, totals = _totals(phi, pack.coefficients(), g, pack.kmax)
+        bad = pack.m_step(totals)
+        lls = (ll / n).tolist()
+        lead = dict(done)
+        if rivals is not None:
+            for r, lb in zip(pack.runs, lls):
+                lead[label[id(r)]] = max(lead.get(label[id(r)], -math.inf), lb)
+        keep = []
+        for i, (r, lb) in enumerate(zip(pack.runs, lls)):
+            if bad[i] or not math.isfinite(lb):
+                r.failed = True
+                continue
+            prev = r.lower_bound
+            r.n_iter += 1
+            r.history.append(lb)
+            if has_converged(prev, lb, tol, tol_type, float(n)):
+                r.converged = True
+            elif not (r.n_iter >= max_iter or (
+                    rivals is not None and id(r) not in guarded
+                    and _hopeless(r.history, lead[label[id(r)]], float(n)))):
+                keep.append(i)
+                continue
+            pack.store(i)
+            finished(r)
+        if len(keep) < g:
+            if not keep:
+                break
+            pack.keep(keep)
