@@ -243,7 +243,7 @@ def test_lloyd_pass_and_kmeans(weighted):
     recovers well-separated clusters."""
     from sklearn.metrics import adjusted_rand_score
 
-    from gaussmix.init import _lloyd_pass, kmeans
+    from gaussmix.kmeans import _lloyd_pass, kmeans
 
     gen = torch.Generator().manual_seed(4)
     k, d = 4, 3

@@ -179,8 +179,12 @@ def search_plans(X, ks, types, base_seed, device, search_params, estimator_param
     probe = GaussianMixture(random_state=base_seed, device=device, **estimator_params)
     Xt = probe._fit_validate(X, reset=True, min_samples=2)
     small = Xt.device.type == "cpu" and Xt.shape[0] <= SINGLE_THREAD_MAX_SAMPLES
-    with _torch_threads(1 if small else torch.get_num_threads()):
-        return _search_plans(probe, X, Xt, ks, types, search_params)
+    # Inference mode: the search needs no autograd bookkeeping, which on small
+    # data is a large part of each kernel call (docs/PERFORMANCE.md); the
+    # estimators it yields get ordinary tensors (_search_estimator).
+    with _torch_threads(1 if small else torch.get_num_threads()), torch.inference_mode():
+        plans = _search_plans(probe, X, Xt, ks, types, search_params)
+    return plans
 
 
 def _search_plans(probe, X, Xt, ks, types, search_params):
@@ -210,6 +214,7 @@ def _search_plans(probe, X, Xt, ks, types, search_params):
     ) if partitions else {}
     share = (time.perf_counter() - t_start) / max(len(types) * len(ks), 1)
     plans = {}
+    probe_params = probe.get_params()
     for cov_type in types:
         scaling = scalings[cov_type]
         cells = results.get(cov_type, {})
@@ -225,7 +230,8 @@ def _search_plans(probe, X, Xt, ks, types, search_params):
                     yield None, why, {}
                     return
                 for run in cell.runs:
-                    est = _search_estimator(probe, k, cov_type, run, scaling, n, tensor_io)
+                    est = _search_estimator(probe, probe_params, k, cov_type, run, scaling, n,
+                                            tensor_io)
                     yield est, "", {"start": run.start, "reg": reg}
 
             plans[(cov_type, k)] = Plan(
@@ -234,9 +240,9 @@ def _search_plans(probe, X, Xt, ks, types, search_params):
     return plans
 
 
-def _search_estimator(probe, k, cov_type, run, scaling, n, tensor_io):
+def _search_estimator(probe, probe_params, k, cov_type, run, scaling, n, tensor_io):
     """A fitted GaussianMixture in the user's units from one run of the search."""
-    params = dict(probe.get_params(), n_components=k, covariance_type=cov_type)
+    params = dict(probe_params, n_components=k, covariance_type=cov_type)
     # An absolute regularisation no larger than the search used on any feature.
     params["reg_covar"] = float(probe.reg_covar * float((scaling.scale ** 2).min()))
     est = GaussianMixture(**params)
@@ -249,7 +255,7 @@ def _search_estimator(probe, k, cov_type, run, scaling, n, tensor_io):
     est._init_time_ = 0.0
     res = run.result
     shift = scaling.log_jacobian(n) / n
-    est._set_result(EMResult(scaling.to_user(res.params), res.converged, res.n_iter,
+    est._set_result(EMResult(scaling.to_user(res.params).clone(), res.converged, res.n_iter,
                              res.lower_bound + shift, [v + shift for v in res.lower_bounds],
                              list(res.events)))
     return est

@@ -8,13 +8,12 @@ through the same M-step as EM, with ``reg_covar``, exactly as scikit-learn's
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from .data import iter_chunks
 from .em import m_step
+from .kmeans import kmeans, kmeans_plusplus
 from .params import GMMParams
 from .stats import SuffStats
 
@@ -25,24 +24,6 @@ INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "hc")
 #: Rows the hierarchical clustering runs on at most (mclust's default subset).
 HC_SUBSET = 2000
 
-# Elements of the (rows, n_clusters) distance block of one k-means chunk.
-_KMEANS_ELEMENTS = 1 << 20
-
-
-def _sq_dist(X: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances (B, M), clamped at zero."""
-    # Centring on the centers' mean keeps the expanded form free of
-    # cancellation for data with a large offset (float32 around 1e6).
-    c0 = C.mean(0)
-    X, C = X - c0, C - c0
-    d = (X * X).sum(1, keepdim=True) - 2.0 * (X @ C.T) + (C * C).sum(1)
-    return d.clamp_min_(0.0)
-
-
-def _uniform(gen: torch.Generator, n: int, device, dtype) -> torch.Tensor:
-    return torch.rand(n, generator=gen, device=gen.device, dtype=torch.float64).to(device, dtype)
-
-
 def _choice(gen, n_samples, size, weights, device):
     """``size`` distinct indices drawn with probability proportional to weights."""
     if weights is None:
@@ -50,136 +31,6 @@ def _choice(gen, n_samples, size, weights, device):
         return perm[:size].to(device)
     w = weights.double().to(gen.device)
     return torch.multinomial(w, size, replacement=False, generator=gen).to(device)
-
-
-def kmeans_plusplus(
-    X: torch.Tensor,
-    n_clusters: int,
-    gen: torch.Generator,
-    sample_weight: torch.Tensor | None = None,
-    rows: int = 1 << 16,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Greedy k-means++ seeding (Arthur & Vassilvitskii; scikit-learn's variant).
-
-    Parameters
-    ----------
-    X : Tensor (N, D)
-    n_clusters : int
-    gen : torch.Generator
-    sample_weight : Tensor (N,), optional
-    rows : int
-        Chunk size for distance computations.
-
-    Returns
-    -------
-    centers : Tensor (n_clusters, D)
-    indices : Tensor (n_clusters,)
-        Row index of each chosen center.
-    """
-    n, _ = X.shape
-    device = X.device
-    w = torch.ones(n, dtype=torch.float64, device=device) if sample_weight is None else sample_weight.double()
-    n_trials = 2 + int(math.log(n_clusters))
-    first = torch.multinomial(w.to(gen.device), 1, generator=gen).to(device)
-    indices = [first]
-    closest = torch.cat([_sq_dist(xb, X[first]).squeeze(1) for xb, _ in iter_chunks(X, None, rows)]).double()
-    pot = closest @ w
-    for _ in range(1, n_clusters):
-        cum = torch.cumsum(w * closest, 0)
-        r = _uniform(gen, n_trials, device, torch.float64) * pot
-        cand = torch.searchsorted(cum, r).clamp_max(n - 1)
-        dist = torch.cat([_sq_dist(xb, X[cand]) for xb, _ in iter_chunks(X, None, rows)]).double()
-        dist = torch.minimum(dist, closest.unsqueeze(1))
-        pots = w @ dist
-        best = int(torch.argmin(pots))
-        closest = dist[:, best].contiguous()
-        pot = pots[best]
-        indices.append(cand[best : best + 1])
-    idx = torch.cat(indices)
-    return X[idx].clone(), idx
-
-
-def _lloyd_pass(Xc, sample_weight, centers, rows, want_labels):
-    """One pass over the data: nearest center of every row, and the
-    per-center weighted counts and sums (float64) for the next centers.
-
-    The distance ``||x||^2 - 2 x.c + ||c||^2`` drops ``||x||^2`` (it does not
-    change the argmin), so a chunk costs one GEMM, one argmin and one scatter.
-    """
-    k, d = centers.shape
-    c = centers.to(Xc.dtype)
-    c_sq = (c * c).sum(1)
-    counts = torch.zeros(k, dtype=torch.float64, device=Xc.device)
-    sums = torch.zeros(k, d, dtype=torch.float64, device=Xc.device)
-    labels = []
-    for xb, wb in iter_chunks(Xc, sample_weight, rows):
-        lab = torch.addmm(c_sq, xb, c.T, alpha=-2.0).argmin(1)
-        if want_labels:
-            labels.append(lab)
-        if wb is None:
-            counts += torch.bincount(lab, minlength=k).to(torch.float64)
-            part = torch.zeros(k, d, dtype=Xc.dtype, device=Xc.device).index_add_(0, lab, xb)
-        else:
-            counts.index_add_(0, lab, wb.to(torch.float64))
-            part = torch.zeros(k, d, dtype=Xc.dtype, device=Xc.device).index_add_(
-                0, lab, xb * wb.unsqueeze(1)
-            )
-        sums += part.to(torch.float64)
-    return (torch.cat(labels) if want_labels else None), counts, sums
-
-
-def kmeans(
-    X: torch.Tensor,
-    n_clusters: int,
-    gen: torch.Generator,
-    sample_weight: torch.Tensor | None = None,
-    max_iter: int = 100,
-    tol: float = 1e-4,
-    rows: int = 1 << 16,
-) -> torch.Tensor:
-    """Lloyd's k-means from k-means++ seeds, vectorised on the device.
-
-    Parameters
-    ----------
-    X : Tensor (N, D)
-    n_clusters : int
-    gen : torch.Generator
-    sample_weight : Tensor (N,), optional
-    max_iter : int
-        Bound on the number of Lloyd steps, so that initialisation never
-        dominates the fit.
-    tol : float
-        Stop when the squared center shift is below ``tol`` times the mean
-        feature variance (scikit-learn's rule).
-    rows : int
-        Chunk size.
-
-    Returns
-    -------
-    labels : Tensor (N,) of int64
-    """
-    # The widest intermediate here is (rows, n_clusters), far narrower than the
-    # EM chunk's (rows, K*D): longer chunks cut the per-chunk overhead.
-    rows = max(rows, _KMEANS_ELEMENTS // max(n_clusters, 1))
-    centers, _ = kmeans_plusplus(X, n_clusters, gen, sample_weight, rows)
-    var = X.double().var(0, unbiased=False).mean() if X.shape[0] > 1 else torch.zeros((), dtype=torch.float64)
-    threshold = float(tol * var)
-    # Centring once keeps the expanded distances free of cancellation for
-    # data with a large offset (float32 around 1e6).
-    origin = X.mean(0)
-    Xc = X - origin
-    centers = centers.double() - origin.double()
-    for _ in range(max_iter):
-        _, counts, sums = _lloyd_pass(Xc, sample_weight, centers, rows, False)
-        # An emptied cluster keeps its previous center.
-        new = torch.where(counts.unsqueeze(1) > 0, sums / counts.clamp_min(1e-300).unsqueeze(1), centers)
-        shift = float(((new - centers) ** 2).sum())
-        centers = new
-        if shift <= threshold:
-            break
-    # Labels of the final centers, as scikit-learn's last assignment step.
-    labels, _, _ = _lloyd_pass(Xc, sample_weight, centers, rows, True)
-    return labels
 
 
 def hc_partition(X: torch.Tensor, n_clusters, gen: torch.Generator,

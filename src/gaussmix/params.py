@@ -76,6 +76,17 @@ class GMMParams:
             covariances=mv(self.covariances),
         )
 
+    def clone(self) -> "GMMParams":
+        """A copy with tensors of its own (ordinary tensors even when these were
+        made under ``torch.inference_mode``)."""
+
+        def cp(t):
+            return None if t is None else t.clone()
+
+        return replace(self, weights=cp(self.weights), means=cp(self.means),
+                       precisions_cholesky=cp(self.precisions_cholesky),
+                       covariances=cp(self.covariances))
+
     def get_covariances(self) -> torch.Tensor:
         """Covariances, derived from the precision factors if not stored."""
         if self.covariances is not None:

@@ -1,30 +1,37 @@
 """Multi-start EM over a grid of numbers of components: the engine of model selection.
 
 EM finds a local optimum near where it starts, and a single k-means start
-often lands in a poor one.  For one covariance type and every ``K`` of a
-grid at once, :func:`search` runs:
+often lands in a poor one.  For every covariance type and every ``K`` of a
+grid, :func:`search` runs:
 
 1. **Starts**, from :func:`starting_partitions` (computed once for all
    covariance types): the model-based hierarchical clustering cut at ``K``
    (one merge tree for the whole grid, :mod:`gaussmix.hc`; R mclust's start),
-   ``n_kmeans`` k-means partitions from k-means++ seeds, and ``n_random``
-   random soft partitions.
+   ``n_kmeans`` k-means partitions from k-means++ seeds (all clusterings at
+   once, :func:`gaussmix.kmeans.kmeans_many`), and ``n_random`` random soft
+   partitions.
 2. **Screening** ("em-EM", Biernacki, Celeux & Govaert 2003): ``screen_iter``
-   EM iterations from every start of every ``K``, all in one batched EM
-   (:func:`gaussmix.batched.fit_batched`).
-3. **Continuation**: per ``K`` the hierarchical start and the best
-   ``n_keep`` other screened runs continue to convergence, batched; a run
-   whose extrapolated final log-likelihood is clearly below the best run of
-   its ``K`` stops early (:func:`gaussmix.batched.fit_batched`'s ``rivals``).
-4. **Splits**: for every ``K >= 2``, each component of the best screened
+   EM iterations from every start of every ``K``, batched.
+3. **Splits**: for every ``K >= 2``, each component of the best screened
    ``K - 1`` run is split in two along its principal axis (points on either
-   side of its mean); the splits are screened the same way and the best
-   continues with the runs of step 3 (one batch for the whole grid).
+   side of its mean); the splits are screened the same way.
+4. **Continuation**: per ``K`` the hierarchical start, the best ``n_keep``
+   other screened runs and the best split continue to convergence, in one
+   batch; a run whose extrapolated final log-likelihood is clearly below the
+   best run of its ``K`` stops early (the ``rivals`` of the engines).
 
-Every run that needs a step the batched engine does not take (an emptied
-component, a covariance that cannot be factorised) is dropped: it is a
-failed start, not a failed candidate.  The random stream is one
-``torch.Generator``, so the same seed gives the same answer.
+The engine: on small data with few features
+(:func:`gaussmix.joint.joint_applies`) every run of every type advances in
+one loop on the joint engine (:mod:`gaussmix.joint`); otherwise each type
+runs on the per-type batched engine (:func:`gaussmix.batched.fit_batched`),
+on the data in its own units.  Both compute the same EM (tested against each
+other); the joint engine saves the per-call overhead that dominates small
+data.
+
+Every run that needs a step the engines do not take (an emptied component, a
+covariance that cannot be factorised) is dropped: it is a failed start, not a
+failed candidate.  The random stream is one ``torch.Generator``, so the same
+seed gives the same answer.
 """
 
 from __future__ import annotations
@@ -38,7 +45,8 @@ from .batched import _owner, chunk_moments, grouped_m_step, fit_batched
 from .covariance import get_covariance_type
 from .data import chunk_rows, iter_chunks
 from .em import EMResult, e_step
-from .init import HC_SUBSET, hc_partition, kmeans, one_hot
+from .init import HC_SUBSET, hc_partition, one_hot
+from .kmeans import kmeans_many
 from .joint import JointRun, fit_joint, joint_applies, quadratic_features, start_runs
 
 __all__ = ["Start", "Run", "starting_partitions", "search"]
@@ -106,7 +114,9 @@ class Run:
     def lower_bound(self) -> float:
         if not self.alive:
             return -float("inf")
-        return self.state.lower_bound if self.state is not None else self.result.lower_bound
+        # The joint engine's state is in the data's coordinates, the result in
+        # the type's units; they differ by a constant within a type.
+        return self.result.lower_bound if self.result is not None else self.state.lower_bound
 
 
 @dataclass
@@ -153,11 +163,12 @@ def starting_partitions(X: torch.Tensor, ks, gen: torch.Generator, *, n_kmeans: 
             full = torch.full((n,), -1, dtype=torch.long, device=device)
             full[rows] = lab
             out[k].append(Start("hc", labels=full))
+    fits = [k for k in multi if k <= n for _ in range(n_kmeans)]
+    for k, labels in zip(fits, kmeans_many(X, fits, gen, max_iter=KMEANS_STEPS) if fits else []):
+        out[k].append(Start("kmeans", labels=labels))
     for k in multi:
         if k > n:
             continue
-        for _ in range(n_kmeans):
-            out[k].append(Start("kmeans", labels=kmeans(X, k, gen, max_iter=KMEANS_STEPS)))
         for _ in range(n_random):
             r = torch.rand(n, k, generator=gen, device=gen.device, dtype=torch.float64).to(device)
             out[k].append(Start("random", resp=r / r.sum(1, keepdim=True)))

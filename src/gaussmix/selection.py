@@ -89,7 +89,11 @@ def information_criteria(estimator: GaussianMixture, X) -> dict:
         (``-sum r log r``), ``bic``, ``aic`` and ``icl``; all lower-is-better
         as in scikit-learn's :meth:`GaussianMixture.bic`.
     """
-    Xt = estimator._predict_input(X)
+    return _criteria(estimator, estimator._predict_input(X))
+
+
+def _criteria(estimator: GaussianMixture, Xt: torch.Tensor) -> dict:
+    """:func:`information_criteria` on data already validated for ``estimator``."""
     params = estimator._params
     n, d = Xt.shape
     rows = chunk_rows(n, params.n_components, d, Xt.device, Xt.dtype, estimator.batch_size)
@@ -365,6 +369,19 @@ def select_model(
     else:
         plans = estimator_plans(X, grid, base_seed, n_init, device, concurrent, n_reseed,
                                 estimator_params)
+    # The data, validated once per device and dtype, and as float64 NumPy for
+    # the guard: every candidate is examined on the same data.
+    checked = {}
+    X64 = (X.detach().double().cpu().numpy() if isinstance(X, torch.Tensor)
+           else np.asarray(X, dtype=np.float64))
+
+    def examine(est, reg):
+        key = (est._device, est._dtype)
+        if key not in checked:
+            checked[key] = est._predict_input(X)
+        Xt = checked[key]
+        return _criteria(est, Xt), collapsed_components(est, X64, reg)
+
     for i, (cov_type, k) in enumerate(grid):
         t0 = time.perf_counter()
         plan = plans[(cov_type, k)]
@@ -379,7 +396,7 @@ def select_model(
                 outcome = (None, None, None, err)
             else:
                 reg = info.get("reg", est.reg_covar)
-                outcome = (est, information_criteria(est, X), collapsed_components(est, X, reg), "")
+                outcome = (est, *examine(est, reg), "")
             if first is None:
                 first, first_info = outcome, info
             if est is not None and not outcome[2]["components"]:

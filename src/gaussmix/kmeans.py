@@ -1,0 +1,251 @@
+"""k-means on the device: k-means++ seeding (Arthur & Vassilvitskii 2007,
+scikit-learn's greedy variant) and Lloyd's iterations, for one clustering
+(:func:`kmeans`, the ``init_params="kmeans"`` start) or many at once
+(:func:`kmeans_many`, the k-means starts of a model search).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .data import iter_chunks
+
+__all__ = ["kmeans", "kmeans_many", "kmeans_plusplus"]
+
+# Elements of the (rows, n_clusters) distance block of one k-means chunk.
+_KMEANS_ELEMENTS = 1 << 20
+
+
+def _sq_dist(X: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances (B, M), clamped at zero."""
+    # Centring on the centers' mean keeps the expanded form free of
+    # cancellation for data with a large offset (float32 around 1e6).
+    c0 = C.mean(0)
+    X, C = X - c0, C - c0
+    d = (X * X).sum(1, keepdim=True) - 2.0 * (X @ C.T) + (C * C).sum(1)
+    return d.clamp_min_(0.0)
+
+
+def _uniform(gen: torch.Generator, n: int, device, dtype) -> torch.Tensor:
+    return torch.rand(n, generator=gen, device=gen.device, dtype=torch.float64).to(device, dtype)
+
+
+def kmeans_plusplus(
+    X: torch.Tensor,
+    n_clusters: int,
+    gen: torch.Generator,
+    sample_weight: torch.Tensor | None = None,
+    rows: int = 1 << 16,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii; scikit-learn's variant).
+
+    Parameters
+    ----------
+    X : Tensor (N, D)
+    n_clusters : int
+    gen : torch.Generator
+    sample_weight : Tensor (N,), optional
+    rows : int
+        Chunk size for distance computations.
+
+    Returns
+    -------
+    centers : Tensor (n_clusters, D)
+    indices : Tensor (n_clusters,)
+        Row index of each chosen center.
+    """
+    n, _ = X.shape
+    device = X.device
+    w = torch.ones(n, dtype=torch.float64, device=device) if sample_weight is None else sample_weight.double()
+    n_trials = 2 + int(math.log(n_clusters))
+    first = torch.multinomial(w.to(gen.device), 1, generator=gen).to(device)
+    indices = [first]
+    closest = torch.cat([_sq_dist(xb, X[first]).squeeze(1) for xb, _ in iter_chunks(X, None, rows)]).double()
+    pot = closest @ w
+    for _ in range(1, n_clusters):
+        cum = torch.cumsum(w * closest, 0)
+        r = _uniform(gen, n_trials, device, torch.float64) * pot
+        cand = torch.searchsorted(cum, r).clamp_max(n - 1)
+        dist = torch.cat([_sq_dist(xb, X[cand]) for xb, _ in iter_chunks(X, None, rows)]).double()
+        dist = torch.minimum(dist, closest.unsqueeze(1))
+        pots = w @ dist
+        best = int(torch.argmin(pots))
+        closest = dist[:, best].contiguous()
+        pot = pots[best]
+        indices.append(cand[best : best + 1])
+    idx = torch.cat(indices)
+    return X[idx].clone(), idx
+
+
+def _lloyd_pass(Xc, sample_weight, centers, rows, want_labels):
+    """One pass over the data: nearest center of every row, and the
+    per-center weighted counts and sums (float64) for the next centers.
+
+    The distance ``||x||^2 - 2 x.c + ||c||^2`` drops ``||x||^2`` (it does not
+    change the argmin), so a chunk costs one GEMM, one argmin and one scatter.
+    """
+    k, d = centers.shape
+    c = centers.to(Xc.dtype)
+    c_sq = (c * c).sum(1)
+    counts = torch.zeros(k, dtype=torch.float64, device=Xc.device)
+    sums = torch.zeros(k, d, dtype=torch.float64, device=Xc.device)
+    labels = []
+    for xb, wb in iter_chunks(Xc, sample_weight, rows):
+        lab = torch.addmm(c_sq, xb, c.T, alpha=-2.0).argmin(1)
+        if want_labels:
+            labels.append(lab)
+        if wb is None:
+            counts += torch.bincount(lab, minlength=k).to(torch.float64)
+            part = torch.zeros(k, d, dtype=Xc.dtype, device=Xc.device).index_add_(0, lab, xb)
+        else:
+            counts.index_add_(0, lab, wb.to(torch.float64))
+            part = torch.zeros(k, d, dtype=Xc.dtype, device=Xc.device).index_add_(
+                0, lab, xb * wb.unsqueeze(1)
+            )
+        sums += part.to(torch.float64)
+    return (torch.cat(labels) if want_labels else None), counts, sums
+
+
+def kmeans(
+    X: torch.Tensor,
+    n_clusters: int,
+    gen: torch.Generator,
+    sample_weight: torch.Tensor | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    rows: int = 1 << 16,
+) -> torch.Tensor:
+    """Lloyd's k-means from k-means++ seeds, vectorised on the device.
+
+    Parameters
+    ----------
+    X : Tensor (N, D)
+    n_clusters : int
+    gen : torch.Generator
+    sample_weight : Tensor (N,), optional
+    max_iter : int
+        Bound on the number of Lloyd steps, so that initialisation never
+        dominates the fit.
+    tol : float
+        Stop when the squared center shift is below ``tol`` times the mean
+        feature variance (scikit-learn's rule).
+    rows : int
+        Chunk size.
+
+    Returns
+    -------
+    labels : Tensor (N,) of int64
+    """
+    # The widest intermediate here is (rows, n_clusters), far narrower than the
+    # EM chunk's (rows, K*D): longer chunks cut the per-chunk overhead.
+    rows = max(rows, _KMEANS_ELEMENTS // max(n_clusters, 1))
+    centers, _ = kmeans_plusplus(X, n_clusters, gen, sample_weight, rows)
+    var = X.double().var(0, unbiased=False).mean() if X.shape[0] > 1 else torch.zeros((), dtype=torch.float64)
+    threshold = float(tol * var)
+    # Centring once keeps the expanded distances free of cancellation for
+    # data with a large offset (float32 around 1e6).
+    origin = X.mean(0)
+    Xc = X - origin
+    centers = centers.double() - origin.double()
+    for _ in range(max_iter):
+        _, counts, sums = _lloyd_pass(Xc, sample_weight, centers, rows, False)
+        # An emptied cluster keeps its previous center.
+        new = torch.where(counts.unsqueeze(1) > 0, sums / counts.clamp_min(1e-300).unsqueeze(1), centers)
+        shift = float(((new - centers) ** 2).sum())
+        centers = new
+        if shift <= threshold:
+            break
+    # Labels of the final centers, as scikit-learn's last assignment step.
+    labels, _, _ = _lloyd_pass(Xc, sample_weight, centers, rows, True)
+    return labels
+
+
+#: Elements of the largest intermediate of :func:`kmeans_many` (the seeding's
+#: (runs, trials, rows) distances); bigger problems run one clustering at a time.
+_MANY_ELEMENTS = 1 << 23
+
+
+def kmeans_many(X: torch.Tensor, n_clusters: list, gen: torch.Generator,
+                max_iter: int = 10, tol: float = 1e-4) -> list:
+    """Several k-means clusterings of the same data at once.
+
+    The clusterings (any numbers of clusters, or restarts of one) advance
+    together: k-means++ seeding picks the ``j``-th center of every clustering
+    in one step, and each Lloyd step assigns the rows of all of them with one
+    batched GEMM, their centers padded to the largest number of clusters.
+    Each clustering is what :func:`kmeans` computes, from its own random
+    draws.  On large data (see ``_MANY_ELEMENTS``) they run one after the other.
+
+    Parameters
+    ----------
+    X : Tensor (N, D)
+    n_clusters : list of int
+        Clusters of each clustering (each at most N).
+    gen : torch.Generator
+    max_iter : int
+        Lloyd steps at most.
+    tol : float
+        Stop when every clustering's squared center shift is below ``tol``
+        times the mean feature variance (scikit-learn's rule).
+
+    Returns
+    -------
+    list of Tensor (N,) of int64
+        Labels of each clustering.
+    """
+    n, d = X.shape
+    b, kmax = len(n_clusters), max(n_clusters)
+    trials = [2 + int(math.log(k)) for k in n_clusters]
+    if b * max(trials) * n > _MANY_ELEMENTS:
+        return [kmeans(X, k, gen, max_iter=max_iter, tol=tol) for k in n_clusters]
+    device = X.device
+    x = X.double()
+    x = x - x.mean(0)  # centred: no cancellation in the expanded distances
+    x_sq = (x * x).sum(1)
+    ks = torch.tensor(n_clusters, device=device)
+    runs = torch.arange(b, device=device)
+
+    def sq_dist(c):  # (..., M, D) centers -> (..., M, N)
+        return (x_sq - 2.0 * (c @ x.T) + (c * c).sum(-1, keepdim=True)).clamp_min_(0.0)
+
+    # k-means++: the first center uniformly, then per step the best of each
+    # clustering's trial candidates drawn in proportion to the squared distance.
+    centers = torch.zeros(b, kmax, d, dtype=torch.float64, device=device)
+    first = torch.randint(0, n, (b,), generator=gen, device=gen.device).to(device)
+    centers[:, 0] = x[first]
+    closest = sq_dist(centers[:, :1]).squeeze(1)
+    n_trials = max(trials)
+    unused = torch.arange(n_trials, device=device) >= torch.tensor(trials, device=device)[:, None]
+    for j in range(1, kmax):
+        cum = closest.cumsum(1)
+        r = torch.rand(b, n_trials, generator=gen, device=gen.device, dtype=torch.float64)
+        cand = torch.searchsorted(cum, r.to(device) * cum[:, -1:]).clamp_max_(n - 1)
+        cx = x[cand]
+        dist = torch.minimum(sq_dist(cx), closest.unsqueeze(1))
+        best = dist.sum(2).masked_fill_(unused, math.inf).argmin(1)
+        grows = (ks > j).unsqueeze(1)
+        closest = torch.where(grows, dist[runs, best], closest)
+        centers[:, j] = torch.where(grows, cx[runs, best], centers[:, j])
+    # Lloyd: padding centers sit at infinite distance.
+    pad = torch.arange(kmax, device=device) >= ks.unsqueeze(1)
+    threshold = tol * float(x.var(0, unbiased=False).mean()) if n > 1 else 0.0
+    offsets = (runs * kmax).unsqueeze(1)
+    x_all = x.expand(b, n, d).reshape(-1, d)
+    for step in range(max_iter + 1):
+        c_sq = (centers * centers).sum(-1).masked_fill_(pad, math.inf)
+        labels = (c_sq.unsqueeze(1) - 2.0 * (x @ centers.transpose(1, 2))).argmin(2)
+        if step == max_iter:
+            break
+        flat = (labels + offsets).flatten()
+        counts = torch.bincount(flat, minlength=b * kmax).view(b, kmax, 1).double()
+        sums = torch.zeros(b * kmax, d, dtype=torch.float64, device=device).index_add_(
+            0, flat, x_all).view(b, kmax, d)
+        # An emptied cluster keeps its previous center.
+        new = torch.where(counts > 0, sums / counts.clamp_min(1.0), centers)
+        shift = ((new - centers) ** 2).sum((1, 2))
+        centers = new
+        if bool((shift <= threshold).all()):
+            max_iter = step + 1  # one more assignment, then stop
+    return list(labels.unbind(0))

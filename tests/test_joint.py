@@ -1,0 +1,166 @@
+"""The joint EM engine of the model search and the batched k-means starts.
+
+The engine is checked against scikit-learn in float64 from the same initial
+parameters (every covariance type, a spherical one in its own units), and the
+whole search on it against the same search on the per-type batched engine.
+"""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_iris
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture as SkGM
+
+import gaussmix.search as search_mod
+from gaussmix.covariance import get_covariance_type
+from gaussmix.joint import JointRun, fit_joint, quadratic_features, start_runs
+from gaussmix.kmeans import kmeans_many
+from gaussmix.scaling import feature_scaling
+from gaussmix.search import search, starting_partitions
+
+TYPES = ("full", "tied", "diag", "spherical")
+
+
+@pytest.fixture(scope="module")
+def iris_z():
+    X = torch.from_numpy(load_iris().data)
+    return feature_scaling(X, per_feature=True).to_fit(X)
+
+
+def _sk_init(cov_name, weights, means, cov_t):
+    """scikit-learn's precisions_init from full covariances in the type's units."""
+    prec = torch.linalg.inv(cov_t)
+    if cov_name == "full":
+        return prec.numpy()
+    if cov_name == "tied":
+        return prec[0].numpy()
+    if cov_name == "diag":
+        return torch.diagonal(prec, dim1=-2, dim2=-1).numpy()
+    return prec[:, 0, 0].numpy()
+
+
+@pytest.mark.parametrize("cov_name", TYPES)
+@pytest.mark.parametrize("n_iter", [1, 7])
+def test_iterations_equal_sklearn_from_the_same_start(iris_z, cov_name, n_iter):
+    X = iris_z
+    d = X.shape[1]
+    rng = np.random.default_rng(3)
+    k = 3
+    # Spherical runs in its own units (a per-feature factor), like the search.
+    units = torch.tensor([1.0, 0.5, 2.0, 1.5], dtype=torch.float64) if cov_name == "spherical" else None
+    Xt = X if units is None else X * units
+    labels = torch.from_numpy(rng.integers(0, k, X.shape[0]))
+    cov = get_covariance_type(cov_name)
+    weights = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
+    means = Xt[torch.tensor([0, 60, 120])]
+    # Initial covariances of the type, in its units, from a labelled split.
+    nk = torch.stack([(labels == j).sum() for j in range(k)]).double()
+    scatter = torch.stack([torch.cov(Xt[labels == j].T, correction=0) for j in range(k)])
+    cov_t = cov.full_form(nk.unsqueeze(0), scatter.unsqueeze(0))[0] + 1e-3 * torch.eye(d)
+    reg = 1e-6
+    sk = SkGM(k, covariance_type=cov_name, max_iter=n_iter, tol=0.0, reg_covar=reg,
+              weights_init=weights.numpy(), means_init=means.numpy(),
+              precisions_init=_sk_init(cov_name, weights, means, cov_t))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sk.fit(Xt.numpy())
+    uu = 1.0 if units is None else units.unsqueeze(1) * units.unsqueeze(0)
+    run = JointRun(cov_name, k, units, weights.clone(), means / (1.0 if units is None else units),
+                   cov_t / uu)
+    fit_joint(quadratic_features(X), [run], reg_covar=reg, tol=0.0, max_iter=n_iter)
+    res = run.result()
+    assert res.n_iter == n_iter and not res.converged
+    assert res.lower_bound == pytest.approx(sk.lower_bound_, rel=1e-10, abs=1e-10)
+    np.testing.assert_allclose(res.params.weights.numpy(), sk.weights_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(res.params.means.numpy(), sk.means_, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(res.params.get_covariances().numpy(), sk.covariances_,
+                               rtol=1e-8, atol=1e-10)
+
+
+def test_start_from_responsibilities_is_sklearns_m_step(iris_z):
+    # One M-step from hard labels: the covariances are the labelled groups'
+    # own (ML) covariances plus the regularisation.
+    X = iris_z
+    labels = torch.from_numpy(load_iris().target)
+    runs = [JointRun(t, 3) for t in TYPES]
+    start_runs(quadratic_features(X), runs,
+               lambda i, a, b: torch.nn.functional.one_hot(labels[a:b], 3).double(),
+               reg_covar=1e-6)
+    groups = [X[labels == j] for j in range(3)]
+    covs = torch.stack([torch.cov(g.T, correction=0) for g in groups])
+    nk = torch.tensor([len(g) for g in groups], dtype=torch.float64)
+    expected = {
+        "full": covs,
+        "tied": (nk[:, None, None] * covs).sum(0).expand(3, 4, 4) / nk.sum(),
+        "diag": torch.diag_embed(torch.diagonal(covs, dim1=-2, dim2=-1)),
+        "spherical": torch.diagonal(covs, dim1=-2, dim2=-1).mean(1)[:, None, None] * torch.eye(4),
+    }
+    for run in runs:
+        assert not run.failed
+        np.testing.assert_allclose(run.weights.numpy(), (nk / nk.sum()).numpy(), rtol=1e-12)
+        np.testing.assert_allclose(run.means.numpy(), torch.stack([g.mean(0) for g in groups]),
+                                   rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(run.covariances.numpy(),
+                                   (expected[run.cov_name] + 1e-6 * torch.eye(4)).numpy(),
+                                   rtol=1e-10, atol=1e-12)
+
+
+def test_emptied_component_fails_the_run_only(iris_z):
+    X = iris_z
+    labels = torch.from_numpy(load_iris().target)
+    good, empty = JointRun("full", 3), JointRun("diag", 4)
+    start_runs(quadratic_features(X), [good, empty],
+               lambda i, a, b: torch.nn.functional.one_hot(labels[a:b], 3 + i).double(),
+               reg_covar=1e-6)
+    assert empty.failed and not good.failed
+
+
+def test_search_on_joint_engine_equals_per_type_engine(iris_z, monkeypatch):
+    gen = torch.Generator().manual_seed(0)
+    parts = starting_partitions(iris_z, [1, 2, 3, 4], gen)
+    units = {"spherical": torch.tensor([1.0, 2.0, 0.5, 1.5], dtype=torch.float64)}
+    settings = dict(reg_covar=1e-8, tol=1e-5, units=units)
+    joint = search(iris_z, TYPES, parts, **settings)
+    monkeypatch.setattr(search_mod, "joint_applies", lambda n, d: False)
+    per_type = search(iris_z, TYPES, parts, **settings)
+    # The same runs reach the same optima; where a run stops can move by an
+    # iteration (rounding at the stopping boundary), so within the tolerance.
+    for t in TYPES:
+        for k in (1, 2, 3, 4):
+            a = {r.start: r.lower_bound for r in joint[t][k].runs}
+            b = {r.start: r.lower_bound for r in per_type[t][k].runs}
+            assert set(a) == set(b) and ("hc" in a or k == 1)
+            for start in a:
+                assert a[start] == pytest.approx(b[start], rel=1e-5)
+
+
+def _inertia(X, labels, k):
+    return sum(float(((X[labels == j] - X[labels == j].mean(0)) ** 2).sum())
+               for j in range(k) if bool((labels == j).any()))
+
+
+def test_kmeans_many_reaches_lloyd_fixed_points(iris_z):
+    X = iris_z
+    ks = [2, 3, 3, 5, 9]
+    out = kmeans_many(X, ks, torch.Generator().manual_seed(1), max_iter=300)
+    for k, labels in zip(ks, out):
+        assert labels.shape == (X.shape[0],) and int(labels.min()) >= 0 and int(labels.max()) < k
+        # A fixed point: every row is nearest to the mean of its own cluster.
+        centers = torch.stack([X[labels == j].mean(0) if bool((labels == j).any())
+                               else torch.full((4,), math.inf, dtype=X.dtype) for j in range(k)])
+        nearest = torch.cdist(X, centers.nan_to_num(posinf=1e300)).argmin(1)
+        assert torch.equal(nearest, labels)
+        # And no worse than scikit-learn's k-means from one k-means++ seed by much.
+        from sklearn.cluster import KMeans
+        sk = KMeans(k, n_init=1, random_state=0).fit(X.numpy())
+        assert _inertia(X, labels, k) <= 1.5 * sk.inertia_
+
+
+def test_kmeans_many_same_generator_same_labels(iris_z):
+    a = kmeans_many(iris_z, [3, 4], torch.Generator().manual_seed(5))
+    b = kmeans_many(iris_z, [3, 4], torch.Generator().manual_seed(5))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
