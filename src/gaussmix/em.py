@@ -17,7 +17,8 @@ from typing import Callable, Iterable
 import torch
 
 from . import kernels
-from .covariance import _LOG_2PI, get_covariance_type, row_sums
+from .covariance import get_covariance_type, row_sums
+from .covariance.base import _LOG_2PI
 from .params import GMMParams
 from .stats import SuffStats
 from .stopping import has_converged

@@ -1,0 +1,120 @@
+"""The ``diag`` covariance: each component has its own diagonal covariance matrix."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import CovarianceType
+
+
+class Diag(CovarianceType):
+    """Each component has its own diagonal covariance matrix."""
+
+    name = "diag"
+
+    def n_cov_parameters(self, n_components, n_features):
+        return n_components * n_features
+
+    def stat_shape(self, n_components, n_features):
+        return (n_components, n_features)
+
+    def second_moment(self, xc, resp):
+        return resp.T @ (xc * xc)
+
+    def features(self, X, shift):
+        # [x*x, x] written once into one buffer: the E-step's GEMM and the
+        # M-step's GEMM both read it (no torch.cat, no second copy).
+        b, d = X.shape
+        feats = torch.empty(b, 2 * d, dtype=X.dtype, device=X.device)
+        xc = feats[:, d:]
+        torch.sub(X, shift, out=xc)
+        torch.mul(xc, xc, out=feats[:, :d])
+        return xc, feats
+
+    def moments(self, xc, resp, feats=None):
+        # s2 and s1 from one GEMM: resp^T @ [x*x, x].
+        d = xc.shape[1]
+        if feats is None:
+            feats = self.features(xc, torch.zeros((), dtype=xc.dtype, device=xc.device))[1]
+        both = resp.T @ feats
+        return resp.sum(0), both[:, d:], both[:, :d]
+
+    per_component_moments = True
+
+    def moments_around(self, xc, resp, offsets):
+        z = xc.unsqueeze(1) - offsets.unsqueeze(0)
+        w = resp.unsqueeze(2) * z
+        return resp.sum(0), w.sum(0), (w * z).sum(0)
+
+    def covariances_from_stats(self, nk, means_c, s2, reg_covar):
+        return s2 / nk[:, None] - means_c * means_c + reg_covar
+
+    def full_form(self, nk, scatter):
+        return torch.diag_embed(torch.diagonal(scatter, dim1=-2, dim2=-1))
+
+    def from_full_form(self, covariances):
+        return torch.diagonal(covariances, dim1=-2, dim2=-1).clone()
+
+    _what = "a variance is not positive"
+
+    def rescaled(self, covariances, prec_chol, scale):
+        return covariances * scale * scale, prec_chol / scale
+
+    def _try_factor(self, covariances):
+        mats = self._matrix_view(covariances)
+        bad = ((mats <= 0.0) | ~torch.isfinite(mats)).any(1)
+        return torch.rsqrt(covariances), bad
+
+    def _matrix_view(self, covariances):
+        # One row of variances per component (spherical: a single variance).
+        return covariances.reshape(covariances.shape[0], -1)
+
+    def _add_to_diagonal(self, covariances, amount):
+        mats = self._matrix_view(covariances) + amount.to(covariances.dtype).unsqueeze(1)
+        return mats.reshape(covariances.shape)
+
+    def _diagonal_scale(self, covariances):
+        return self._matrix_view(covariances).abs().mean(1)
+
+    def precisions_cholesky_from_precisions(self, precisions):
+        return torch.sqrt(precisions)
+
+    def precisions(self, prec_chol):
+        return prec_chol * prec_chol
+
+    def covariances(self, prec_chol):
+        return 1.0 / (prec_chol * prec_chol)
+
+    def log_det(self, prec_chol, n_features):
+        return torch.log(prec_chol).sum(-1)
+
+    #: float32 distances are taken directly, per component (see mahalanobis).
+    direct_below_float64 = True
+
+    def mahalanobis(self, xc, means_c, prec_chol, direct=None):
+        if direct or (direct is None and xc.dtype != torch.float64):
+            # Direct (B, K, D) differences: the one-GEMM expansion below loses
+            # eps32 * (distance to the shift / sigma)^2 to cancellation.
+            p = prec_chol if prec_chol.dim() == 2 else prec_chol.unsqueeze(1)
+            z = (xc.unsqueeze(1) - means_c.unsqueeze(0)) * p.unsqueeze(0)
+            return z.square_().sum(-1)
+        feats = self.features(xc, torch.zeros((), dtype=xc.dtype, device=xc.device))[1]
+        return self.mahalanobis_prepared(feats, self.prepare(means_c, prec_chol))
+
+    def prepare(self, means_c, prec_chol):
+        p2 = prec_chol * prec_chol
+        coef = torch.cat([p2.T, -2.0 * (means_c * p2).T], dim=0)
+        return coef, (means_c * means_c * p2).sum(1)
+
+    def mahalanobis_prepared(self, feats, prep):
+        coef, mean_sq = prep
+        # sum_d p_kd (x_d^2 - 2 x_d mu_kd) + sum_d p_kd mu_kd^2 as one GEMM
+        # [x*x, x] (B, 2D) @ (2D, K).
+        return torch.addmm(mean_sq, feats, coef).clamp_min_(0.0)
+
+    def check_spd(self, mats, name):
+        if bool((mats <= 0).any()):
+            raise ValueError(
+                f"'{name}' must be positive; found a non-positive entry. Pass precisions "
+                f"(inverse variances) > 0."
+            )

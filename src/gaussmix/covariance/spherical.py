@@ -1,0 +1,52 @@
+"""The ``spherical`` covariance: each component has its own single variance."""
+
+from __future__ import annotations
+
+import torch
+
+from .diag import Diag
+
+
+class Spherical(Diag):
+    """Each component has its own single variance."""
+
+    name = "spherical"
+
+    def n_cov_parameters(self, n_components, n_features):
+        return n_components
+
+    def stat_shape(self, n_components, n_features):
+        return (n_components, n_features)
+
+    def expected_param_shape(self, n_components, n_features):
+        return (n_components,)
+
+    per_feature_scaling = False
+
+    def rescaled(self, covariances, prec_chol, scale):
+        c = scale[0]
+        if not bool((scale == c).all()):
+            raise ValueError("A spherical covariance can only be rescaled by one common factor.")
+        return covariances * c * c, prec_chol / c
+
+    def covariances_from_stats(self, nk, means_c, s2, reg_covar):
+        return Diag.covariances_from_stats(self, nk, means_c, s2, reg_covar).mean(1)
+
+    def full_form(self, nk, scatter):
+        var = torch.diagonal(scatter, dim1=-2, dim2=-1).mean(-1)
+        eye = torch.eye(scatter.shape[-1], dtype=scatter.dtype, device=scatter.device)
+        return var[..., None, None] * eye
+
+    def from_full_form(self, covariances):
+        return torch.diagonal(covariances, dim1=-2, dim2=-1).mean(-1)
+
+    def log_det(self, prec_chol, n_features):
+        return n_features * torch.log(prec_chol)
+
+    def prepare(self, means_c, prec_chol):
+        # Diag's features [x*x, x] with p_k repeated over the x*x block: the
+        # same buffer then serves the E-step and the (K, D) second moments.
+        d = means_c.shape[1]
+        p2 = prec_chol * prec_chol
+        coef = torch.cat([p2.expand(d, -1), -2.0 * means_c.T * p2], dim=0)
+        return coef, (means_c * means_c).sum(1) * p2
