@@ -34,7 +34,7 @@ def min_component_count(covariance_type: str, n_features: int) -> int:
     a variance needs two points; the tied covariance is pooled over all
     components, so each component only needs one point for its mean.
     """
-    return {"full": n_features + 1, "tied": 1, "diag": 2, "spherical": 2}[covariance_type]
+    return get_covariance_type(covariance_type).min_count(n_features)
 
 
 def _feature_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,37 +87,37 @@ def collapsed_components(estimator, X, reg_covar=None) -> dict:
     Xn = X.detach().double().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X, dtype=np.float64)
     n, d = Xn.shape
     reg = np.broadcast_to(np.asarray(reg_arg, dtype=np.float64), (d,))
-    kind = params.covariance_type
     weights = params.weights.detach().double().cpu().numpy()
     cov = params.get_covariances().detach().double().cpu().numpy()
     counts = weights * n
-    need = min_component_count(kind, d)
+    need = params.cov.min_count(d)
     too_few = [int(k) for k in np.flatnonzero(~(counts >= need))]
 
     var, varying = _feature_scale(Xn)
     pinned: list[int] = []
     if varying.any():
-        s = np.sqrt(var[varying])
         idx = np.flatnonzero(varying)
-        k_all = params.n_components
-        if kind in ("full", "tied"):
-            mats = cov if kind == "full" else cov[None]
-            sub = mats[:, idx[:, None], idx[None, :]] - np.diag(reg[idx])
-            std = sub / (s[:, None] * s[None, :])
-            with np.errstate(invalid="ignore"):
-                finite = np.isfinite(std).all(axis=(1, 2))
-            low = np.full(std.shape[0], -np.inf)
-            if finite.any():
-                low[finite] = np.linalg.eigvalsh(std[finite]).min(axis=1)
-            bad = ~(low > VARIANCE_RTOL)
-            pinned = list(range(k_all)) if (kind == "tied" and bad[0]) else (
-                [int(k) for k in np.flatnonzero(bad)] if kind == "full" else [])
-        elif kind == "diag":
-            excess = (cov[:, idx] - reg[idx]) / var[idx]
-            pinned = [int(k) for k in np.flatnonzero(~(excess > VARIANCE_RTOL).all(axis=1))]
-        else:  # spherical: one variance, compared with the mean data variance
-            excess = (cov - reg.mean()) / var[idx].mean()
-            pinned = [int(k) for k in np.flatnonzero(~(excess > VARIANCE_RTOL))]
+        strategy = params.cov
+        # Variances are measured against the data's own: per feature for a
+        # model closed under per-feature scaling, else on one common scale
+        # (the mean variance); the test is the smallest eigenvalue of each
+        # standardised covariance net of the regularisation.
+        s = np.sqrt(var[idx] if strategy.per_feature_scaling
+                    else np.full(idx.size, var[idx].mean()))
+        net = reg[idx] if strategy.per_feature_scaling else np.full(idx.size, reg.mean())
+        mats = strategy.matrices(torch.as_tensor(cov), d).numpy()
+        sub = mats[:, idx[:, None], idx[None, :]] - np.diag(net)
+        std = sub / (s[:, None] * s[None, :])
+        with np.errstate(invalid="ignore"):
+            finite = np.isfinite(std).all(axis=(1, 2))
+        low = np.full(std.shape[0], -np.inf)
+        if finite.any():
+            low[finite] = np.linalg.eigvalsh(std[finite]).min(axis=1)
+        bad = ~(low > VARIANCE_RTOL)
+        if strategy.shared:
+            pinned = list(range(params.n_components)) if bad[0] else []
+        else:
+            pinned = [int(k) for k in np.flatnonzero(bad)]
     components = sorted(set(too_few) | set(pinned))
     parts = []
     if too_few:

@@ -4,8 +4,9 @@ Each strategy knows, for one covariance structure, how many free parameters it
 has, how a chunk of data adds to its second-moment statistic, how statistics
 become covariances and precision Cholesky factors, and how to evaluate the
 Gaussian log-density from those factors.  A registry maps the scikit-learn
-names (``"full"``, ``"tied"``, ``"diag"``, ``"spherical"``) to the strategies;
-nothing else in the package branches on the covariance type.
+names (``"full"``, ``"tied"``, ``"diag"``, ``"spherical"``) and the names of
+mclust's fourteen models (``"EII"`` ... ``"VVV"``, :mod:`.constrained`) to the
+strategies; nothing else in the package branches on the covariance type.
 
 Shapes follow scikit-learn (K components, D features):
 
@@ -17,6 +18,10 @@ tied        (D, D)         (D, D) upper
 diag        (K, D)         (K, D)
 spherical   (K,)           (K,)
 =========== ============== ==================
+
+mclust's ``VII``, ``VVI``, ``EEE`` and ``VVV`` are the strategies of
+spherical, diag, tied and full (their shapes); the other ten models have
+``full``'s shapes.
 """
 
 from __future__ import annotations
@@ -32,6 +37,15 @@ from .base import (
     second_moment_weighted,
 )
 from .diag import Diag
+from .eei import EEI
+from .eev import EEV
+from .eii import EII
+from .eve import EVE, VVE
+from .evi import EVI
+from .evv import EVV
+from .vee import VEE
+from .vei import VEI
+from .vev import VEV
 from .full import Full
 from .spherical import Spherical
 from .tied import Tied
@@ -42,6 +56,8 @@ __all__ = [
     "second_moment_weighted",
     "CovarianceType",
     "COVARIANCE_TYPES",
+    "MCLUST_MODELS",
+    "MODELS",
     "get_covariance_type",
     "CovarianceError",
     "CovarianceWarning",
@@ -53,9 +69,24 @@ __all__ = [
     "Spherical",
 ]
 
+#: scikit-learn's four covariance types.
 COVARIANCE_TYPES: dict[str, CovarianceType] = {
     cls.name: cls() for cls in (Full, Tied, Diag, Spherical)
 }
+
+#: mclust's fourteen model names, in mclust's order.
+MCLUST_MODELS = ("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE",
+                 "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV")
+
+_SAME = {"VII": "spherical", "VVI": "diag", "EEE": "tied", "VVV": "full"}
+
+#: Every accepted name: scikit-learn's four, then mclust's fourteen (the four
+#: scikit-learn models under their mclust names are the same strategies).
+MODELS: dict[str, CovarianceType] = dict(COVARIANCE_TYPES)
+for _cls in (EII, EEI, VEI, EVI, VEE, EVE, VVE, EEV, VEV, EVV):
+    MODELS[_cls.name] = _cls()
+for _name, _same in _SAME.items():
+    MODELS[_name] = COVARIANCE_TYPES[_same]
 
 
 def get_covariance_type(name: str) -> CovarianceType:
@@ -63,7 +94,9 @@ def get_covariance_type(name: str) -> CovarianceType:
 
     Parameters
     ----------
-    name : {"full", "tied", "diag", "spherical"}
+    name : str
+        One of scikit-learn's ``"full"``, ``"tied"``, ``"diag"``,
+        ``"spherical"`` or mclust's model names (:data:`MCLUST_MODELS`).
 
     Returns
     -------
@@ -75,8 +108,9 @@ def get_covariance_type(name: str) -> CovarianceType:
         If the name is unknown.
     """
     try:
-        return COVARIANCE_TYPES[name]
+        return MODELS[name]
     except (KeyError, TypeError):
         raise ValueError(
-            f"Invalid covariance_type {name!r}: choose one of {sorted(COVARIANCE_TYPES)}."
+            f"Invalid covariance_type {name!r}: choose one of {sorted(COVARIANCE_TYPES)} "
+            f"(scikit-learn's names) or {list(MCLUST_MODELS)} (mclust's)."
         ) from None

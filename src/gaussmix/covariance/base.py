@@ -169,6 +169,16 @@ class CovarianceType:
         satisfy its constraint."""
         raise NotImplementedError
 
+    def min_count(self, n_features: int) -> int:
+        """Smallest effective count of a component for which its own
+        covariance parameters are defined (see :mod:`gaussmix.guard`)."""
+        raise NotImplementedError
+
+    def matrices(self, covariances: torch.Tensor, n_features: int) -> torch.Tensor:
+        """The distinct covariance matrices (M, D, D) of this type's parameter:
+        one per component, or one for a shared covariance."""
+        raise NotImplementedError
+
     # -- factors ------------------------------------------------------------
     #: What a failed factorisation is called in error messages.
     _what = "a covariance matrix is not positive definite"

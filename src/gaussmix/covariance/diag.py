@@ -55,6 +55,12 @@ class Diag(CovarianceType):
     def from_full_form(self, covariances):
         return torch.diagonal(covariances, dim1=-2, dim2=-1).clone()
 
+    def min_count(self, n_features):
+        return 2  # a variance needs two points
+
+    def matrices(self, covariances, n_features):
+        return torch.diag_embed(covariances)
+
     _what = "a variance is not positive"
 
     def rescaled(self, covariances, prec_chol, scale):

@@ -58,6 +58,12 @@ class Full(CovarianceType):
     def from_full_form(self, covariances):
         return covariances
 
+    def min_count(self, n_features):
+        return n_features + 1  # fewer points give a singular covariance
+
+    def matrices(self, covariances, n_features):
+        return covariances
+
     def _try_factor(self, covariances):
         return _cholesky_upper_inverse(covariances)
 

@@ -40,6 +40,10 @@ class Spherical(Diag):
     def from_full_form(self, covariances):
         return torch.diagonal(covariances, dim1=-2, dim2=-1).mean(-1)
 
+    def matrices(self, covariances, n_features):
+        return covariances[:, None, None] * torch.eye(n_features, dtype=covariances.dtype,
+                                                      device=covariances.device)
+
     def log_det(self, prec_chol, n_features):
         return n_features * torch.log(prec_chol)
 

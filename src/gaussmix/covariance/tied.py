@@ -51,6 +51,12 @@ class Tied(CovarianceType):
     def from_full_form(self, covariances):
         return covariances[0]
 
+    def min_count(self, n_features):
+        return 1  # pooled over components: each only needs its mean
+
+    def matrices(self, covariances, n_features):
+        return covariances.unsqueeze(0)
+
     _what = "the tied covariance is not positive definite"
     _try_factor = Full._try_factor
     rescaled = Full.rescaled

@@ -1,0 +1,55 @@
+"""``VEE``: one shape and orientation, variable volumes, ``Sigma_k = lambda_k C`` with ``|C| = 1``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .constrained import (
+    INNER_MAX_ITER,
+    INNER_TOL,
+    Constrained,
+    det_root,
+    inner_cap_reached,
+    on_real,
+    scatter_sums,
+    zero_padding,
+)
+
+
+class VEE(Constrained):
+    """Variable volume, equal shape and orientation.
+
+    Alternates (mclust's ``msvee``) from ``lambda = 1``: ``C = sum_k W_k /
+    lambda_k`` rescaled to determinant 1, then ``lambda_k = tr(W_k C^-1) / (D
+    n_k)``, until the relative change of ``D sum n_k + D sum n_k log
+    lambda_k`` (minus twice the log-likelihood, up to constants) is at most
+    :data:`~gaussmix.covariance.constrained.INNER_TOL`.
+    """
+
+    name = "VEE"
+
+    def n_cov_parameters(self, n_components, n_features):
+        d = n_features
+        return n_components + d - 1 + d * (d - 1) // 2
+
+    def full_form(self, nk, scatter):
+        d = scatter.shape[-1]
+        w = scatter_sums(nk, scatter)
+        lam = torch.ones_like(nk)
+        previous = math.inf
+        base = d * nk.sum(-1)
+        for _ in range(INNER_MAX_ITER):
+            common = (w / lam[..., None, None]).sum(-3)  # (G, D, D)
+            common = common / det_root(common)[..., None, None]
+            inverse = torch.cholesky_inverse(torch.linalg.cholesky(common))
+            lam = on_real(nk, torch.einsum("gkij,gji->gk", w, inverse) / (d * nk), 1.0)
+            target = base + d * (nk * torch.log(lam)).sum(-1)
+            err = float(((target - previous).abs() / (1 + target.abs())).max())
+            previous = target
+            if err <= INNER_TOL:
+                break
+        else:
+            inner_cap_reached(self.name, err)
+        return zero_padding(nk, lam[..., None, None] * common.unsqueeze(-3))

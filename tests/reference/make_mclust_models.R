@@ -1,0 +1,129 @@
+# Reference numbers from R mclust for mclust's fourteen covariance models.
+#
+# Run from the repository root, after make_mclust_reference.R has written the
+# data CSVs:
+#
+#   Rscript tests/reference/make_mclust_models.R
+#
+# For each data set, from one fixed soft partition z (n x G, G = 3; stored in
+# the JSON so that the tests start from exactly the same numbers):
+#
+#   * mstep(model, X, z): proportions, means and covariance matrices;
+#   * estep(model, X, parameters of that mstep): the log-likelihood;
+#   * me(model, X, z): EM to mclust's default stopping rule (emControl()),
+#     its log-likelihood, parameters and iterations;
+#   * nVarParams(model, d, G).
+#
+# z is the E-step of the VVV (d = 1: V) M-step from the classes of mclust's
+# default hierarchical clustering cut at G: a soft partition no model is
+# fitted to.  Data: iris (d = 4), faithful (d = 2), thyroid (d = 5), banknote
+# (d = 6) and faithful's eruptions alone (d = 1, where mclust has the models
+# E and V only).  Also Mclust(iris, G = 1:9) over all fourteen models (BIC
+# table and the best model).
+#
+# Doubles are written with "%.17g" (json_writer.R).
+
+suppressPackageStartupMessages({
+  library(mclust)
+  library(jsonlite)
+})
+
+args <- commandArgs(trailingOnly = FALSE)
+script <- sub("^--file=", "", args[grep("^--file=", args)])
+ref_dir <- if (length(script) == 1) dirname(normalizePath(script)) else "tests/reference"
+data_dir <- file.path(ref_dir, "data")
+source(file.path(ref_dir, "json_writer.R"))
+
+read_data <- function(path) {
+  X <- as.matrix(read.csv(path, colClasses = "numeric", check.names = FALSE))
+  storage.mode(X) <- "double"
+  X
+}
+
+MODELS <- c("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE",
+            "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV")
+G <- 3L
+
+# Covariances as a list of G matrices (d = 1: 1 x 1).
+sigmas <- function(par, d) {
+  if (d == 1) {
+    s2 <- rep_len(par$variance$sigmasq, G)
+    return(lapply(s2, function(v) matrix(v, 1, 1)))
+  }
+  lapply(seq_len(G), function(k) par$variance$sigma[, , k])
+}
+
+params_json <- function(par, d) {
+  list(pro = I(as.numeric(par$pro)),
+       mean = t(matrix(par$mean, nrow = d)),  # G x d
+       sigma = sigmas(par, d))
+}
+
+one_model <- function(model, X, z) {
+  d <- ncol(X)
+  ms <- mstep(modelName = model, data = X, z = z)
+  es <- estep(modelName = model, data = X, parameters = ms$parameters)
+  fit <- me(modelName = model, data = X, z = z)
+  list(
+    mstep = c(params_json(ms$parameters, d),
+              list(info = I(as.numeric(attr(ms, "info")))) ),
+    estep_loglik = es$loglik,
+    me = c(params_json(fit$parameters, d),
+           list(loglik = fit$loglik, iterations = I(as.numeric(attr(fit, "info"))),
+                returnCode = attr(fit, "returnCode"))),
+    n_var_params = nVarParams(model, d = d, G = G)
+  )
+}
+
+one_set <- function(name, X) {
+  d <- ncol(X)
+  models <- if (d == 1) c("E", "V") else MODELS
+  cls <- hclass(hc(X), G)
+  z0 <- unmap(cls)
+  start <- if (d == 1) "V" else "VVV"
+  z <- estep(modelName = start, data = X,
+             parameters = mstep(modelName = start, data = X, z = z0)$parameters)$z
+  message(sprintf("%s (%d x %d)", name, nrow(X), d))
+  out <- lapply(models, function(m) {
+    message("  ", m)
+    one_model(m, X, z)
+  })
+  names(out) <- models
+  list(n = nrow(X), d = d, z = z, models = out)
+}
+
+sets <- list(
+  iris = read_data(file.path(data_dir, "iris.csv")),
+  faithful = read_data(file.path(data_dir, "faithful.csv")),
+  thyroid = read_data(file.path(data_dir, "thyroid.csv")),
+  banknote = read_data(file.path(data_dir, "banknote.csv"))
+)
+sets$eruptions <- sets$faithful[, 1, drop = FALSE]
+
+out_sets <- lapply(names(sets), function(nm) one_set(nm, sets[[nm]]))
+names(out_sets) <- names(sets)
+
+# Model choice over all fourteen models on iris.
+bic <- mclustBIC(sets$iris, G = 1:9, modelNames = MODELS, verbose = FALSE)
+best <- summary(bic, sets$iris)
+bic_rows <- lapply(MODELS, function(m) I(as.numeric(bic[, m])))
+names(bic_rows) <- MODELS
+
+ec <- emControl()
+result <- list(
+  generator = "tests/reference/make_mclust_models.R",
+  R_version = R.version.string,
+  mclust_version = as.character(packageVersion("mclust")),
+  date = format(Sys.time(), "%Y-%m-%dT%H:%M:%SZ", tz = "UTC"),
+  number_format = "%.17g",
+  emControl = list(eps = ec$eps, tol = I(ec$tol), itmax = I(ec$itmax)),
+  G = G,
+  datasets = out_sets,
+  iris_selection = list(G = I(1:9), bic = bic_rows, best_model = best$modelName,
+                        best_G = best$G, best_bic = best$bic, best_loglik = best$loglik)
+)
+
+json_path <- file.path(ref_dir, "mclust_models.json")
+writeLines(to_json(result), json_path)
+invisible(jsonlite::fromJSON(json_path, simplifyVector = FALSE))
+cat(sprintf("wrote %s (%.0f kB)\n", json_path, file.size(json_path) / 1024))
