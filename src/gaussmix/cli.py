@@ -74,19 +74,25 @@ def parse_components(text: str) -> list[int]:
 
 
 def _parse_types(values) -> list[str]:
+    """scikit-learn's four by default; mclust's names in any case; 'all' is
+    mclust's fourteen models."""
     if not values:
         return list(ALL_TYPES)
+    from .covariance import MCLUST_MODELS  # imports torch: only when types are given
+
+    names = {t.lower(): t for t in (*ALL_TYPES, *MCLUST_MODELS)}
     out = []
     for v in values:
         for t in v.split(","):
             t = t.strip().lower()
             if t == "all":
-                out.extend(ALL_TYPES)
-            elif t in ALL_TYPES:
-                out.append(t)
+                out.extend(MCLUST_MODELS)
+            elif t in names:
+                out.append(names[t])
             else:
                 raise UsageError(
-                    f"--covariance-type: {t!r} is not one of {', '.join(ALL_TYPES)} (or 'all')"
+                    f"--covariance-type: {t!r} is not one of {', '.join(ALL_TYPES)}, mclust's "
+                    f"{', '.join(MCLUST_MODELS)}, or 'all' (mclust's fourteen)"
                 )
     return list(dict.fromkeys(out))
 
@@ -129,7 +135,8 @@ def _build_parser() -> _Parser:
     p.add_argument("-k", "--n-components", default="1-8",
                    help="K or a K range: 3, 1-8, 1-4,6 (default: 1-8)")
     p.add_argument("-t", "--covariance-type", action="append",
-                   help="full, tied, diag, spherical or all; repeat or comma-separate (default: all)")
+                   help="full, tied, diag, spherical, mclust's model names (EII ... VVV) or all "
+                        "(mclust's fourteen); repeat or comma-separate (default: the first four)")
     p.add_argument("--criterion", choices=("bic", "aic", "icl"), default="bic")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cpu)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64")

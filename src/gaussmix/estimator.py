@@ -964,17 +964,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         z = torch.randn(int(n_samples), p.n_features, generator=gen, device=gd, dtype=torch.float64)
         z = z.to(p.means.device)
         labels = labels.to(p.means.device)
-        cov = p.get_covariances().double()
-        kind = p.covariance_type
-        if kind == "full":
-            L = torch.linalg.cholesky(cov)
-            x = torch.einsum("nij,nj->ni", L[labels], z)
-        elif kind == "tied":
-            x = z @ torch.linalg.cholesky(cov).T
-        elif kind == "diag":
-            x = z * torch.sqrt(cov)[labels]
-        else:
-            x = z * torch.sqrt(cov)[labels].unsqueeze(1)
+        # Each component's covariance matrix (one for a shared covariance);
+        # the Cholesky factor of a diagonal one is its square root.
+        mats = p.cov.matrices(p.get_covariances().double(), p.n_features)
+        chol = torch.linalg.cholesky(mats)
+        x = (torch.einsum("nij,nj->ni", chol[labels], z) if mats.shape[0] > 1
+             else z @ chol[0].T)
         x = (x + p.means.double()[labels]).to(p.means.dtype)
         out = self._tensor_io
         return to_output(x, out), to_output(labels, out)
@@ -985,21 +980,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Returns
         -------
         torch.distributions.MixtureSameFamily
-            Categorical mixing over MultivariateNormal components (full, tied)
-            or Independent Normal components (diag, spherical).
+            Categorical mixing over MultivariateNormal components.
         """
         self._check_fitted()
         D = torch.distributions
         p = self._params
         mix = D.Categorical(probs=p.weights)
-        cov = p.get_covariances()
         k, d = p.n_components, p.n_features
-        if p.covariance_type in ("full", "tied"):
-            full = cov if p.covariance_type == "full" else cov.expand(k, d, d)
-            comp = D.MultivariateNormal(p.means, scale_tril=torch.linalg.cholesky(full))
-        else:
-            std = torch.sqrt(cov if p.covariance_type == "diag" else cov.unsqueeze(1).expand(k, d))
-            comp = D.Independent(D.Normal(p.means, std), 1)
+        full = p.cov.matrices(p.get_covariances(), d).expand(k, d, d)
+        comp = D.MultivariateNormal(p.means, scale_tril=torch.linalg.cholesky(full))
         return D.MixtureSameFamily(mix, comp)
 
     @property

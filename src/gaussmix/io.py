@@ -31,7 +31,7 @@ import zlib
 import numpy as np
 import torch
 
-from .covariance import COVARIANCE_TYPES, get_covariance_type
+from .covariance import MODELS, get_covariance_type
 from .em import EMResult
 from .estimator import GaussianMixture
 from .params import GMMParams
@@ -271,7 +271,7 @@ def read_metadata(path) -> dict:
 
 def _check_meta(path, meta) -> tuple[str, int, int, np.dtype]:
     kind = meta.get("covariance_type")
-    if kind not in COVARIANCE_TYPES:
+    if kind not in MODELS:
         raise _bad(path, f"unknown covariance_type {kind!r}")
     k, d = meta.get("n_components"), meta.get("n_features")
     for name, v in (("n_components", k), ("n_features", d)):

@@ -254,11 +254,15 @@ class _Pack:
         w = nk * self.real  # padding counts nothing
         parts = []
         for strategy, a, b, units in self.blocks:
+            # The current covariances (net of regularisation, which changes
+            # neither orientations nor the order of variances) are where an
+            # iterative M-step starts.
             if units is None:
-                parts.append(strategy.full_form(w[a:b], scatter[a:b]))
+                parts.append(strategy.full_form(w[a:b], scatter[a:b], start=self.covs[a:b]))
             else:
                 uu = units.unsqueeze(1) * units.unsqueeze(0)
-                parts.append(strategy.full_form(w[a:b], scatter[a:b] * uu) / uu)
+                parts.append(strategy.full_form(w[a:b], scatter[a:b] * uu,
+                                                start=self.covs[a:b] * uu) / uu)
         covs = (parts[0] if len(parts) == 1 else torch.cat(parts)) + self.fill
         chol, info = torch.linalg.cholesky_ex(covs)
         bad = ((nk < EMPTY_FRACTION) | (info > 0)).any(1)

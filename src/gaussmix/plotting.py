@@ -94,15 +94,9 @@ def plot_criterion(selection, criterion=None, path=None, dpi=100):
 def _full_covariances(model) -> np.ndarray:
     """(K, D, D) covariances whatever the covariance type."""
     p = model.params_
-    cov = p.get_covariances().detach().double().cpu().numpy()
     k, d = p.n_components, p.n_features
-    if p.covariance_type == "full":
-        return cov
-    if p.covariance_type == "tied":
-        return np.broadcast_to(cov, (k, d, d)).copy()
-    if p.covariance_type == "diag":
-        return np.stack([np.diag(c) for c in cov])
-    return cov[:, None, None] * np.eye(d)
+    mats = p.cov.matrices(p.get_covariances().detach().double().cpu(), d)
+    return np.broadcast_to(mats.numpy(), (k, d, d)).copy()
 
 
 def _ellipse(ax, mean, cov, n_sigma, color):

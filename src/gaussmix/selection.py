@@ -38,7 +38,7 @@ from .candidates import (
     search_plans,
     worth_reseeding,
 )
-from .covariance import get_covariance_type
+from .covariance import MCLUST_MODELS, get_covariance_type
 from .data import chunk_rows, iter_chunks
 from .em import e_step
 from .estimator import GaussianMixture
@@ -190,12 +190,16 @@ def _check_grid(n_components, covariance_types, criterion, degenerate, n_reseed)
                 f"Invalid number of components {k!r} in n_components: use integers >= 1."
             )
     if isinstance(covariance_types, str):
-        covariance_types = [covariance_types]
+        covariance_types = list(MCLUST_MODELS) if covariance_types == "all" else [covariance_types]
     types = list(covariance_types)
     if not types:
-        raise ValueError("covariance_types is empty: give at least one of full, tied, diag, spherical.")
+        raise ValueError("covariance_types is empty: give at least one of full, tied, diag, "
+                         "spherical, mclust's model names, or 'all'.")
+    # One name per model: 'full' and 'VVV' (etc.) are the same model.
+    seen = {}
     for t in types:
-        get_covariance_type(t)
+        seen.setdefault(id(get_covariance_type(t)), t)
+    types = list(seen.values())
     if criterion not in CRITERIA:
         raise ValueError(f"Invalid criterion {criterion!r}: choose one of {list(CRITERIA)}.")
     if degenerate not in DEGENERATE_POLICIES:
@@ -205,7 +209,7 @@ def _check_grid(n_components, covariance_types, criterion, degenerate, n_reseed)
     if isinstance(n_reseed, bool) or not isinstance(n_reseed, numbers.Integral) or n_reseed < 0:
         raise ValueError(f"Invalid n_reseed {n_reseed!r}: use an integer >= 0.")
     # Keep the user's order but drop repeats.
-    return list(dict.fromkeys(int(k) for k in ks)), list(dict.fromkeys(types))
+    return list(dict.fromkeys(int(k) for k in ks)), types
 
 
 def select_model(

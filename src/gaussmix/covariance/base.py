@@ -146,7 +146,8 @@ class CovarianceType:
         return self.covariances_from_stats(nk, means_c, s2, reg_covar)
 
     # -- full form (the joint engine, gaussmix.joint) -------------------------
-    def full_form(self, nk: torch.Tensor, scatter: torch.Tensor) -> torch.Tensor:
+    def full_form(self, nk: torch.Tensor, scatter: torch.Tensor,
+                  start: torch.Tensor | None = None) -> torch.Tensor:
         """The maximum-likelihood covariances of this type, as full matrices,
         from each component's weighted scatter.
 
@@ -156,6 +157,10 @@ class CovarianceType:
             Effective counts of the components of ``G`` mixtures.
         scatter : Tensor (G, K, D, D)
             ``sum_i r_ik (x_i - mu_k)(x_i - mu_k)^T / n_k``.
+        start : Tensor (G, K, D, D), optional
+            The current covariances (of this type), where an iterative M-step
+            may start (EM's next M-step is then a few iterations away); the
+            closed forms ignore it.
 
         Returns
         -------

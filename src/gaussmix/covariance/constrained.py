@@ -124,6 +124,13 @@ def eig_desc(mats):
     return vals.flip(-1), vecs.flip(-1)
 
 
+def relative_change(old, new) -> float:
+    """Largest ``|old - new| / (1 + |new|)``, ignoring NaN (a mixture whose
+    M-step failed must not keep the others iterating)."""
+    change = (old - new).abs() / (1 + new.abs())
+    return float(torch.nan_to_num(change, nan=0.0).max())
+
+
 def geometric_mean(values):
     """``exp(mean(log v))`` over the last axis (0 when an entry is 0)."""
     return torch.exp(torch.log(values).mean(-1))

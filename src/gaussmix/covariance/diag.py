@@ -49,7 +49,7 @@ class Diag(CovarianceType):
     def covariances_from_stats(self, nk, means_c, s2, reg_covar):
         return s2 / nk[:, None] - means_c * means_c + reg_covar
 
-    def full_form(self, nk, scatter):
+    def full_form(self, nk, scatter, start=None):
         return torch.diag_embed(torch.diagonal(scatter, dim1=-2, dim2=-1))
 
     def from_full_form(self, covariances):

@@ -15,7 +15,7 @@ class EEI(Constrained):
     def n_cov_parameters(self, n_components, n_features):
         return n_features
 
-    def full_form(self, nk, scatter):
+    def full_form(self, nk, scatter, start=None):
         pooled = scatter_sums(nk, scatter).sum(-3, keepdim=True) / total(nk)
         cov = diag_matrix(torch.diagonal(pooled, dim1=-2, dim2=-1))
         return zero_padding(nk, cov.expand_as(scatter))

@@ -20,7 +20,7 @@ class EEV(Constrained):
         d = n_features
         return d + n_components * d * (d - 1) // 2
 
-    def full_form(self, nk, scatter):
+    def full_form(self, nk, scatter, start=None):
         vals, vecs = eig_desc(scatter_sums(nk, scatter))
         shape = vals.sum(-2, keepdim=True) / total(nk).squeeze(-1)  # lambda A, (G, 1, D)
         cov = (vecs * shape.unsqueeze(-2)) @ vecs.transpose(-1, -2)

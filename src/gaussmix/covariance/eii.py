@@ -16,7 +16,7 @@ class EII(Constrained):
     def n_cov_parameters(self, n_components, n_features):
         return 1
 
-    def full_form(self, nk, scatter):
+    def full_form(self, nk, scatter, start=None):
         d = scatter.shape[-1]
         w = scatter_sums(nk, scatter)
         lam = torch.diagonal(w, dim1=-2, dim2=-1).sum((-1, -2)) / (nk.sum(-1) * d)

@@ -13,17 +13,19 @@ from .constrained import (
     geometric_mean,
     inner_cap_reached,
     on_real,
+    relative_change,
     scatter_sums,
     total,
     zero_padding,
 )
 
 
-def common_orientation(nk, w, volumes_vary: bool):
+def common_orientation(nk, w, volumes_vary: bool, start=None):
     """mclust's MM algorithm (Browne & McNicholas 2014; ``mseve``, ``msvve``)
     for the orientation ``D`` shared by all components.
 
-    From ``D = I`` and ``A_k = 1``, each iteration takes two
+    From ``D = I`` and ``A_k = 1`` (or, given ``start``, the orientation and
+    shapes of the current covariances), each iteration takes two
     majorisation-minimisation steps for ``D`` (an SVD each), then the shapes
     ``A_k = diag(D^T W_k D)``, normalised to determinant 1 (``EVE``) or, divided
     by ``n_k``, split into a volume and a shape (``VVE``), until the relative
@@ -35,21 +37,39 @@ def common_orientation(nk, w, volumes_vary: bool):
     orientation (G, D, D), shapes (G, K, D), volumes (G, K), target (G,)
     """
     g, k, d = w.shape[0], w.shape[1], w.shape[-1]
-    orient = torch.eye(d, dtype=w.dtype, device=w.device).repeat(g, 1, 1)
-    shapes = torch.ones(g, k, d, dtype=w.dtype, device=w.device)
+    if start is None:
+        orient = torch.eye(d, dtype=w.dtype, device=w.device).repeat(g, 1, 1)
+        shapes = torch.ones(g, k, d, dtype=w.dtype, device=w.device)
+    else:
+        # Every component shares D: the first one's eigenvectors give it.
+        orient = torch.linalg.eigh(start[:, 0])[1]
+        e = torch.diagonal(orient.transpose(-1, -2).unsqueeze(1) @ start @ orient.unsqueeze(1),
+                           dim1=-2, dim2=-1)
+        shapes = on_real(nk, e / geometric_mean(e).unsqueeze(-1), 1.0)
     largest = torch.linalg.eigvalsh(w)[..., -1]  # (G, K)
     previous = math.inf
+    # Mixtures whose shapes degenerate (a component without spread along some
+    # direction) get NaN covariances: a failed M-step, never an exception.
+    broken = torch.zeros(g, dtype=torch.bool, device=w.device)
+    eye = torch.eye(d, dtype=w.dtype, device=w.device)
+
+    def svd(f):
+        nonlocal broken
+        bad = ~torch.isfinite(f).flatten(1).all(1)
+        broken = broken | bad
+        return torch.linalg.svd(torch.where(bad[:, None, None], eye, f))
+
     for _ in range(INNER_MAX_ITER):
         inv = 1.0 / shapes
         # Step 1: F = sum_k A_k^-1 D^T (W_k - omega_k I); D <- R P^T.
         dt_w = orient.transpose(-1, -2).unsqueeze(1) @ w
         dt_w = dt_w - largest[..., None, None] * orient.transpose(-1, -2).unsqueeze(1)
-        u, _, vh = torch.linalg.svd((inv.unsqueeze(-1) * dt_w).sum(1))
+        u, _, vh = svd((inv.unsqueeze(-1) * dt_w).sum(1))
         orient = vh.transpose(-1, -2) @ u.transpose(-1, -2)
         # Step 2: F = sum_k W_k D (A_k^-1 - max_j(1/a_kj) I); D <- P R^T.
         wd = w @ orient.unsqueeze(1)
         f = wd * (inv - inv.amax(-1, keepdim=True)).unsqueeze(-2)
-        u, _, vh = torch.linalg.svd(f.sum(1))
+        u, _, vh = svd(f.sum(1))
         orient = u @ vh
         # diag(D^T W_k D) with the new D.
         e = torch.diagonal(orient.transpose(-1, -2).unsqueeze(1) @ (w @ orient.unsqueeze(1)),
@@ -62,12 +82,13 @@ def common_orientation(nk, w, volumes_vary: bool):
             volumes = None
             shapes = on_real(nk, e / geometric_mean(e).unsqueeze(-1), 1.0)
         target = (e / shapes).sum((-1, -2))
-        err = float(((target - previous).abs() / (1 + target.abs())).max())
+        err = relative_change(previous, target)
         previous = target
         if err <= INNER_TOL:
             break
     else:
         inner_cap_reached("VVE" if volumes_vary else "EVE", err)
+    shapes = torch.where(broken[:, None, None], torch.nan, shapes)
     return orient, shapes, volumes, target
 
 
@@ -88,9 +109,10 @@ class EVE(Constrained):
         d = n_features
         return 1 + n_components * (d - 1) + d * (d - 1) // 2
 
-    def full_form(self, nk, scatter):
+    def full_form(self, nk, scatter, start=None):
         d = scatter.shape[-1]
-        orient, shapes, _, target = common_orientation(nk, scatter_sums(nk, scatter), False)
+        orient, shapes, _, target = common_orientation(nk, scatter_sums(nk, scatter), False,
+                                                       start)
         lam = target / (total(nk)[:, 0, 0, 0] * d)
         return zero_padding(nk, _covariances(orient, lam[:, None, None] * shapes))
 
@@ -106,6 +128,7 @@ class VVE(Constrained):
         d = n_features
         return n_components * d + d * (d - 1) // 2
 
-    def full_form(self, nk, scatter):
-        orient, shapes, volumes, _ = common_orientation(nk, scatter_sums(nk, scatter), True)
+    def full_form(self, nk, scatter, start=None):
+        orient, shapes, volumes, _ = common_orientation(nk, scatter_sums(nk, scatter), True,
+                                                        start)
         return zero_padding(nk, _covariances(orient, volumes.unsqueeze(-1) * shapes))

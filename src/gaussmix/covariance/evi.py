@@ -19,7 +19,7 @@ class EVI(Constrained):
     def n_cov_parameters(self, n_components, n_features):
         return 1 + n_components * (n_features - 1)
 
-    def full_form(self, nk, scatter):
+    def full_form(self, nk, scatter, start=None):
         w = torch.diagonal(scatter_sums(nk, scatter), dim1=-2, dim2=-1)
         root = torch.exp(torch.log(w).mean(-1))  # |diag W_k|^(1/D); 0 on padding
         lam = root.sum(-1, keepdim=True) / nk.sum(-1, keepdim=True)

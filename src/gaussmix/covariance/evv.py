@@ -18,7 +18,7 @@ class EVV(Constrained):
         d = n_features
         return 1 + n_components * (d - 1) + n_components * d * (d - 1) // 2
 
-    def full_form(self, nk, scatter):
+    def full_form(self, nk, scatter, start=None):
         w = scatter_sums(nk, scatter)
         root = det_root(w)  # (G, K); 0 on padding
         lam = root.sum(-1, keepdim=True) / nk.sum(-1, keepdim=True)

@@ -52,7 +52,7 @@ class Full(CovarianceType):
         cov[:, idx, idx] += reg_covar
         return cov
 
-    def full_form(self, nk, scatter):
+    def full_form(self, nk, scatter, start=None):
         return scatter
 
     def from_full_form(self, covariances):

@@ -32,7 +32,7 @@ class Spherical(Diag):
     def covariances_from_stats(self, nk, means_c, s2, reg_covar):
         return Diag.covariances_from_stats(self, nk, means_c, s2, reg_covar).mean(1)
 
-    def full_form(self, nk, scatter):
+    def full_form(self, nk, scatter, start=None):
         var = torch.diagonal(scatter, dim1=-2, dim2=-1).mean(-1)
         eye = torch.eye(scatter.shape[-1], dtype=scatter.dtype, device=scatter.device)
         return var[..., None, None] * eye

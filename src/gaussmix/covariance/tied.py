@@ -44,7 +44,7 @@ class Tied(CovarianceType):
         cov[:, idx, idx] += reg_covar
         return cov
 
-    def full_form(self, nk, scatter):
+    def full_form(self, nk, scatter, start=None):
         w = (nk / nk.sum(-1, keepdim=True))[..., None, None]
         return (w * scatter).sum(-3, keepdim=True).expand_as(scatter)
 

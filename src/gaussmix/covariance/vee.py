@@ -13,6 +13,7 @@ from .constrained import (
     det_root,
     inner_cap_reached,
     on_real,
+    relative_change,
     scatter_sums,
     zero_padding,
 )
@@ -34,7 +35,7 @@ class VEE(Constrained):
         d = n_features
         return n_components + d - 1 + d * (d - 1) // 2
 
-    def full_form(self, nk, scatter):
+    def full_form(self, nk, scatter, start=None):
         d = scatter.shape[-1]
         w = scatter_sums(nk, scatter)
         lam = torch.ones_like(nk)
@@ -43,10 +44,14 @@ class VEE(Constrained):
         for _ in range(INNER_MAX_ITER):
             common = (w / lam[..., None, None]).sum(-3)  # (G, D, D)
             common = common / det_root(common)[..., None, None]
-            inverse = torch.cholesky_inverse(torch.linalg.cholesky(common))
+            # A failed factorisation (a degenerate scatter) leaves NaN
+            # covariances: a failed M-step, never an exception.
+            chol, info = torch.linalg.cholesky_ex(common)
+            chol = torch.where((info > 0)[:, None, None], torch.nan, chol)
+            inverse = torch.cholesky_inverse(chol)
             lam = on_real(nk, torch.einsum("gkij,gji->gk", w, inverse) / (d * nk), 1.0)
             target = base + d * (nk * torch.log(lam)).sum(-1)
-            err = float(((target - previous).abs() / (1 + target.abs())).max())
+            err = relative_change(previous, target)
             previous = target
             if err <= INNER_TOL:
                 break

@@ -12,6 +12,7 @@ from .constrained import (
     geometric_mean,
     inner_cap_reached,
     on_real,
+    relative_change,
     scatter_sums,
     zero_padding,
 )
@@ -33,7 +34,7 @@ class VEI(Constrained):
     def n_cov_parameters(self, n_components, n_features):
         return n_components + n_features - 1
 
-    def full_form(self, nk, scatter):
+    def full_form(self, nk, scatter, start=None):
         d = scatter.shape[-1]
         w = torch.diagonal(scatter_sums(nk, scatter), dim1=-2, dim2=-1)  # (G, K, D)
         shape = torch.ones(w.shape[0], 1, d, dtype=w.dtype, device=w.device)
@@ -42,8 +43,7 @@ class VEI(Constrained):
             new_lam = on_real(nk, (w / shape).sum(-1) / (d * nk), 1.0)
             new_shape = (w / new_lam.unsqueeze(-1)).sum(-2, keepdim=True)
             new_shape = new_shape / geometric_mean(new_shape).unsqueeze(-1)
-            err = max(float(((lam - new_lam).abs() / (1 + new_lam)).max()),
-                      float(((shape - new_shape).abs() / (1 + new_shape)).max()))
+            err = max(relative_change(lam, new_lam), relative_change(shape, new_shape))
             lam, shape = new_lam, new_shape
             if err <= INNER_TOL:
                 break

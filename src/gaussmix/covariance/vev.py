@@ -10,6 +10,7 @@ from .constrained import (
     geometric_mean,
     inner_cap_reached,
     on_real,
+    relative_change,
     scatter_sums,
     total,
     zero_padding,
@@ -34,7 +35,7 @@ class VEV(Constrained):
         d = n_features
         return n_components + d - 1 + n_components * d * (d - 1) // 2
 
-    def full_form(self, nk, scatter):
+    def full_form(self, nk, scatter, start=None):
         d = scatter.shape[-1]
         omega, vecs = eig_desc(scatter_sums(nk, scatter))  # (G, K, D), (G, K, D, D)
         omega = omega.clamp_min(0.0)
@@ -46,8 +47,7 @@ class VEV(Constrained):
             new_lam = on_real(nk, (omega / shape).sum(-1) / (d * nk), 1.0)
             new_shape = (omega / new_lam.unsqueeze(-1)).sum(-2, keepdim=True)
             new_shape = new_shape / geometric_mean(new_shape).unsqueeze(-1)
-            err = max(float(((shape - new_shape).abs() / (1 + new_shape)).max()),
-                      float(((new_lam - lam).abs() / (1 + new_lam)).max()))
+            err = max(relative_change(shape, new_shape), relative_change(lam, new_lam))
             lam, shape = new_lam, new_shape
             if err < INNER_TOL:
                 break
