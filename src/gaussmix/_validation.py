@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 
@@ -13,6 +14,7 @@ __all__ = [
     "resolve_dtype",
     "as_tensor_2d",
     "check_sample_weight",
+    "check_squares_representable",
     "to_output",
 ]
 
@@ -154,7 +156,34 @@ def as_tensor_2d(X, *, name="X", device=None, dtype=None, n_features=None,
             f"Input {name} contains NaN or infinity. Remove or impute those values first "
             f"(e.g. sklearn.impute.SimpleImputer)."
         )
+    check_squares_representable(t, name)
     return t
+
+
+def check_squares_representable(t: torch.Tensor, name: str = "X") -> None:
+    """Refuse finite values whose squares overflow the dtype.
+
+    Every density is a function of squared distances; a value beyond
+    ``sqrt(finfo.max)`` (1.3e154 in float64, 1.8e19 in float32) would make them
+    infinite, and no responsibility or log-likelihood could be computed.
+
+    Raises
+    ------
+    ValueError
+        Naming the largest magnitude, the dtype, and what to do.
+    """
+    if t.numel() == 0:
+        return
+    limit = math.sqrt(torch.finfo(t.dtype).max)
+    top = float(t.abs().max())
+    if top > limit:
+        kind = str(t.dtype).replace("torch.", "")
+        hint = " or fit in float64 (dtype='float64')" if t.dtype != torch.float64 else ""
+        raise ValueError(
+            f"Input {name} holds values up to {top:.3g}, whose squares overflow {kind} (they "
+            f"would give non-finite squared distances; the limit is {limit:.3g}). Scale the input "
+            f"data (e.g. sklearn.preprocessing.StandardScaler){hint}."
+        )
 
 
 def check_sample_weight(sample_weight, n_samples: int, device, dtype) -> torch.Tensor | None:

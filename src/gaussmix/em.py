@@ -139,11 +139,49 @@ def e_step(X: torch.Tensor, params: GMMParams) -> tuple[torch.Tensor, torch.Tens
     -------
     log_resp : Tensor (B, K)
     log_prob_norm : Tensor (B,)
-        ``log p(x_i)`` under the mixture.
+        ``log p(x_i)`` under the mixture: ``-inf`` for a point whose density
+        underflows in every component (a point very far from every mean),
+        whose responsibilities then go to the nearest component in
+        Mahalanobis terms, so every row is a valid distribution.
     """
     wlp = estimate_weighted_log_prob(X, params)
-    log_prob_norm = torch.logsumexp(wlp, dim=1)
-    return wlp.sub_(log_prob_norm.unsqueeze(1)), log_prob_norm
+    # Normalise around each row's maximum: with log-densities near -1e300 the
+    # row's spread is lost to rounding in ``wlp - logsumexp(wlp)``, but not in
+    # ``wlp - max``, which keeps every row a distribution.
+    top = wlp.amax(1, keepdim=True)
+    log_resp = wlp.sub_(top)
+    norm = torch.logsumexp(log_resp, dim=1, keepdim=True)
+    log_resp.sub_(norm)
+    log_prob_norm = norm.add_(top).view(-1)
+    lost = ~torch.isfinite(log_prob_norm)
+    if bool(lost.any()):
+        log_prob_norm[lost] = -math.inf
+        log_resp[lost] = _nearest_log_resp(X[lost], params).to(log_resp.dtype)
+    return log_resp, log_prob_norm
+
+
+def _nearest_log_resp(X: torch.Tensor, params: GMMParams) -> torch.Tensor:
+    """Log responsibilities of points whose density underflows in every component.
+
+    Far from every mean the log-density is dominated by ``-maha / 2``, so the
+    component nearest in Mahalanobis terms takes the point (ties share it).
+    The distances are compared on the point and means scaled by the point's
+    own magnitude, where they stay finite; components of zero weight never
+    take a point.
+    """
+    out = torch.full((X.shape[0], params.n_components), -math.inf, dtype=torch.float64,
+                     device=X.device)
+    shift = params.shift.double()
+    means_c = params.means.double() - shift
+    usable = params.weights > 0
+    for i, x in enumerate(X.double() - shift):
+        s = x.abs().max().clamp_min(1.0)
+        maha = params.cov.mahalanobis((x / s).unsqueeze(0), means_c / s,
+                                      params.precisions_cholesky.double())[0]
+        maha = torch.where(usable, maha, math.inf)
+        best = maha == maha.min() if bool(torch.isfinite(maha.min())) else usable
+        out[i, best] = -math.log(int(best.sum()))
+    return out
 
 
 def _add_chunk(total: SuffStats, X: torch.Tensor, sample_weight, ctx: _Pass) -> None:
