@@ -30,6 +30,7 @@ __all__ = [
     "accumulate",
     "m_step",
     "empty_components",
+    "count_floor",
     "moment_shift",
     "FAR_IN_FLOAT32",
     "worst_explained",
@@ -277,6 +278,18 @@ def _check_finite_stats(stats: SuffStats) -> None:
         )
 
 
+def count_floor(stats: SuffStats, eps: float) -> torch.Tensor:
+    """What the M-step adds to every effective count: ``10 * eps`` samples.
+
+    scikit-learn adds ``10 * eps`` so that an emptied component divides by a
+    tiny number rather than zero.  Here it is ``10 * eps`` times the weight of
+    one average sample (``stats.weight / stats.count``), so that only the
+    relative sample weights matter: weights ``c * w`` give the fit of ``w``
+    for any ``c > 0``, and unit weights give scikit-learn's ``10 * eps``.
+    """
+    return 10.0 * eps * (stats.weight / stats.count.clamp_min(1e-300))
+
+
 def empty_components(stats: SuffStats) -> torch.Tensor:
     """Components that have lost all their points.
 
@@ -364,7 +377,7 @@ def split_points(stats: SuffStats, shift: torch.Tensor, covariance_type: str, re
     Tensor (n_points, D) in float64, original coordinates.
     """
     cov = get_covariance_type(covariance_type)
-    nk = stats.nk + 10.0 * eps
+    nk = stats.nk + count_floor(stats, eps)
     means_c = stats.s1 / nk.unsqueeze(1)
     mats = cov._matrix_view(cov.covariances_from_stats(nk, means_c, stats.s2, reg_covar))
     var = torch.diagonal(mats, dim1=-2, dim2=-1) if mats.dim() == 3 else mats
@@ -422,10 +435,11 @@ def m_step(
         Non-negative amount added to every covariance diagonal (absolute, in
         the data's squared units).
     eps : float
-        Machine epsilon of the data's dtype.  ``10 * eps`` is added to the
-        effective counts (as scikit-learn does) so that an emptied component
-        divides by a tiny number, not by zero; it also sets the scale of the
-        extra regularisation of :meth:`CovarianceType.factorize`.
+        Machine epsilon of the data's dtype.  ``10 * eps`` average samples
+        are added to the effective counts (:func:`count_floor`; scikit-learn
+        adds ``10 * eps``) so that an emptied component divides by a tiny
+        number, not by zero; it also sets the scale of the extra
+        regularisation of :meth:`CovarianceType.factorize`.
     reseed : (Tensor (K,) of bool, Tensor (M, D)), optional
         Empty components and the points (original coordinates, M >= 1) to
         put them on; see :func:`empty_components` and :func:`worst_explained`.
@@ -449,7 +463,7 @@ def m_step(
     """
     _check_finite_stats(stats)
     cov = get_covariance_type(covariance_type)
-    nk = stats.nk + 10.0 * eps
+    nk = stats.nk + count_floor(stats, eps)
     means_c = stats.s1 / nk.unsqueeze(1)
     shift64 = shift.double()
     covariances = cov.covariances_from_stats(nk, means_c, stats.s2, reg_covar)
@@ -512,7 +526,7 @@ def run_em(
     max_iter: int,
     lower_bound: float = -math.inf,
     reduce: Callable[[SuffStats], SuffStats] | None = None,
-    callback: Callable[[int, float, GMMParams], None] | None = None,
+    callback: Callable[[int, float, GMMParams, bool], None] | None = None,
     start_iter: int = 0,
     lower_bounds: list | None = None,
     gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -536,7 +550,8 @@ def run_em(
         Applied to each pass's totals before the M-step (an all-reduce in
         distributed fits).
     callback : callable, optional
-        Called as ``callback(n_iter, lower_bound, params)`` after each M-step.
+        Called as ``callback(n_iter, lower_bound, params, converged)`` after
+        each M-step; ``converged`` says whether the loop stops there.
     start_iter, lower_bounds : int, list, optional
         Resume state (from a checkpoint).
     gather : callable, optional
@@ -610,9 +625,11 @@ def run_em(
         params = new.to(dtype=dtype)
         lower_bound = stats.mean_log_likelihood
         history.append(lower_bound)
+        # An iteration that re-seeded never stops the loop, whatever the change.
+        converged = reseed is None and has_converged(prev, lower_bound, tol, tol_type,
+                                                     float(stats.weight))
         if callback is not None:
-            callback(n_iter, lower_bound, params)
-        if reseed is None and has_converged(prev, lower_bound, tol, tol_type, float(stats.weight)):
-            converged = True
+            callback(n_iter, lower_bound, params, converged)
+        if converged:
             break
     return EMResult(params, converged, n_iter, lower_bound, history, events)

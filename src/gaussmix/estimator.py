@@ -31,7 +31,7 @@ from .covariance import get_covariance_type
 from .data import RESERVOIR_SIZE, as_source, chunk_rows, is_source, iter_chunks, reservoir_sample
 from .distributed import Communicator
 from .em import EMResult, e_step, run_em
-from .stopping import TOL_TYPES, has_converged
+from .stopping import TOL_TYPES
 from .online import online_step
 from .init import INIT_METHODS, initial_params
 from .params import GMMParams
@@ -689,8 +689,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     max_iter=self.max_iter, lower_bound=lower_bound, tol_type=self.tol_type,
                     reduce=comm.reduce_stats if comm.enabled else None,
                     gather=comm.all_gather_cat if comm.enabled else None,
-                    callback=self._fit_callback(save, checkpoint_every, init, gen_state, best, current,
-                                                weight_total),
+                    callback=self._fit_callback(save, checkpoint_every, init, gen_state, best, current),
                     start_iter=current.n_iter, lower_bounds=current.lower_bounds,
                 )
             if self.verbose:
@@ -724,19 +723,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         return self._initialize(data.init_X, data.init_w, gen, rows, user)
 
-    def _fit_callback(self, save, every, init, gen_state, best, start: EMResult, weight_total=1.0):
+    def _fit_callback(self, save, every, init, gen_state, best, start: EMResult):
         """Verbose output and checkpoints after each M-step."""
         verbose_cb = self._verbose_callback()
         history = list(start.lower_bounds)
-        prev = [start.lower_bound]
 
-        def cb(n_iter, lb, params):
+        def cb(n_iter, lb, params, converged):
             history.append(lb)
-            # Mirror run_em's stopping rule so that a checkpoint of the last
-            # iteration is marked finished and is not iterated once more.
-            converged = has_converged(prev[0], lb, self.tol, self.tol_type, weight_total)
+            # run_em's own decision, so a checkpoint of the last iteration is
+            # marked finished exactly when the loop stops there.
             done = converged or n_iter >= self.max_iter
-            prev[0] = lb
             if verbose_cb is not None:
                 verbose_cb(n_iter, lb, params)
             if n_iter % every == 0 or done:
