@@ -546,7 +546,7 @@ def _sample_count(text: str) -> int:
     except ValueError:
         raise UsageError(f"-n/--n-samples must be a whole number such as 1000 or 1e6, got {text!r}") from None
     if not math.isfinite(value) or value != int(value) or value < 1:
-        raise UsageError(f"-n/--n-samples must be a whole number >= 1, got {text!r}")
+        raise UsageError(f"-n/--n-samples must be a whole number, at least 1; got {text!r}")
     if value > MAX_SAMPLES:
         raise UsageError(
             f"-n/--n-samples {text} is more than {MAX_SAMPLES:.0e} rows (about {value * 20 / 1e12:.3g} "

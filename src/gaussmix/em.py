@@ -350,7 +350,12 @@ def worst_explained(
             v, x = v[order], x[order]
         values, points = v, x
     if values is None:
-        raise ValueError("No data to fit: the data source yielded no chunk.")
+        if gather is None:
+            raise ValueError("No data to fit: the data source yielded no chunk.")
+        # This rank's pass ended early (a failure the gather reports on every
+        # rank) or its shard is empty: it still joins the collective.
+        values = torch.empty(0, dtype=torch.float64, device=params.means.device)
+        points = torch.empty(0, params.n_features, dtype=torch.float64, device=params.means.device)
     if gather is not None:
         # Same shapes on every rank (a shard may hold fewer candidates).
         short = n_points - values.shape[0]
