@@ -62,25 +62,25 @@ SAMPLE_WEIGHT = [
 ]
 
 INIT = [
-    ("weights-sum", dict(weights_init=[0.3, 0.3]), r"should be normalized", r"Divide it by its sum"),
+    ("weights-sum", dict(weights_init=[0.3, 0.3]), r"should be normalized", r"Divide weights_init by its sum"),
     ("weights-shape", dict(weights_init=[1.0]), r"shape of \(2,\)", r"shape"),
     ("weights-range", dict(weights_init=[-0.5, 1.5]), r"range \[0, 1\]", r"range"),
-    ("weights-nan", dict(weights_init=[np.nan, 1.0]), r"'weights_init' contains NaN", r"finite real"),
-    ("weights-strings", dict(weights_init=["a", "b"]), r"'weights_init' must be an array of numbers",
+    ("weights-nan", dict(weights_init=[np.nan, 1.0]), r"'weights' contains NaN", r"finite real"),
+    ("weights-strings", dict(weights_init=["a", "b"]), r"'weights' must be an array of numbers",
      r"numeric array of shape \(2,\)"),
-    ("means-shape", dict(means_init=np.zeros((3, 2))), r"'means_init' should have the shape of \(2, 2\)",
+    ("means-shape", dict(means_init=np.zeros((3, 2))), r"'means' should have the shape of \(2, 2\)",
      r"shape"),
-    ("means-nan", dict(means_init=np.full((2, 2), np.nan)), r"means_init contains NaN", r"[Rr]emove"),
+    ("means-nan", dict(means_init=np.full((2, 2), np.nan)), r"means contains NaN", r"[Rr]emove"),
     ("precisions-not-pd", dict(precisions_init=np.array([np.eye(2), -np.eye(2)])),
-     r"'precisions_init' must be positive definite", r"Add a small multiple of the identity"),
+     r"'full precision' should be symmetric, positive-definite", r"Add a small multiple of the identity"),
     ("precisions-asymmetric", dict(precisions_init=np.array([np.eye(2), [[1, 0.5], [0, 1]]])),
-     r"'precisions_init' must be symmetric", r"\(A \+ A.T\) / 2"),
+     r"'full precision' should be symmetric, positive-definite: it is not symmetric", r"\(A \+ A.T\) / 2"),
     ("precisions-shape", dict(precisions_init=np.ones((2, 3, 3))),
-     r"'precisions_init' should have the shape of \(2, 2, 2\)", r"shape"),
+     r"'full precision' should have the shape of \(2, 2, 2\)", r"shape"),
     ("precisions-diag-negative", dict(covariance_type="diag", precisions_init=-np.ones((2, 2))),
-     r"'precisions_init' must be positive", r"> 0"),
+     r"'diag precision' should be positive", r"> 0"),
     ("precisions-spherical-nan", dict(covariance_type="spherical", precisions_init=[np.nan, 1.0]),
-     r"'precisions_init' contains NaN", r"finite real"),
+     r"'spherical precision' contains NaN", r"finite real"),
 ]
 
 
@@ -189,3 +189,54 @@ def test_valid_inputs_are_accepted():
         X.tolist(), sample_weight=np.r_[np.zeros(10), np.ones(20)])
     GaussianMixture(2, weights_init=[0.5, 0.5], means_init=X[:2], random_state=0).fit(
         torch.tensor(X, dtype=torch.float32))
+
+
+SKLEARN_MESSAGES = [
+    dict(weights_init=[[0.5], [0.5]]),
+    dict(weights_init=[-0.5, 1.5]),
+    dict(weights_init=[0.3, 0.3]),
+    dict(means_init=np.zeros((3, 2))),
+    dict(precisions_init=np.ones((2, 3, 3))),
+    dict(precisions_init=np.array([np.eye(2), -np.eye(2)])),
+    dict(covariance_type="tied", precisions_init=-np.eye(2)),
+    dict(covariance_type="diag", precisions_init=-np.ones((2, 2))),
+    dict(covariance_type="spherical", precisions_init=[-1.0, 1.0]),
+    dict(covariance_type="spherical", precisions_init=np.ones(3)),
+]
+
+
+@pytest.mark.parametrize("params", SKLEARN_MESSAGES)
+def test_initial_parameter_messages_start_with_scikit_learns(params):
+    # Code that matches scikit-learn's messages keeps working: ours are its
+    # exact text, followed by a remedy.
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    with pytest.raises(ValueError) as sk:
+        SkGaussianMixture(2, **params).fit(X)
+    with pytest.raises(ValueError) as ours:
+        GaussianMixture(2, **params).fit(X)
+    expected = str(sk.value).split(":")[0] if "precision' should be" in str(sk.value) else str(sk.value)
+    assert str(ours.value).startswith(expected), (str(ours.value), str(sk.value))
+
+
+def test_convergence_warning_is_scikit_learns():
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    texts = []
+    for cls in (SkGaussianMixture, GaussianMixture):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cls(2, max_iter=1, random_state=0).fit(X)
+        texts.append([str(w.message) for w in caught if w.category is ConvergenceWarning])
+    assert texts[0] and texts[1] == texts[0]
+
+
+def test_verbose_true_is_accepted(capsys):
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    GaussianMixture(2, verbose=True, verbose_interval=1, max_iter=2, random_state=0).fit(X)
+    assert "Iteration 1" in capsys.readouterr().out

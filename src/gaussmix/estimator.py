@@ -237,7 +237,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         integer("n_components", 1)
         integer("max_iter", 0)
         integer("n_init", 1)
-        integer("verbose", 0)
+        if not isinstance(self.verbose, (bool, np.bool_)):  # scikit-learn accepts True
+            integer("verbose", 0)
         integer("verbose_interval", 1)
         real("tol")
         real("reg_covar")
@@ -328,23 +329,26 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
         weights = means = precisions = None
         if self.weights_init is not None:
-            weights = tensor(self.weights_init, "weights_init", (k,))
+            # scikit-learn's exact messages (and parameter names), then the remedy.
+            weights = tensor(self.weights_init, "weights", (k,))
             if bool((weights < 0).any()) or bool((weights > 1).any()):
                 raise ValueError(
-                    "The parameter 'weights_init' should be in the range [0, 1], but got "
-                    f"min value {float(weights.min()):.5f}, max value {float(weights.max()):.5f}."
+                    "The parameter 'weights' should be in the range [0, 1], but got max value "
+                    f"{float(weights.min()):.5f}, min value {float(weights.max()):.5f}. Pass "
+                    f"weights_init as non-negative mixing proportions."
                 )
             if abs(float(weights.sum()) - 1.0) > 1e-6:
                 raise ValueError(
-                    "The parameter 'weights_init' should be normalized, but got "
-                    f"sum(weights) = {float(weights.sum()):.5f}. Divide it by its sum."
+                    "The parameter 'weights' should be normalized, but got "
+                    f"sum(weights) = {float(weights.sum()):.5f}. Divide weights_init by its sum."
                 )
         if self.means_init is not None:
-            means = tensor(self.means_init, "means_init", (k, n_features))
+            means = tensor(self.means_init, "means", (k, n_features))
         if self.precisions_init is not None:
             shape = cov.expected_param_shape(k, n_features)
-            precisions = tensor(self.precisions_init, "precisions_init", shape)
-            cov.check_spd(precisions, "precisions_init")
+            name = f"{self.covariance_type} precision"
+            precisions = tensor(self.precisions_init, name, shape)
+            cov.check_spd(precisions, name)
         return weights, means, precisions
 
     def _check_fitted(self):
@@ -705,9 +709,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         if not best.converged and self.max_iter > 0:
             warnings.warn(
-                f"Best performing initialization did not converge in {self.max_iter} "
-                f"iterations. Try different init parameters, or increase max_iter, tol, "
-                f"or check for degenerate data.",
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
                 ConvergenceWarning,
             )
         self._set_result(best)

@@ -473,12 +473,13 @@ def _check_symmetric_pd(mats: torch.Tensor, name: str) -> None:
     scale = mats.abs().amax(dim=(-1, -2), keepdim=True).clamp_min(torch.finfo(mats.dtype).tiny)
     asym = (mats - mats.transpose(-1, -2)).abs() / scale
     if bool((asym > 1e-8).any()):
-        raise ValueError(f"'{name}' must be symmetric; make it symmetric, e.g. (A + A.T) / 2.")
+        raise ValueError(f"'{name}' should be symmetric, positive-definite: it is not symmetric; "
+                         f"make it symmetric, e.g. (A + A.T) / 2.")
     _, info = torch.linalg.cholesky_ex(mats)
     if bool((info != 0).any()):
         raise ValueError(
-            f"'{name}' must be positive definite; at least one matrix has a non-positive "
-            f"eigenvalue. Add a small multiple of the identity to it."
+            f"'{name}' should be symmetric, positive-definite: at least one matrix has a "
+            f"non-positive eigenvalue. Add a small multiple of the identity to it."
         )
 
 

@@ -124,6 +124,6 @@ class Diag(CovarianceType):
     def check_spd(self, mats, name):
         if bool((mats <= 0).any()):
             raise ValueError(
-                f"'{name}' must be positive; found a non-positive entry. Pass precisions "
+                f"'{name}' should be positive: found a non-positive entry. Pass precisions "
                 f"(inverse variances) > 0."
             )
