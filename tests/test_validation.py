@@ -240,3 +240,76 @@ def test_verbose_true_is_accepted(capsys):
     X = np.random.default_rng(0).normal(size=(40, 2))
     GaussianMixture(2, verbose=True, verbose_interval=1, max_iter=2, random_state=0).fit(X)
     assert "Iteration 1" in capsys.readouterr().out
+
+
+# --------------------------------------------------------- silent foot-guns
+def test_requires_grad_input_builds_no_graph():
+    X = torch.as_tensor(np.random.default_rng(0).normal(size=(60, 2))).requires_grad_(True)
+    gm = GaussianMixture(2, random_state=0).fit(X)
+    assert not gm.means_.requires_grad and gm.means_.grad_fn is None
+    assert not gm.predict_proba(X).requires_grad
+    ref = GaussianMixture(2, random_state=0).fit(X.detach())
+    torch.testing.assert_close(gm.means_, ref.means_, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad,words", [
+    (np.ma.masked_array(np.ones((10, 2)), mask=np.eye(10, 2, dtype=bool)), "masked array"),
+    ([[1.0, 2.0], [3.0]] * 5, "ragged"),
+    (np.zeros(10, dtype=[("a", float), ("b", float)]), "structured"),
+    (np.array(["2020-01-01"] * 20, dtype="datetime64[D]").reshape(10, 2), "dates or times"),
+    (np.ones((10, 2)) * (1 + 1j), "Complex"),
+])
+def test_input_numpy_would_misread_is_refused_with_a_remedy(bad, words):
+    with pytest.raises(ValueError, match=words):
+        GaussianMixture(2).fit(bad)
+
+
+def test_ragged_sample_weight_is_refused():
+    X = np.random.default_rng(0).normal(size=(4, 2))
+    with pytest.raises(ValueError, match="ragged"):
+        GaussianMixture(2).fit(X, sample_weight=[[1.0, 2.0], [1.0]])
+
+
+def test_datetime_dataframe_column_is_refused():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"t": pd.date_range("2020", periods=10), "x": np.arange(10.0)})
+    with pytest.raises(ValueError, match="date or time columns"):
+        GaussianMixture(2).fit(df)
+
+
+def test_warm_start_after_set_params_fits_afresh():
+    X = np.random.default_rng(0).normal(size=(90, 2))
+    gm = GaussianMixture(2, warm_start=True, random_state=0).fit(X)
+    with pytest.warns(UserWarning, match="fitting afresh"):
+        gm.set_params(n_components=3).fit(X)
+    assert gm.means_.shape == (3, 2)
+    fresh = GaussianMixture(3, random_state=0).fit(X)
+    np.testing.assert_allclose(gm.means_, fresh.means_)
+    with pytest.warns(UserWarning, match="fitting afresh"):
+        gm.set_params(covariance_type="diag").fit(X)
+    assert gm.covariances_.shape == (3, 2)
+
+
+def test_max_iter_zero_keeps_the_initial_parameters_like_scikit_learn():
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    init = dict(means_init=[[0.0, 0.0], [1.0, 1.0]], weights_init=[0.5, 0.5])
+    sk = SkGaussianMixture(2, max_iter=0, **init).fit(X)
+    gm = GaussianMixture(2, max_iter=0, **init).fit(X)
+    np.testing.assert_array_equal(gm.means_, sk.means_)
+    assert gm.lower_bound_ == sk.lower_bound_ == -np.inf and gm.converged_ == sk.converged_
+
+
+def test_reg_covar_dominating_the_data_warns_with_the_remedy():
+    from gaussmix.guard import RegularizationWarning
+
+    X = np.random.default_rng(0).normal(size=(200, 2)) * 1e-8
+    with pytest.warns(RegularizationWarning, match="Scale the data .*lower reg_covar"):
+        GaussianMixture(2, random_state=0).fit(X)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RegularizationWarning)
+        GaussianMixture(2, random_state=0, reg_covar=1e-22).fit(X)  # scaled: no warning
+        GaussianMixture(2, random_state=0).fit(X * 1e8)

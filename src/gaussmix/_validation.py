@@ -165,7 +165,9 @@ def as_tensor_2d(X, *, name="X", device=None, dtype=None, n_features=None,
         non-numeric array, or a feature count other than ``n_features``.
     """
     if isinstance(X, torch.Tensor):
-        t = X
+        # Detached: EM is not differentiated, and a tensor that requires grad
+        # would otherwise build an autograd graph through every iteration.
+        t = X.detach()
         if t.is_complex():
             raise ValueError(f"Complex data not supported in {name}; pass real values.")
         if t.is_sparse or t.layout != torch.strided:

@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._validation import (
     as_tensor_2d,
+    check_array_like,
     check_sample_weight,
     resolve_device,
     resolve_dtype,
@@ -33,6 +34,7 @@ from .distributed import Communicator
 from .em import EMResult, e_step, run_em
 from .stopping import TOL_TYPES
 from .online import online_step
+from .guard import warn_if_reg_covar_dominates
 from .init import INIT_METHODS, initial_params
 from .params import GMMParams
 
@@ -76,7 +78,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Non-negative amount added to the diagonal of every covariance, in the
         squared units of the data (scale the data if its variance is tiny).
     max_iter : int, default=100
-        Number of EM iterations per initialisation.
+        Number of EM iterations per initialisation.  ``0`` (as in
+        scikit-learn) keeps the initial parameters, with ``lower_bound_ = -inf``
+        (no E-step was run) and ``converged_ = False``.
     n_init : int, default=1
         Number of initialisations; the one with the highest final lower
         bound is kept.
@@ -287,6 +291,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 X, device=self._device, dtype=self._dtype, n_features=self.n_features_in_,
                 min_samples=min_samples,
             )
+        check_array_like(X)
         try:
             # Non-finite values are reported by as_tensor_2d, with a remedy.
             arr = validate_data(
@@ -601,7 +606,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return n_total, float(table[:, 2].sum())
 
     def _fit(self, X, sample_weight, checkpoint=None, checkpoint_every=1):
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        # A warm start continues only a model of the same structure.
+        do_init = not (self.warm_start and hasattr(self, "converged_") and self._params_match())
         comm = Communicator.create(self.distributed is True)
 
         def validate():
@@ -713,8 +719,23 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 "parameters, or increase max_iter, tol, or check for degenerate data.",
                 ConvergenceWarning,
             )
+        warn_if_reg_covar_dominates(best.params, self.reg_covar)
         self._set_result(best)
         return data.Xt
+
+    def _params_match(self) -> bool:
+        """Whether the fitted model has the current n_components and covariance_type;
+        after ``set_params`` changed them, ``warm_start`` fits afresh (with a warning)."""
+        p = self._params
+        if p.n_components == self.n_components and p.covariance_type == self.covariance_type:
+            return True
+        warnings.warn(
+            f"warm_start=True, but the fitted model has n_components={p.n_components} and "
+            f"covariance_type={p.covariance_type!r} while the estimator now asks for "
+            f"{self.n_components} and {self.covariance_type!r}: fitting afresh.",
+            UserWarning, stacklevel=4,
+        )
+        return False
 
     def _initialize_root(self, data, gen, rows, user):
         """Initial parameters from this rank's data (rank 0 in distributed fits)."""
