@@ -287,7 +287,10 @@ def count_floor(stats: SuffStats, eps: float) -> torch.Tensor:
     relative sample weights matter: weights ``c * w`` give the fit of ``w``
     for any ``c > 0``, and unit weights give scikit-learn's ``10 * eps``.
     """
-    return 10.0 * eps * (stats.weight / stats.count.clamp_min(1e-300))
+    # Statistics without a row count (built from responsibilities alone) count
+    # one unit of weight as a sample.
+    one_sample = torch.where(stats.count > 0, stats.weight / stats.count.clamp_min(1e-300), 1.0)
+    return 10.0 * eps * one_sample
 
 
 def empty_components(stats: SuffStats) -> torch.Tensor:
