@@ -179,3 +179,43 @@ def test_killed_fit_resumes_to_the_same_parameters(tmp_path):
     resumed = _model().fit(X, checkpoint=path, checkpoint_every=1)
     assert resumed._resumed_from_ == killed_at
     _assert_identical(resumed, _model().fit(X))
+
+
+def test_resume_after_a_reseed_iteration_equals_the_uninterrupted_fit(tmp_path, monkeypatch):
+    # A warm start on data without the third cluster: its component empties in
+    # iteration 1 and is re-seeded there.  With a large tol the change of that
+    # iteration is below tol, yet a re-seed iteration never stops EM; a
+    # checkpoint written there must not be marked finished.
+    import copy
+    import warnings
+
+    rng = np.random.default_rng(0)
+    D1 = np.concatenate([rng.normal(size=(100, 2)) + c for c in (0.0, 8.0, -8.0)])
+    D2 = np.concatenate([rng.normal(size=(100, 2)) + c for c in (0.0, 8.0)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warm = GaussianMixture(3, random_state=0, warm_start=True, tol=1e3).fit(D1)
+        reference = copy.deepcopy(warm).fit(D2)
+    reseeds = [e["iteration"] for e in reference.fit_events_ if e["kind"] == "reseed"]
+    assert reseeds == [1] and reference.n_iter_ == 2  # the precondition of this test
+    assert abs(reference.lower_bounds_[0] - warm.lower_bound_) < 1e3
+
+    path = tmp_path / "fit.npz"
+    original = FitCheckpoint.save
+
+    def save_then_stop(self, init_index, gen_state, current, finished, best):
+        original(self, init_index, gen_state, current, finished, best)
+        if current.n_iter == 1:
+            raise _Interrupt
+
+    monkeypatch.setattr(FitCheckpoint, "save", save_then_stop)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(_Interrupt):
+            copy.deepcopy(warm).fit(D2, checkpoint=path)
+        monkeypatch.undo()
+        arrays, meta = load_checkpoint(path)
+        assert meta["current"]["n_iter"] == 1 and meta["finished"] is False
+        resumed = copy.deepcopy(warm).fit(D2, checkpoint=path)
+    assert resumed._resumed_from_ == (0, 1)
+    _assert_identical(resumed, reference)

@@ -75,6 +75,20 @@ class _FlakySource:
             yield self.X[50:]
 
 
+class _FailingPassSource:
+    """Re-iterable whose pass number ``at`` raises before yielding anything."""
+
+    def __init__(self, X, at=None):
+        self.X, self.at, self.passes = X, at, 0
+
+    def __iter__(self):
+        self.passes += 1
+        if self.passes == self.at:
+            raise OSError("disk read failed")
+        yield self.X[:300]
+        yield self.X[300:]
+
+
 def _error(fn):
     try:
         fn()
@@ -120,6 +134,10 @@ def _worker(rank, world, port, outdir):
     )
     errors["width_later_pass"] = _error(
         lambda: _model("full", distributed=True).fit(_FlakySource(Xs, bad=rank == 1))
+    )
+    # Pass 4 of _far_model on a source is the re-seed pass (worst-explained samples).
+    errors["reseed_pass"] = _error(
+        lambda: _far_model(distributed=True).fit(_FailingPassSource(Xs, at=4 if rank == 1 else None))
     )
     errors["checkpoint_config"] = _error(
         lambda: _model("full", distributed=True).fit(Xs, checkpoint=ck)
@@ -218,6 +236,7 @@ def test_initialisation_is_coordinated(ranks):
         ("parameters", "reg_covar"),
         ("width_later_pass", "columns"),
         ("checkpoint_config", "another configuration"),
+        ("reseed_pass", "OSError: disk read failed"),
     ],
 )
 def test_bad_input_fails_on_every_rank(ranks, case, words):

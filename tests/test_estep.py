@@ -90,8 +90,8 @@ _GOOD = dict(X=np.zeros((2, 2)), weights=[0.5, 0.5], means=np.zeros((2, 2)), cov
         (dict(weights=[1.5, -0.5]), "'weights' must be non-negative"),
         (dict(weights=[0.5, 0.4]), "'weights' must sum to 1"),
         (dict(weights=[0.5, np.inf]), "'weights' contains NaN or infinity"),
-        (dict(covariances=np.stack([np.eye(2), [[1.0, 2.0], [0.0, 1.0]]])), "'covariances' must be symmetric"),
-        (dict(covariances=np.stack([np.eye(2), [[1.0, 2.0], [2.0, 1.0]]])), "'covariances' must be positive definite"),
+        (dict(covariances=np.stack([np.eye(2), [[1.0, 2.0], [0.0, 1.0]]])), "'covariances' should be symmetric, positive-definite: it is not symmetric"),
+        (dict(covariances=np.stack([np.eye(2), [[1.0, 2.0], [2.0, 1.0]]])), "'covariances' should be symmetric, positive-definite"),
         (dict(X=[["a", "b"]]), "'X' must be a numeric"),
     ],
 )

@@ -62,25 +62,25 @@ SAMPLE_WEIGHT = [
 ]
 
 INIT = [
-    ("weights-sum", dict(weights_init=[0.3, 0.3]), r"should be normalized", r"Divide it by its sum"),
+    ("weights-sum", dict(weights_init=[0.3, 0.3]), r"should be normalized", r"Divide weights_init by its sum"),
     ("weights-shape", dict(weights_init=[1.0]), r"shape of \(2,\)", r"shape"),
     ("weights-range", dict(weights_init=[-0.5, 1.5]), r"range \[0, 1\]", r"range"),
-    ("weights-nan", dict(weights_init=[np.nan, 1.0]), r"'weights_init' contains NaN", r"finite real"),
-    ("weights-strings", dict(weights_init=["a", "b"]), r"'weights_init' must be an array of numbers",
+    ("weights-nan", dict(weights_init=[np.nan, 1.0]), r"'weights' contains NaN", r"finite real"),
+    ("weights-strings", dict(weights_init=["a", "b"]), r"'weights' must be an array of numbers",
      r"numeric array of shape \(2,\)"),
-    ("means-shape", dict(means_init=np.zeros((3, 2))), r"'means_init' should have the shape of \(2, 2\)",
+    ("means-shape", dict(means_init=np.zeros((3, 2))), r"'means' should have the shape of \(2, 2\)",
      r"shape"),
-    ("means-nan", dict(means_init=np.full((2, 2), np.nan)), r"means_init contains NaN", r"[Rr]emove"),
+    ("means-nan", dict(means_init=np.full((2, 2), np.nan)), r"means contains NaN", r"[Rr]emove"),
     ("precisions-not-pd", dict(precisions_init=np.array([np.eye(2), -np.eye(2)])),
-     r"'precisions_init' must be positive definite", r"Add a small multiple of the identity"),
+     r"'full precision' should be symmetric, positive-definite", r"Add a small multiple of the identity"),
     ("precisions-asymmetric", dict(precisions_init=np.array([np.eye(2), [[1, 0.5], [0, 1]]])),
-     r"'precisions_init' must be symmetric", r"\(A \+ A.T\) / 2"),
+     r"'full precision' should be symmetric, positive-definite: it is not symmetric", r"\(A \+ A.T\) / 2"),
     ("precisions-shape", dict(precisions_init=np.ones((2, 3, 3))),
-     r"'precisions_init' should have the shape of \(2, 2, 2\)", r"shape"),
+     r"'full precision' should have the shape of \(2, 2, 2\)", r"shape"),
     ("precisions-diag-negative", dict(covariance_type="diag", precisions_init=-np.ones((2, 2))),
-     r"'precisions_init' must be positive", r"> 0"),
+     r"'diag precision' should be positive", r"> 0"),
     ("precisions-spherical-nan", dict(covariance_type="spherical", precisions_init=[np.nan, 1.0]),
-     r"'precisions_init' contains NaN", r"finite real"),
+     r"'spherical precision' contains NaN", r"finite real"),
 ]
 
 
@@ -189,3 +189,127 @@ def test_valid_inputs_are_accepted():
         X.tolist(), sample_weight=np.r_[np.zeros(10), np.ones(20)])
     GaussianMixture(2, weights_init=[0.5, 0.5], means_init=X[:2], random_state=0).fit(
         torch.tensor(X, dtype=torch.float32))
+
+
+SKLEARN_MESSAGES = [
+    dict(weights_init=[[0.5], [0.5]]),
+    dict(weights_init=[-0.5, 1.5]),
+    dict(weights_init=[0.3, 0.3]),
+    dict(means_init=np.zeros((3, 2))),
+    dict(precisions_init=np.ones((2, 3, 3))),
+    dict(precisions_init=np.array([np.eye(2), -np.eye(2)])),
+    dict(covariance_type="tied", precisions_init=-np.eye(2)),
+    dict(covariance_type="diag", precisions_init=-np.ones((2, 2))),
+    dict(covariance_type="spherical", precisions_init=[-1.0, 1.0]),
+    dict(covariance_type="spherical", precisions_init=np.ones(3)),
+]
+
+
+@pytest.mark.parametrize("params", SKLEARN_MESSAGES)
+def test_initial_parameter_messages_start_with_scikit_learns(params):
+    # Code that matches scikit-learn's messages keeps working: ours are its
+    # exact text, followed by a remedy.
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    with pytest.raises(ValueError) as sk:
+        SkGaussianMixture(2, **params).fit(X)
+    with pytest.raises(ValueError) as ours:
+        GaussianMixture(2, **params).fit(X)
+    expected = str(sk.value).split(":")[0] if "precision' should be" in str(sk.value) else str(sk.value)
+    assert str(ours.value).startswith(expected), (str(ours.value), str(sk.value))
+
+
+def test_convergence_warning_is_scikit_learns():
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    texts = []
+    for cls in (SkGaussianMixture, GaussianMixture):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cls(2, max_iter=1, random_state=0).fit(X)
+        texts.append([str(w.message) for w in caught if w.category is ConvergenceWarning])
+    assert texts[0] and texts[1] == texts[0]
+
+
+def test_verbose_true_is_accepted(capsys):
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    GaussianMixture(2, verbose=True, verbose_interval=1, max_iter=2, random_state=0).fit(X)
+    assert "Iteration 1" in capsys.readouterr().out
+
+
+# --------------------------------------------------------- silent foot-guns
+def test_requires_grad_input_builds_no_graph():
+    X = torch.as_tensor(np.random.default_rng(0).normal(size=(60, 2))).requires_grad_(True)
+    gm = GaussianMixture(2, random_state=0).fit(X)
+    assert not gm.means_.requires_grad and gm.means_.grad_fn is None
+    assert not gm.predict_proba(X).requires_grad
+    ref = GaussianMixture(2, random_state=0).fit(X.detach())
+    torch.testing.assert_close(gm.means_, ref.means_, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad,words", [
+    (np.ma.masked_array(np.ones((10, 2)), mask=np.eye(10, 2, dtype=bool)), "masked array"),
+    ([[1.0, 2.0], [3.0]] * 5, "ragged"),
+    (np.zeros(10, dtype=[("a", float), ("b", float)]), "structured"),
+    (np.array(["2020-01-01"] * 20, dtype="datetime64[D]").reshape(10, 2), "dates or times"),
+    (np.ones((10, 2)) * (1 + 1j), "Complex"),
+])
+def test_input_numpy_would_misread_is_refused_with_a_remedy(bad, words):
+    with pytest.raises(ValueError, match=words):
+        GaussianMixture(2).fit(bad)
+
+
+def test_ragged_sample_weight_is_refused():
+    X = np.random.default_rng(0).normal(size=(4, 2))
+    with pytest.raises(ValueError, match="ragged"):
+        GaussianMixture(2).fit(X, sample_weight=[[1.0, 2.0], [1.0]])
+
+
+def test_datetime_dataframe_column_is_refused():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"t": pd.date_range("2020", periods=10), "x": np.arange(10.0)})
+    with pytest.raises(ValueError, match="date or time columns"):
+        GaussianMixture(2).fit(df)
+
+
+def test_warm_start_after_set_params_fits_afresh():
+    X = np.random.default_rng(0).normal(size=(90, 2))
+    gm = GaussianMixture(2, warm_start=True, random_state=0).fit(X)
+    with pytest.warns(UserWarning, match="fitting afresh"):
+        gm.set_params(n_components=3).fit(X)
+    assert gm.means_.shape == (3, 2)
+    fresh = GaussianMixture(3, random_state=0).fit(X)
+    np.testing.assert_allclose(gm.means_, fresh.means_)
+    with pytest.warns(UserWarning, match="fitting afresh"):
+        gm.set_params(covariance_type="diag").fit(X)
+    assert gm.covariances_.shape == (3, 2)
+
+
+def test_max_iter_zero_keeps_the_initial_parameters_like_scikit_learn():
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    init = dict(means_init=[[0.0, 0.0], [1.0, 1.0]], weights_init=[0.5, 0.5])
+    sk = SkGaussianMixture(2, max_iter=0, **init).fit(X)
+    gm = GaussianMixture(2, max_iter=0, **init).fit(X)
+    np.testing.assert_array_equal(gm.means_, sk.means_)
+    assert gm.lower_bound_ == sk.lower_bound_ == -np.inf and gm.converged_ == sk.converged_
+
+
+def test_reg_covar_dominating_the_data_warns_with_the_remedy():
+    from gaussmix.guard import RegularizationWarning
+
+    X = np.random.default_rng(0).normal(size=(200, 2)) * 1e-8
+    with pytest.warns(RegularizationWarning, match="Scale the data .*lower reg_covar"):
+        GaussianMixture(2, random_state=0).fit(X)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RegularizationWarning)
+        GaussianMixture(2, random_state=0, reg_covar=1e-22).fit(X)  # scaled: no warning
+        GaussianMixture(2, random_state=0).fit(X * 1e8)

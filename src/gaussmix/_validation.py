@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 
@@ -13,6 +14,8 @@ __all__ = [
     "resolve_dtype",
     "as_tensor_2d",
     "check_sample_weight",
+    "check_squares_representable",
+    "check_array_like",
     "to_output",
 ]
 
@@ -92,6 +95,65 @@ def _numpy_to_tensor(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a)
 
 
+def _as_array(value, name: str) -> np.ndarray:
+    """``np.asarray(value)``, or a ValueError that says what to do instead.
+
+    Refuses what numpy would read wrongly or not at all: ragged nested lists,
+    masked arrays (whose mask would be ignored), structured (record) arrays,
+    and date or time values.
+    """
+    if isinstance(value, np.ma.MaskedArray):
+        if np.ma.getmaskarray(value).any():
+            raise ValueError(
+                f"{name} is a numpy masked array with masked entries; gaussmix does not honour "
+                f"masks. Drop the masked rows (e.g. {name}[~{name}.mask.any(axis=1)]) or fill "
+                f"them ({name}.filled(value)) first."
+            )
+        value = value.data
+    try:
+        a = np.asarray(value)
+    except ValueError as exc:
+        if "inhomogeneous" in str(exc) or "sequence" in str(exc):
+            raise ValueError(
+                f"{name} is ragged: its rows have different lengths. Pass a rectangular array, "
+                f"one row per sample with the same number of values in every row."
+            ) from None
+        raise ValueError(f"{name} could not be read as a numeric array: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - anything that numpy cannot read
+        raise ValueError(f"{name} could not be read as a numeric array: {exc}") from None
+    if a.dtype.names is not None:
+        raise ValueError(
+            f"{name} is a structured (record) array with fields {list(a.dtype.names)}; pass a "
+            f"plain numeric array, e.g. numpy.lib.recfunctions.structured_to_unstructured({name})."
+        )
+    if a.dtype.kind in "mM":
+        raise ValueError(
+            f"{name} holds dates or times (dtype {a.dtype}); convert them to numbers (e.g. "
+            f"seconds since an epoch) or drop those columns."
+        )
+    if a.dtype.kind == "c":
+        raise ValueError(f"Complex data not supported in {name}; pass real values.")
+    if a.dtype == object and a.size and any(isinstance(v, (list, tuple, np.ndarray)) for v in a.flat):
+        raise ValueError(
+            f"{name} is ragged: its rows have different lengths. Pass a rectangular array, one "
+            f"row per sample with the same number of values in every row."
+        )
+    return a
+
+
+def check_array_like(X, name: str = "X") -> None:
+    """Refuse, with a remedy, array-likes that numpy would misread (see
+    :func:`_as_array`); tensors and DataFrames pass through."""
+    if isinstance(X, torch.Tensor) or hasattr(X, "iloc"):
+        if hasattr(X, "dtypes") and any(getattr(t, "kind", "") in "mM" for t in X.dtypes):
+            raise ValueError(
+                f"{name} has date or time columns; convert them to numbers (e.g. seconds since "
+                f"an epoch) or drop them (DataFrame.select_dtypes('number'))."
+            )
+        return
+    _as_array(X, name)
+
+
 def as_tensor_2d(X, *, name="X", device=None, dtype=None, n_features=None,
                  estimator_name="GaussianMixture", min_samples=1) -> torch.Tensor:
     """Check a 2-D tensor or array-like and move it to ``device``/``dtype``.
@@ -103,18 +165,15 @@ def as_tensor_2d(X, *, name="X", device=None, dtype=None, n_features=None,
         non-numeric array, or a feature count other than ``n_features``.
     """
     if isinstance(X, torch.Tensor):
-        t = X
+        # Detached: EM is not differentiated, and a tensor that requires grad
+        # would otherwise build an autograd graph through every iteration.
+        t = X.detach()
         if t.is_complex():
             raise ValueError(f"Complex data not supported in {name}; pass real values.")
         if t.is_sparse or t.layout != torch.strided:
             raise ValueError(f"Sparse tensors are not supported in {name}; densify them first (X.to_dense()).")
     else:
-        try:
-            a = np.asarray(X)
-        except Exception as exc:  # noqa: BLE001 - anything that numpy cannot read
-            raise ValueError(f"{name} could not be read as a numeric array: {exc}") from None
-        if a.dtype.kind == "c":
-            raise ValueError(f"Complex data not supported in {name}; pass real values.")
+        a = _as_array(X, name)
         if a.dtype.kind not in "fiub":
             try:
                 a = a.astype(np.float64)
@@ -154,25 +213,64 @@ def as_tensor_2d(X, *, name="X", device=None, dtype=None, n_features=None,
             f"Input {name} contains NaN or infinity. Remove or impute those values first "
             f"(e.g. sklearn.impute.SimpleImputer)."
         )
+    check_squares_representable(t, name)
     return t
 
 
-def check_sample_weight(sample_weight, n_samples: int, device, dtype) -> torch.Tensor | None:
-    """Validate sample weights: shape (n_samples,), finite, >= 0, not all zero."""
+def check_squares_representable(t: torch.Tensor, name: str = "X") -> None:
+    """Refuse finite values whose squares overflow the dtype.
+
+    Every density is a function of squared distances; a value beyond
+    ``sqrt(finfo.max)`` (1.3e154 in float64, 1.8e19 in float32) would make them
+    infinite, and no responsibility or log-likelihood could be computed.
+
+    Raises
+    ------
+    ValueError
+        Naming the largest magnitude, the dtype, and what to do.
+    """
+    if t.numel() == 0:
+        return
+    limit = math.sqrt(torch.finfo(t.dtype).max)
+    top = float(t.abs().max())
+    if top > limit:
+        kind = str(t.dtype).replace("torch.", "")
+        hint = " or fit in float64 (dtype='float64')" if t.dtype != torch.float64 else ""
+        raise ValueError(
+            f"Input {name} holds values up to {top:.3g}, whose squares overflow {kind} (they "
+            f"would give non-finite squared distances; the limit is {limit:.3g}). Scale the input "
+            f"data (e.g. sklearn.preprocessing.StandardScaler){hint}."
+        )
+
+
+def check_sample_weight(sample_weight, n_samples: int, device, dtype,
+                        rescale: bool = True) -> torch.Tensor | None:
+    """Validate sample weights and bring their largest value into [1, 2).
+
+    Weights must have shape (n_samples,), be finite, >= 0 and not all zero.
+    Only the relative weights matter to a fit, so with ``rescale`` they are
+    multiplied by the power of two that puts the largest one in [1, 2): an
+    exact operation that keeps sums of weighted moments far from overflow and
+    underflow, so ``c * w`` fits like ``w`` for any representable ``c > 0``.
+    The batches of a source keep their scale (``rescale=False``): their
+    weights are relative to each other's.
+    """
     if sample_weight is None:
         return None
     if isinstance(sample_weight, numbers.Number):
         sample_weight = np.full(n_samples, float(sample_weight))
     if isinstance(sample_weight, torch.Tensor):
-        w = sample_weight.to(device=device, dtype=dtype)
+        if sample_weight.is_complex():
+            raise ValueError("sample_weight is complex; pass real, non-negative weights.")
+        w = sample_weight.detach().to(device="cpu", dtype=torch.float64)
     else:
-        a = np.asarray(sample_weight)
+        a = _as_array(sample_weight, "sample_weight")
         if a.dtype.kind not in "fiub":
             raise ValueError(
                 f"sample_weight must be numeric, got values of type {a.dtype}; pass an array "
                 f"of non-negative numbers, one per sample."
             )
-        w = _numpy_to_tensor(a).to(device=device, dtype=dtype)
+        w = _numpy_to_tensor(a).to(dtype=torch.float64)
     if w.ndim != 1 or w.shape[0] != n_samples:
         raise ValueError(
             f"sample_weight.shape == {tuple(w.shape)}, expected ({n_samples},): one weight per sample."
@@ -189,7 +287,10 @@ def check_sample_weight(sample_weight, n_samples: int, device, dtype) -> torch.T
             "sample_weight sums to zero: at least one sample needs a positive weight. "
             "Give the samples to fit a weight > 0."
         )
-    return w
+    if rescale:
+        _, exponent = math.frexp(float(w.max()))
+        w = torch.from_numpy(np.ldexp(w.numpy(), 1 - exponent))
+    return w.to(device=device, dtype=dtype)
 
 
 def to_output(t: torch.Tensor, like_tensor: bool):

@@ -15,7 +15,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 import tempfile
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -23,6 +26,9 @@ __all__ = ["save_checkpoint", "load_checkpoint", "check_config", "FitCheckpoint"
 
 FORMAT_VERSION = 1
 _META = "__meta__"
+# What numpy's zip reading raises on a truncated or bit-flipped archive.
+_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError,
+                RuntimeError, NotImplementedError, struct.error, OverflowError, IndexError)
 
 
 def save_checkpoint(path, arrays: dict, meta: dict) -> None:
@@ -45,13 +51,24 @@ def save_checkpoint(path, arrays: dict, meta: dict) -> None:
         if v.dtype == object:
             raise ValueError(f"Checkpoint array {k!r} has dtype object; only numeric arrays are stored.")
     payload[_META] = np.frombuffer(json.dumps(body, allow_nan=True).encode("utf-8"), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise OSError(
+            f"Cannot write checkpoint {path!r}: the folder {directory!r} is not writable "
+            f"({exc.strerror}). Pass a checkpoint path in a writable folder."
+        ) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **payload)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise OSError(f"Cannot write checkpoint {path!r}: {exc.strerror or exc}. Free disk space "
+                      f"or pass a checkpoint path in a writable folder.") from exc
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -83,9 +100,10 @@ def load_checkpoint(path) -> tuple[dict, dict]:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except _READ_ERRORS as exc:
         raise ValueError(
-            f"{path!r} is not a readable gaussmix checkpoint ({exc}). Delete it or pass another "
+            f"{path!r} is not a readable gaussmix checkpoint: it is truncated or damaged "
+            f"({type(exc).__name__}: {exc}). Delete it to start afresh, or pass another "
             f"checkpoint path."
         ) from None
     if _META not in arrays:
@@ -93,7 +111,14 @@ def load_checkpoint(path) -> tuple[dict, dict]:
             f"{path!r} is not a gaussmix checkpoint (no metadata). Delete it or pass another "
             f"checkpoint path."
         )
-    meta = json.loads(arrays.pop(_META).tobytes().decode("utf-8"))
+    try:
+        meta = json.loads(arrays.pop(_META).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(
+            f"Checkpoint {path!r} has damaged metadata ({exc}). Delete it to start afresh."
+        ) from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"Checkpoint {path!r} has damaged metadata. Delete it to start afresh.")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"Checkpoint {path!r} has format version {meta.get('format_version')!r}; this version "
@@ -157,27 +182,55 @@ def _result_to_arrays(prefix: str, result) -> tuple[dict, dict]:
     return arrays, meta
 
 
-def _result_from_arrays(prefix: str, arrays: dict, meta: dict, covariance_type: str):
+def _damaged(path, field: str, problem: str) -> ValueError:
+    return ValueError(
+        f"Checkpoint {os.fspath(path)!r}: the field {field!r} {problem}. The file is damaged or "
+        f"was not written by gaussmix; delete it to start afresh."
+    )
+
+
+def _result_from_arrays(path, prefix: str, arrays: dict, meta, covariance_type: str, size):
+    """An :class:`~gaussmix.em.EMResult` from a checkpoint, every value checked."""
     import torch
 
     from .em import EMResult
-    from .params import GMMParams
+    from .params import GMMParams, find_problem
 
-    def get(name):
+    def get(name, required=True):
         a = arrays.get(prefix + name)
-        return None if a is None else torch.from_numpy(np.array(a))
+        if a is None:
+            if required:
+                raise _damaged(path, prefix + name, "is missing")
+            return None
+        if a.dtype.kind != "f":
+            raise _damaged(path, prefix + name, f"has dtype {a.dtype}, expected floating point")
+        return torch.from_numpy(np.array(a))
 
     params = GMMParams(
         weights=get("weights"),
         means=get("means"),
         precisions_cholesky=get("precisions_cholesky"),
         covariance_type=covariance_type,
-        covariances=get("covariances"),
+        covariances=get("covariances", required=False),
     )
-    return EMResult(
-        params, bool(meta["converged"]), int(meta["n_iter"]), float(meta["lower_bound"]),
-        [float(v) for v in meta["lower_bounds"]],
-    )
+    problem = find_problem(params, size=size)
+    if problem is not None:
+        raise _damaged(path, prefix + problem[0], problem[1])
+    try:
+        n_iter = meta["n_iter"]
+        lower_bound = float(meta["lower_bound"])
+        history = [float(v) for v in meta["lower_bounds"]]
+        converged = meta["converged"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _damaged(path, prefix + "metadata", f"is incomplete or not numeric ({exc!r})") from None
+    if not isinstance(n_iter, int) or isinstance(n_iter, bool) or n_iter < 0:
+        raise _damaged(path, prefix + "n_iter", f"is {n_iter!r}, not an integer >= 0")
+    if not isinstance(converged, bool):
+        raise _damaged(path, prefix + "converged", f"is {converged!r}, not true or false")
+    if math.isnan(lower_bound) or lower_bound == math.inf or any(
+            math.isnan(v) or v == math.inf for v in history):
+        raise _damaged(path, prefix + "lower_bound", "is NaN or +infinity")
+    return EMResult(params, converged, n_iter, lower_bound, history)
 
 
 class FitCheckpoint:
@@ -219,7 +272,10 @@ class FitCheckpoint:
         Raises
         ------
         ValueError
-            For an unreadable file or a checkpoint of another configuration.
+            For an unreadable file, a checkpoint of another configuration, or
+            one whose values cannot be an EM state (checked as model files
+            are, see :func:`gaussmix.params.find_problem`); the message names
+            the file and the field.
         """
         self.check_writable()
         if not os.path.exists(self.path):
@@ -229,17 +285,33 @@ class FitCheckpoint:
             raise ValueError(
                 f"{self.path!r} is not a GaussianMixture fit checkpoint. Delete it or pass another path."
             )
+        for key in ("config", "init_index", "finished", "current", "best"):
+            if key not in meta:
+                raise _damaged(self.path, key, "is missing")
+        if not isinstance(meta["config"], dict):
+            raise _damaged(self.path, "config", "is not a mapping")
         check_config(self.path, meta["config"], self.config)
         import torch
 
+        init_index = meta["init_index"]
+        n_init = int(self.config.get("n_init", 1))
+        if not isinstance(init_index, int) or isinstance(init_index, bool) or not 0 <= init_index < n_init:
+            raise _damaged(self.path, "init_index", f"is {init_index!r}, not an integer in [0, {n_init})")
+        if not isinstance(meta["finished"], bool):
+            raise _damaged(self.path, "finished", f"is {meta['finished']!r}, not true or false")
+        size = (int(self.config["n_components"]), int(self.config["n_features"]))
         gen_state = arrays.get("generator_state")
+        if gen_state is not None and (gen_state.dtype != np.uint8 or gen_state.ndim != 1):
+            raise _damaged(self.path, "generator_state", "is not a byte vector")
         return {
-            "init_index": int(meta["init_index"]),
-            "finished": bool(meta["finished"]),
+            "init_index": init_index,
+            "finished": meta["finished"],
             "generator_state": None if gen_state is None else torch.from_numpy(np.array(gen_state)),
-            "current": _result_from_arrays("current_", arrays, meta["current"], self.covariance_type),
+            "current": _result_from_arrays(self.path, "current_", arrays, meta["current"],
+                                           self.covariance_type, size),
             "best": None if meta["best"] is None
-            else _result_from_arrays("best_", arrays, meta["best"], self.covariance_type),
+            else _result_from_arrays(self.path, "best_", arrays, meta["best"], self.covariance_type,
+                                     size),
         }
 
     def save(self, init_index: int, generator_state, current, finished: bool, best) -> None:

@@ -9,12 +9,15 @@ unexpected internal error.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
 import sys
 import time
 import warnings
+
+import numpy as np
 
 __all__ = ["main", "parse_components"]
 
@@ -183,7 +186,8 @@ def _build_parser() -> _Parser:
 
     p = sub.add_parser("sample", help="draw samples from a model")
     p.add_argument("model", metavar="MODEL")
-    p.add_argument("-n", "--n-samples", type=int, required=True)
+    p.add_argument("-n", "--n-samples", required=True,
+                   help="number of samples (written in blocks, so any number fits in memory)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("-o", "--output", help="CSV file to write (default: stdout)")
     p.set_defaults(func=_cmd_sample)
@@ -290,7 +294,14 @@ def _report_warnings(caught) -> None:
 def _read(args, path, prefer=None):
     from .io import read_data
 
-    return read_data(path, columns=args.columns, header=args.header, delimiter=args.delimiter,
+    delimiter = args.delimiter
+    if delimiter in ("\\t", "tab"):
+        delimiter = "\t"
+    if delimiter is not None and len(delimiter) != 1:
+        raise UsageError(
+            f"--delimiter must be a single character such as ',' ';' or '\\t' (tab), got {delimiter!r}"
+        )
+    return read_data(path, columns=args.columns, header=args.header, delimiter=delimiter,
                      prefer=prefer)
 
 
@@ -320,9 +331,11 @@ def _write_csv(path, header, rows) -> None:
     """Write CSV rows (lists of strings) to ``path``, or stdout when None."""
     fh = sys.stdout if path is None else open(path, "w", newline="", encoding="utf-8")
     try:
-        fh.write(",".join(header) + "\n")
-        for r in rows:
-            fh.write(",".join(r) + "\n")
+        # A real CSV writer: fields holding commas, quotes or newlines are
+        # quoted, so every file written here reads back (gaussmix, pandas).
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
     finally:
         if path is not None:
             fh.close()
@@ -398,6 +411,7 @@ def _cmd_fit(args) -> int:
         if v is not None and not (v >= 0 and math.isfinite(v)):
             raise UsageError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
     resolve_device(args.device)
+    _check_output(args, args.data)
     X, names = _read(args, args.data)
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     try:
@@ -483,6 +497,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_predict(args) -> int:
+    _check_output(args, args.model, args.data)
     model, meta = _load_model(args.model)
     Xm = _model_data(args, model, meta)
     try:
@@ -525,16 +540,58 @@ def _cmd_score(args) -> int:
     return EXIT_OK
 
 
+#: Rows drawn per block by ``gaussmix sample``: memory stays bounded for any -n.
+SAMPLE_BLOCK = 100_000
+#: More rows than any disk holds as CSV (about 20 bytes per value).
+MAX_SAMPLES = 10 ** 12
+
+
+def _sample_count(text: str) -> int:
+    """``-n``: an integer, also written as 1e6; at least 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"-n/--n-samples must be a whole number such as 1000 or 1e6, got {text!r}") from None
+    if not math.isfinite(value) or value != int(value) or value < 1:
+        raise UsageError(f"-n/--n-samples must be a whole number, at least 1; got {text!r}")
+    if value > MAX_SAMPLES:
+        raise UsageError(
+            f"-n/--n-samples {text} is more than {MAX_SAMPLES:.0e} rows (about {value * 20 / 1e12:.3g} "
+            f"TB of CSV per feature); ask for fewer samples"
+        )
+    return int(value)
+
+
 def _cmd_sample(args) -> int:
+    n = _sample_count(args.n_samples)
+    _check_output(args, args.model)
     model, meta = _load_model(args.model)
-    if args.n_samples < 1:
-        raise UsageError("-n/--n-samples must be at least 1")
-    model.random_state = args.seed
-    X, comp = model.sample(args.n_samples)
+    # One random stream for all blocks; the first block is what
+    # model.sample(n) draws with random_state=seed.
+    model.random_state = np.random.RandomState(args.seed)
+
+    def rows():
+        for start in range(0, n, SAMPLE_BLOCK):
+            X, comp = model.sample(min(SAMPLE_BLOCK, n - start))
+            for x, c in zip(X, comp):
+                yield [_num(v) for v in x] + [str(int(c))]
+
     names = meta.get("feature_names") or [f"x{j + 1}" for j in range(model.n_features_in_)]
-    _write_csv(args.output, list(names) + ["component"],
-               ([_num(v) for v in x] + [str(int(c))] for x, c in zip(X, comp)))
+    _write_csv(args.output, list(names) + ["component"], rows())
     return EXIT_OK
+
+
+def _check_output(args, *inputs) -> None:
+    """Refuse an output path that is one of the command's input files."""
+    out = getattr(args, "output", None)
+    if not out or not os.path.exists(out):
+        return
+    for path in inputs:
+        if path and os.path.exists(path) and os.path.samefile(out, path):
+            raise UsageError(
+                f"-o/--output {out} is the input file {path}; writing it would destroy the input. "
+                f"Choose another output path"
+            )
 
 
 def _cmd_info(args) -> int:

@@ -262,7 +262,7 @@ class DataSource:
         w = None
         if wb is not None:
             try:
-                w = check_sample_weight(wb, int(t.shape[0]), self.device, self.dtype)
+                w = check_sample_weight(wb, int(t.shape[0]), self.device, self.dtype, rescale=False)
             except ValueError as exc:
                 raise ValueError(f"Batch {i} of the source: {exc}") from None
         return t, w

@@ -214,10 +214,28 @@ class Communicator:
             self._raise_failure(failed, err, "passing over the data")
         return stats.load_flat_(buf[:n].to(flat.device))
 
+    def check_pending(self, what: str) -> None:
+        """One all-reduce of the status flags: if any rank has a pending
+        failure (a batch that raised inside :meth:`guard`), every rank raises."""
+        if not self.enabled:
+            return
+        flags = self._flags(self._pending is not None).to(self.comm_device())
+        _dist().all_reduce(flags, group=self.group)
+        failed = [r for r, f in enumerate(flags.cpu().tolist()) if f > 0]
+        if failed:
+            err, self._pending = self._pending, None
+            self._raise_failure(failed, err, what)
+
     def all_gather_cat(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Concatenate equally shaped tensors of all ranks along dim 0, in rank order."""
+        """Concatenate equally shaped tensors of all ranks along dim 0, in rank order.
+
+        The status flags go first (:meth:`check_pending`): a rank whose pass
+        failed raises its own error on every rank instead of gathering a
+        partial result.
+        """
         if not self.enabled:
             return tensor
+        self.check_pending("passing over the data")
         dist = _dist()
         local = tensor.contiguous().to(self.comm_device())
         parts = [torch.empty_like(local) for _ in range(dist.get_world_size(self.group))]

@@ -30,6 +30,7 @@ __all__ = [
     "accumulate",
     "m_step",
     "empty_components",
+    "count_floor",
     "moment_shift",
     "FAR_IN_FLOAT32",
     "worst_explained",
@@ -139,11 +140,49 @@ def e_step(X: torch.Tensor, params: GMMParams) -> tuple[torch.Tensor, torch.Tens
     -------
     log_resp : Tensor (B, K)
     log_prob_norm : Tensor (B,)
-        ``log p(x_i)`` under the mixture.
+        ``log p(x_i)`` under the mixture: ``-inf`` for a point whose density
+        underflows in every component (a point very far from every mean),
+        whose responsibilities then go to the nearest component in
+        Mahalanobis terms, so every row is a valid distribution.
     """
     wlp = estimate_weighted_log_prob(X, params)
-    log_prob_norm = torch.logsumexp(wlp, dim=1)
-    return wlp.sub_(log_prob_norm.unsqueeze(1)), log_prob_norm
+    # Normalise around each row's maximum: with log-densities near -1e300 the
+    # row's spread is lost to rounding in ``wlp - logsumexp(wlp)``, but not in
+    # ``wlp - max``, which keeps every row a distribution.
+    top = wlp.amax(1, keepdim=True)
+    log_resp = wlp.sub_(top)
+    norm = torch.logsumexp(log_resp, dim=1, keepdim=True)
+    log_resp.sub_(norm)
+    log_prob_norm = norm.add_(top).view(-1)
+    lost = ~torch.isfinite(log_prob_norm)
+    if bool(lost.any()):
+        log_prob_norm[lost] = -math.inf
+        log_resp[lost] = _nearest_log_resp(X[lost], params).to(log_resp.dtype)
+    return log_resp, log_prob_norm
+
+
+def _nearest_log_resp(X: torch.Tensor, params: GMMParams) -> torch.Tensor:
+    """Log responsibilities of points whose density underflows in every component.
+
+    Far from every mean the log-density is dominated by ``-maha / 2``, so the
+    component nearest in Mahalanobis terms takes the point (ties share it).
+    The distances are compared on the point and means scaled by the point's
+    own magnitude, where they stay finite; components of zero weight never
+    take a point.
+    """
+    out = torch.full((X.shape[0], params.n_components), -math.inf, dtype=torch.float64,
+                     device=X.device)
+    shift = params.shift.double()
+    means_c = params.means.double() - shift
+    usable = params.weights > 0
+    for i, x in enumerate(X.double() - shift):
+        s = x.abs().max().clamp_min(1.0)
+        maha = params.cov.mahalanobis((x / s).unsqueeze(0), means_c / s,
+                                      params.precisions_cholesky.double())[0]
+        maha = torch.where(usable, maha, math.inf)
+        best = maha == maha.min() if bool(torch.isfinite(maha.min())) else usable
+        out[i, best] = -math.log(int(best.sum()))
+    return out
 
 
 def _add_chunk(total: SuffStats, X: torch.Tensor, sample_weight, ctx: _Pass) -> None:
@@ -239,6 +278,21 @@ def _check_finite_stats(stats: SuffStats) -> None:
         )
 
 
+def count_floor(stats: SuffStats, eps: float) -> torch.Tensor:
+    """What the M-step adds to every effective count: ``10 * eps`` samples.
+
+    scikit-learn adds ``10 * eps`` so that an emptied component divides by a
+    tiny number rather than zero.  Here it is ``10 * eps`` times the weight of
+    one average sample (``stats.weight / stats.count``), so that only the
+    relative sample weights matter: weights ``c * w`` give the fit of ``w``
+    for any ``c > 0``, and unit weights give scikit-learn's ``10 * eps``.
+    """
+    # Statistics without a row count (built from responsibilities alone) count
+    # one unit of weight as a sample.
+    one_sample = torch.where(stats.count > 0, stats.weight / stats.count.clamp_min(1e-300), 1.0)
+    return 10.0 * eps * one_sample
+
+
 def empty_components(stats: SuffStats) -> torch.Tensor:
     """Components that have lost all their points.
 
@@ -299,7 +353,12 @@ def worst_explained(
             v, x = v[order], x[order]
         values, points = v, x
     if values is None:
-        raise ValueError("No data to fit: the data source yielded no chunk.")
+        if gather is None:
+            raise ValueError("No data to fit: the data source yielded no chunk.")
+        # This rank's pass ended early (a failure the gather reports on every
+        # rank) or its shard is empty: it still joins the collective.
+        values = torch.empty(0, dtype=torch.float64, device=params.means.device)
+        points = torch.empty(0, params.n_features, dtype=torch.float64, device=params.means.device)
     if gather is not None:
         # Same shapes on every rank (a shard may hold fewer candidates).
         short = n_points - values.shape[0]
@@ -326,7 +385,7 @@ def split_points(stats: SuffStats, shift: torch.Tensor, covariance_type: str, re
     Tensor (n_points, D) in float64, original coordinates.
     """
     cov = get_covariance_type(covariance_type)
-    nk = stats.nk + 10.0 * eps
+    nk = stats.nk + count_floor(stats, eps)
     means_c = stats.s1 / nk.unsqueeze(1)
     mats = cov._matrix_view(cov.covariances_from_stats(nk, means_c, stats.s2, reg_covar))
     var = torch.diagonal(mats, dim1=-2, dim2=-1) if mats.dim() == 3 else mats
@@ -384,10 +443,11 @@ def m_step(
         Non-negative amount added to every covariance diagonal (absolute, in
         the data's squared units).
     eps : float
-        Machine epsilon of the data's dtype.  ``10 * eps`` is added to the
-        effective counts (as scikit-learn does) so that an emptied component
-        divides by a tiny number, not by zero; it also sets the scale of the
-        extra regularisation of :meth:`CovarianceType.factorize`.
+        Machine epsilon of the data's dtype.  ``10 * eps`` average samples
+        are added to the effective counts (:func:`count_floor`; scikit-learn
+        adds ``10 * eps``) so that an emptied component divides by a tiny
+        number, not by zero; it also sets the scale of the extra
+        regularisation of :meth:`CovarianceType.factorize`.
     reseed : (Tensor (K,) of bool, Tensor (M, D)), optional
         Empty components and the points (original coordinates, M >= 1) to
         put them on; see :func:`empty_components` and :func:`worst_explained`.
@@ -411,7 +471,7 @@ def m_step(
     """
     _check_finite_stats(stats)
     cov = get_covariance_type(covariance_type)
-    nk = stats.nk + 10.0 * eps
+    nk = stats.nk + count_floor(stats, eps)
     means_c = stats.s1 / nk.unsqueeze(1)
     shift64 = shift.double()
     covariances = cov.covariances_from_stats(nk, means_c, stats.s2, reg_covar)
@@ -474,7 +534,7 @@ def run_em(
     max_iter: int,
     lower_bound: float = -math.inf,
     reduce: Callable[[SuffStats], SuffStats] | None = None,
-    callback: Callable[[int, float, GMMParams], None] | None = None,
+    callback: Callable[[int, float, GMMParams, bool], None] | None = None,
     start_iter: int = 0,
     lower_bounds: list | None = None,
     gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -498,7 +558,8 @@ def run_em(
         Applied to each pass's totals before the M-step (an all-reduce in
         distributed fits).
     callback : callable, optional
-        Called as ``callback(n_iter, lower_bound, params)`` after each M-step.
+        Called as ``callback(n_iter, lower_bound, params, converged)`` after
+        each M-step; ``converged`` says whether the loop stops there.
     start_iter, lower_bounds : int, list, optional
         Resume state (from a checkpoint).
     gather : callable, optional
@@ -572,9 +633,11 @@ def run_em(
         params = new.to(dtype=dtype)
         lower_bound = stats.mean_log_likelihood
         history.append(lower_bound)
+        # An iteration that re-seeded never stops the loop, whatever the change.
+        converged = reseed is None and has_converged(prev, lower_bound, tol, tol_type,
+                                                     float(stats.weight))
         if callback is not None:
-            callback(n_iter, lower_bound, params)
-        if reseed is None and has_converged(prev, lower_bound, tol, tol_type, float(stats.weight)):
-            converged = True
+            callback(n_iter, lower_bound, params, converged)
+        if converged:
             break
     return EMResult(params, converged, n_iter, lower_bound, history, events)

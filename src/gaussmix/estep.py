@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ._validation import check_squares_representable
 from .covariance import get_covariance_type
 from .em import e_step
 from .params import GMMParams
@@ -50,7 +51,8 @@ def gmm_e_step(X, weights, means, covariances) -> np.ndarray:
     Raises
     ------
     ValueError
-        On a shape mismatch, NaN or infinity, negative weights, weights not
+        On a shape mismatch, NaN or infinity, values whose squares overflow
+        float64 (beyond 1.3e154), negative weights, weights not
         summing to 1, or a covariance that is not symmetric positive definite;
         the message names the argument.
 
@@ -63,6 +65,7 @@ def gmm_e_step(X, weights, means, covariances) -> np.ndarray:
            [0., 1.]])
     """
     X = _array(X, "X", 2)
+    check_squares_representable(torch.from_numpy(X), "X")
     weights = _array(weights, "weights", 1)
     means = _array(means, "means", 2)
     covariances = _array(covariances, "covariances", 3)

@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._validation import (
     as_tensor_2d,
+    check_array_like,
     check_sample_weight,
     resolve_device,
     resolve_dtype,
@@ -31,8 +32,9 @@ from .covariance import get_covariance_type
 from .data import RESERVOIR_SIZE, as_source, chunk_rows, is_source, iter_chunks, reservoir_sample
 from .distributed import Communicator
 from .em import EMResult, e_step, run_em
-from .stopping import TOL_TYPES, has_converged
+from .stopping import TOL_TYPES
 from .online import online_step
+from .guard import warn_if_reg_covar_dominates
 from .init import INIT_METHODS, initial_params
 from .params import GMMParams
 
@@ -76,7 +78,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Non-negative amount added to the diagonal of every covariance, in the
         squared units of the data (scale the data if its variance is tiny).
     max_iter : int, default=100
-        Number of EM iterations per initialisation.
+        Number of EM iterations per initialisation.  ``0`` (as in
+        scikit-learn) keeps the initial parameters, with ``lower_bound_ = -inf``
+        (no E-step was run) and ``converged_ = False``.
     n_init : int, default=1
         Number of initialisations; the one with the highest final lower
         bound is kept.
@@ -237,7 +241,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         integer("n_components", 1)
         integer("max_iter", 0)
         integer("n_init", 1)
-        integer("verbose", 0)
+        if not isinstance(self.verbose, (bool, np.bool_)):  # scikit-learn accepts True
+            integer("verbose", 0)
         integer("verbose_interval", 1)
         real("tol")
         real("reg_covar")
@@ -286,6 +291,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 X, device=self._device, dtype=self._dtype, n_features=self.n_features_in_,
                 min_samples=min_samples,
             )
+        check_array_like(X)
         try:
             # Non-finite values are reported by as_tensor_2d, with a remedy.
             arr = validate_data(
@@ -328,23 +334,26 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
         weights = means = precisions = None
         if self.weights_init is not None:
-            weights = tensor(self.weights_init, "weights_init", (k,))
+            # scikit-learn's exact messages (and parameter names), then the remedy.
+            weights = tensor(self.weights_init, "weights", (k,))
             if bool((weights < 0).any()) or bool((weights > 1).any()):
                 raise ValueError(
-                    "The parameter 'weights_init' should be in the range [0, 1], but got "
-                    f"min value {float(weights.min()):.5f}, max value {float(weights.max()):.5f}."
+                    "The parameter 'weights' should be in the range [0, 1], but got max value "
+                    f"{float(weights.min()):.5f}, min value {float(weights.max()):.5f}. Pass "
+                    f"weights_init as non-negative mixing proportions."
                 )
             if abs(float(weights.sum()) - 1.0) > 1e-6:
                 raise ValueError(
-                    "The parameter 'weights_init' should be normalized, but got "
-                    f"sum(weights) = {float(weights.sum()):.5f}. Divide it by its sum."
+                    "The parameter 'weights' should be normalized, but got "
+                    f"sum(weights) = {float(weights.sum()):.5f}. Divide weights_init by its sum."
                 )
         if self.means_init is not None:
-            means = tensor(self.means_init, "means_init", (k, n_features))
+            means = tensor(self.means_init, "means", (k, n_features))
         if self.precisions_init is not None:
             shape = cov.expected_param_shape(k, n_features)
-            precisions = tensor(self.precisions_init, "precisions_init", shape)
-            cov.check_spd(precisions, "precisions_init")
+            name = f"{self.covariance_type} precision"
+            precisions = tensor(self.precisions_init, name, shape)
+            cov.check_spd(precisions, name)
         return weights, means, precisions
 
     def _check_fitted(self):
@@ -597,7 +606,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return n_total, float(table[:, 2].sum())
 
     def _fit(self, X, sample_weight, checkpoint=None, checkpoint_every=1):
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        # A warm start continues only a model of the same structure.
+        do_init = not (self.warm_start and hasattr(self, "converged_") and self._params_match())
         comm = Communicator.create(self.distributed is True)
 
         def validate():
@@ -689,8 +699,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     max_iter=self.max_iter, lower_bound=lower_bound, tol_type=self.tol_type,
                     reduce=comm.reduce_stats if comm.enabled else None,
                     gather=comm.all_gather_cat if comm.enabled else None,
-                    callback=self._fit_callback(save, checkpoint_every, init, gen_state, best, current,
-                                                weight_total),
+                    callback=self._fit_callback(save, checkpoint_every, init, gen_state, best, current),
                     start_iter=current.n_iter, lower_bounds=current.lower_bounds,
                 )
             if self.verbose:
@@ -706,13 +715,27 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         if not best.converged and self.max_iter > 0:
             warnings.warn(
-                f"Best performing initialization did not converge in {self.max_iter} "
-                f"iterations. Try different init parameters, or increase max_iter, tol, "
-                f"or check for degenerate data.",
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
                 ConvergenceWarning,
             )
+        warn_if_reg_covar_dominates(best.params, self.reg_covar)
         self._set_result(best)
         return data.Xt
+
+    def _params_match(self) -> bool:
+        """Whether the fitted model has the current n_components and covariance_type;
+        after ``set_params`` changed them, ``warm_start`` fits afresh (with a warning)."""
+        p = self._params
+        if p.n_components == self.n_components and p.covariance_type == self.covariance_type:
+            return True
+        warnings.warn(
+            f"warm_start=True, but the fitted model has n_components={p.n_components} and "
+            f"covariance_type={p.covariance_type!r} while the estimator now asks for "
+            f"{self.n_components} and {self.covariance_type!r}: fitting afresh.",
+            UserWarning, stacklevel=4,
+        )
+        return False
 
     def _initialize_root(self, data, gen, rows, user):
         """Initial parameters from this rank's data (rank 0 in distributed fits)."""
@@ -724,19 +747,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         return self._initialize(data.init_X, data.init_w, gen, rows, user)
 
-    def _fit_callback(self, save, every, init, gen_state, best, start: EMResult, weight_total=1.0):
+    def _fit_callback(self, save, every, init, gen_state, best, start: EMResult):
         """Verbose output and checkpoints after each M-step."""
         verbose_cb = self._verbose_callback()
         history = list(start.lower_bounds)
-        prev = [start.lower_bound]
 
-        def cb(n_iter, lb, params):
+        def cb(n_iter, lb, params, converged):
             history.append(lb)
-            # Mirror run_em's stopping rule so that a checkpoint of the last
-            # iteration is marked finished and is not iterated once more.
-            converged = has_converged(prev[0], lb, self.tol, self.tol_type, weight_total)
+            # run_em's own decision, so a checkpoint of the last iteration is
+            # marked finished exactly when the loop stops there.
             done = converged or n_iter >= self.max_iter
-            prev[0] = lb
             if verbose_cb is not None:
                 verbose_cb(n_iter, lb, params)
             if n_iter % every == 0 or done:

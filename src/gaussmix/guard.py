@@ -8,10 +8,13 @@ so BIC, look excellent.  Model selection re-seeds, excludes or flags such fits
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
-__all__ = ["VARIANCE_RTOL", "DegenerateFitWarning", "collapsed_components", "min_component_count"]
+__all__ = ["VARIANCE_RTOL", "DegenerateFitWarning", "RegularizationWarning", "collapsed_components",
+           "min_component_count", "warn_if_reg_covar_dominates"]
 
 # Relative size, against the data's own variance along the same direction, below
 # which a component's variance (net of reg_covar) counts as collapsed.  A
@@ -24,6 +27,33 @@ VARIANCE_RTOL = 1e-6
 class DegenerateFitWarning(UserWarning):
     """A candidate's fit had collapsed components and was re-seeded, excluded
     or flagged during model selection."""
+
+
+class RegularizationWarning(UserWarning):
+    """``reg_covar`` is larger than the data's variance: it, not the data, set
+    every fitted covariance."""
+
+
+def warn_if_reg_covar_dominates(params, reg_covar: float) -> None:
+    """Warn when every fitted variance is ``reg_covar`` to within 1 %.
+
+    Data whose variance is far below ``reg_covar`` (``X * 1e-8`` with the
+    default 1e-6) give components blurred to ``reg_covar * I``: a valid but
+    uninformative model.
+    """
+    if not reg_covar > 0:
+        return
+    cov = params.cov
+    scale = cov._diagonal_scale(params.get_covariances().double())
+    if bool((scale < 1.01 * reg_covar).all()):
+        warnings.warn(
+            f"reg_covar={reg_covar:g} dominates the fitted covariances: the data's variance is far "
+            f"below it, so every component is blurred to about reg_covar * I. Scale the data "
+            f"(e.g. sklearn.preprocessing.StandardScaler) or lower reg_covar below the data's "
+            f"variance (e.g. 1e-6 times it).",
+            RegularizationWarning,
+            stacklevel=3,
+        )
 
 
 # ---------------------------------------------------------- degeneracy guard

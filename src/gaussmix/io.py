@@ -25,6 +25,7 @@ import json
 import math
 import os
 import struct
+import tempfile
 import zipfile
 import zlib
 
@@ -34,7 +35,7 @@ import torch
 from .covariance import MODELS, get_covariance_type
 from .em import EMResult
 from .estimator import GaussianMixture
-from .params import GMMParams
+from .params import GMMParams, find_problem
 
 __all__ = [
     "FORMAT_NAME",
@@ -188,7 +189,11 @@ def save_model(estimator: GaussianMixture, path, feature_names=None) -> None:
     folder = os.path.dirname(os.fspath(path)) or "."
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot write {os.fspath(path)}: the folder {folder} does not exist")
-    tmp = os.fspath(path) + ".tmp"
+    # A unique temporary name: a user's own "<path>.tmp" is never touched.
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(os.fspath(path)) + ".", suffix=".tmp",
+                               dir=folder)
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the model unreadable to others
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
             for name, a in arrays.items():
@@ -389,7 +394,11 @@ def load(path, device=None) -> GaussianMixture:
         If the file does not exist.
     ValueError
         If the file is not a valid gaussmix model file (corrupted, truncated,
-        a pickle, a foreign archive) or needs a newer gaussmix.
+        a pickle, a foreign archive), needs a newer gaussmix, or holds values
+        that cannot be a fitted mixture (see :func:`gaussmix.params.find_problem`:
+        finite values, weights that are a distribution, precision factors with
+        a positive diagonal, covariances consistent with the precisions); the
+        message names the file and the field.
     """
     from ._validation import resolve_device
 
@@ -419,11 +428,8 @@ def load(path, device=None) -> GaussianMixture:
     dev = resolve_device(device)
 
     def tensor(name):
-        return torch.from_numpy(np.ascontiguousarray(arrays[name])).to(dev)
+        return torch.from_numpy(np.ascontiguousarray(arrays[name]))
 
-    est._device = dev
-    est._dtype = torch.float32 if dtype == np.float32 else torch.float64
-    est._tensor_io = False
     params_t = GMMParams(
         weights=tensor("weights"),
         means=tensor("means"),
@@ -431,6 +437,13 @@ def load(path, device=None) -> GaussianMixture:
         covariance_type=kind,
         covariances=tensor("covariances"),
     )
+    problem = find_problem(params_t, precisions=tensor("precisions"))
+    if problem is not None:
+        raise _bad(path, f"the field {problem[0]!r} {problem[1]}")
+    est._device = dev
+    est._dtype = torch.float32 if dtype == np.float32 else torch.float64
+    est._tensor_io = False
+    params_t = params_t.to(device=dev)
     est._set_result(EMResult(params_t, converged, n_iter, lower_bound, lower_bounds))
     est.n_features_in_ = d
     if meta.get("feature_names_in") is not None:

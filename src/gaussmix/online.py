@@ -87,7 +87,12 @@ def batch_stats(
         weight=total,
         count=torch.tensor(float(X.shape[0]), dtype=torch.float64, device=X.device),
     )
-    return stats.scaled(1.0 / float(total))
+    # Per unit weight, but the row count stays a count: the M-step's count
+    # floor (one average sample's weight, weight / count) then scales with
+    # the normalised counts whatever the scale of the weights.
+    scaled = stats.scaled(1.0 / float(total))
+    scaled.count = stats.count
+    return scaled
 
 
 def step_size(t: int, learning_decay: float, learning_offset: float) -> float:

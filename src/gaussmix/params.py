@@ -8,7 +8,7 @@ import torch
 
 from .covariance import CovarianceType, get_covariance_type
 
-__all__ = ["GMMParams"]
+__all__ = ["GMMParams", "find_problem"]
 
 
 @dataclass(frozen=True)
@@ -100,3 +100,72 @@ class GMMParams:
     def n_parameters(self) -> int:
         """Number of free parameters."""
         return self.cov.n_parameters(self.n_components, self.n_features)
+
+
+def find_problem(params: GMMParams, precisions: torch.Tensor | None = None,
+                 size: tuple[int, int] | None = None) -> tuple[str, str] | None:
+    """The first field of ``params`` whose values cannot be a fitted mixture.
+
+    Checked in order: shapes (from the means' ``(K, D)`` and the covariance
+    type), finite values, weights that are a distribution (non-negative,
+    summing to one within ``sqrt(eps)`` of the dtype), precision factors that
+    are upper-triangular with a positive diagonal, and covariances (and
+    ``precisions`` when given) consistent with the factors.
+
+    Parameters
+    ----------
+    params : GMMParams
+        Parameters read from a file (any dtype, on any device).
+    precisions : Tensor, optional
+        Stored precisions, checked against ``U U^T``.
+    size : (n_components, n_features), optional
+        The expected sizes; default: those of the means.
+
+    Returns
+    -------
+    (field, problem) or None
+        The field's name and a phrase saying what is wrong with it.
+    """
+    cov = params.cov
+    if size is None:
+        if params.means.dim() != 2:
+            return "means", f"has shape {tuple(params.means.shape)}, expected (n_components, n_features)"
+        size = tuple(params.means.shape)
+    k, d = size
+    shape = cov.expected_param_shape(k, d)
+    fields = {"weights": (params.weights, (k,)), "means": (params.means, (k, d)),
+              "precisions_cholesky": (params.precisions_cholesky, shape)}
+    if params.covariances is not None:
+        fields["covariances"] = (params.covariances, shape)
+    if precisions is not None:
+        fields["precisions"] = (precisions, shape)
+    for name, (t, want) in fields.items():
+        if tuple(t.shape) != tuple(want):
+            return name, f"has shape {tuple(t.shape)}, expected {tuple(want)}"
+        if not t.is_floating_point():
+            return name, f"has dtype {t.dtype}, expected float32 or float64"
+        if not bool(torch.isfinite(t).all()):
+            return name, "contains NaN or infinity"
+    w = params.weights.double()
+    tol = torch.finfo(params.weights.dtype).eps ** 0.5
+    if bool((w < 0).any()) or abs(float(w.sum()) - 1.0) > tol:
+        return "weights", (f"is not a distribution (min {float(w.min()):.6g}, sum "
+                           f"{float(w.sum()):.12g}; weights are >= 0 and sum to 1)")
+    problem = cov.factor_problem(params.precisions_cholesky)
+    if problem is not None:
+        return "precisions_cholesky", problem
+    # Rounding gives eps * cond(Sigma); a disagreement this large means the
+    # arrays describe different models.
+    limit = 1e-3 if params.precisions_cholesky.dtype == torch.float64 else 0.05
+    if params.covariances is not None:
+        gap = cov.factor_mismatch(params.covariances, params.precisions_cholesky)
+        if not gap <= limit:
+            return "covariances", (f"disagree with precisions_cholesky (|U^T Sigma U - I| up to "
+                                   f"{gap:.3g}; they must be inverses of each other)")
+    if precisions is not None:
+        derived = cov.precisions(params.precisions_cholesky.double())
+        gap = float((precisions.double() - derived).abs().max() / derived.abs().max())
+        if not gap <= limit:
+            return "precisions", (f"disagree with precisions_cholesky (relative difference "
+                                  f"{gap:.3g}; precisions must equal U U^T)")
+    return None

@@ -448,6 +448,29 @@ class CovarianceType:
         """Raise ValueError unless ``mats`` are valid (symmetric) positive definite."""
         raise NotImplementedError
 
+    # -- checks of parameters read from files ----------------------------
+    def factor_problem(self, prec_chol: torch.Tensor) -> str | None:
+        """Why ``prec_chol`` is not a valid precision factor, or None.
+
+        A valid factor is upper-triangular with a positive diagonal (then
+        ``U U^T`` is positive definite and ``log det U`` is defined).
+        """
+        mats = self._matrix_view(prec_chol)
+        if bool((torch.tril(mats, -1) != 0).any()):
+            return "is not upper-triangular"
+        if not bool((torch.diagonal(mats, dim1=-2, dim2=-1) > 0).all()):
+            return "has a diagonal entry <= 0 (a Cholesky factor's diagonal is positive)"
+        return None
+
+    def factor_mismatch(self, covariances: torch.Tensor, prec_chol: torch.Tensor) -> float:
+        """Largest entry of ``|U^T Sigma U - I|``: zero when the covariances
+        are the inverses of the precisions ``U U^T``, up to rounding of
+        order ``eps * cond(Sigma)``."""
+        mats = self._matrix_view(covariances).double()
+        u = self._matrix_view(prec_chol).double()
+        eye = torch.eye(mats.shape[-1], dtype=mats.dtype, device=mats.device)
+        return float((u.transpose(-1, -2) @ mats @ u - eye).abs().max())
+
 
 def _cholesky_upper_inverse(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Upper-triangular U with U U^T = cov^{-1}, batched over leading dims, and
@@ -465,12 +488,13 @@ def _check_symmetric_pd(mats: torch.Tensor, name: str) -> None:
     scale = mats.abs().amax(dim=(-1, -2), keepdim=True).clamp_min(torch.finfo(mats.dtype).tiny)
     asym = (mats - mats.transpose(-1, -2)).abs() / scale
     if bool((asym > 1e-8).any()):
-        raise ValueError(f"'{name}' must be symmetric; make it symmetric, e.g. (A + A.T) / 2.")
+        raise ValueError(f"'{name}' should be symmetric, positive-definite: it is not symmetric; "
+                         f"make it symmetric, e.g. (A + A.T) / 2.")
     _, info = torch.linalg.cholesky_ex(mats)
     if bool((info != 0).any()):
         raise ValueError(
-            f"'{name}' must be positive definite; at least one matrix has a non-positive "
-            f"eigenvalue. Add a small multiple of the identity to it."
+            f"'{name}' should be symmetric, positive-definite: at least one matrix has a "
+            f"non-positive eigenvalue. Add a small multiple of the identity to it."
         )
 
 

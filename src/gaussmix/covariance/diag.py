@@ -82,6 +82,15 @@ class Diag(CovarianceType):
     def _diagonal_scale(self, covariances):
         return self._matrix_view(covariances).abs().mean(1)
 
+    def factor_problem(self, prec_chol):
+        if not bool((prec_chol > 0).all()):
+            return "has an entry <= 0 (square roots of precisions are positive)"
+        return None
+
+    def factor_mismatch(self, covariances, prec_chol):
+        u = prec_chol.double()
+        return float((covariances.double() * u * u - 1.0).abs().max())
+
     def precisions_cholesky_from_precisions(self, precisions):
         return torch.sqrt(precisions)
 
@@ -121,6 +130,6 @@ class Diag(CovarianceType):
     def check_spd(self, mats, name):
         if bool((mats <= 0).any()):
             raise ValueError(
-                f"'{name}' must be positive; found a non-positive entry. Pass precisions "
+                f"'{name}' should be positive: found a non-positive entry. Pass precisions "
                 f"(inverse variances) > 0."
             )
