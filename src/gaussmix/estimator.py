@@ -13,8 +13,8 @@ from ._validation import as_tensor_2d, check_sample_weight, to_output
 from .covariance import get_covariance_type
 from .data import chunk_rows
 from .em import EMResult
-from .init import INIT_METHODS, initial_params
-from .mixture import BaseMixture
+from .init import initial_params
+from .mixture import BaseMixture, check_integer
 from .online import online_step
 from .params import GMMParams
 from .stopping import TOL_TYPES
@@ -184,56 +184,14 @@ class GaussianMixture(BaseMixture):
     # ------------------------------------------------------------------ checks
     def _check_hyperparameters(self):
         """Raise a ValueError naming the parameter and its valid values."""
-
-        def integer(name, low):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
-                raise ValueError(
-                    f"Invalid value for '{name}': {v!r}. It must be an integer >= {low}."
-                )
-
-        def real(name):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (v >= 0) or not math.isfinite(v):
-                raise ValueError(
-                    f"Invalid value for '{name}': {v!r}. It must be a finite number >= 0."
-                )
-
-        integer("n_components", 1)
-        integer("max_iter", 0)
-        integer("n_init", 1)
-        integer("verbose", 0)
-        integer("verbose_interval", 1)
-        real("tol")
-        real("reg_covar")
-        integer("hc_subset", 2)
+        self._check_common_hyperparameters()
+        check_integer(self, "hc_subset", 2)
         if self.tol_type not in TOL_TYPES:
             raise ValueError(
                 f"Invalid value for 'tol_type': {self.tol_type!r}. Use 'absolute' (scikit-learn's "
                 f"change of the mean log-likelihood per sample) or 'relative' (mclust's relative "
                 f"change of the total log-likelihood)."
             )
-        get_covariance_type(self.covariance_type)
-        if self.init_params not in INIT_METHODS:
-            raise ValueError(
-                f"Invalid init_params {self.init_params!r}: choose one of {list(INIT_METHODS)}."
-            )
-        if not isinstance(self.warm_start, (bool, np.bool_)):
-            raise ValueError(
-                f"Invalid value for 'warm_start': {self.warm_start!r}. Use True or False."
-            )
-        rs = self.random_state
-        if not (rs is None or isinstance(rs, np.random.RandomState) or (
-            isinstance(rs, numbers.Integral) and not isinstance(rs, bool) and 0 <= rs < 2**32
-        )):
-            raise ValueError(
-                f"Invalid value for 'random_state': {rs!r}. Use None, an integer in "
-                f"[0, 2**32 - 1] or a numpy.random.RandomState."
-            )
-        if self.batch_size is not None:
-            v = self.batch_size
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                raise ValueError(f"Invalid value for 'batch_size': {v!r}. Use None or an integer >= 1.")
 
     def _check_initial_parameters(self, n_features, device, dtype):
         k = self.n_components

@@ -10,8 +10,10 @@ chunk.  Fitting is :class:`~gaussmix.fitting.FitEngine`'s.
 
 from __future__ import annotations
 
+import math
 import numbers
 
+import numpy as np
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
@@ -19,10 +21,32 @@ from sklearn.utils.validation import check_is_fitted
 from ._validation import to_output
 from .data import chunk_rows, is_source, iter_chunks
 from .em import e_step
+from .covariance import get_covariance_type
 from .fitting import FitEngine
+from .init import INIT_METHODS
 from .params import GMMParams
 
-__all__ = ["BaseMixture"]
+__all__ = ["BaseMixture", "check_integer", "check_real"]
+
+
+def check_integer(est, name: str, low: int) -> None:
+    """Raise a ValueError unless ``est.<name>`` is an integer >= ``low``."""
+    v = getattr(est, name)
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+        raise ValueError(f"Invalid value for '{name}': {v!r}. It must be an integer >= {low}.")
+
+
+def check_real(est, name: str, low: float = 0.0, strict: bool = False, optional: bool = False) -> None:
+    """Raise a ValueError unless ``est.<name>`` is a finite number >= ``low``
+    (> ``low`` when ``strict``; None also passes when ``optional``)."""
+    v = getattr(est, name)
+    if optional and v is None:
+        return
+    ok = not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v)
+    if not ok or not (v > low if strict else v >= low):
+        bound = f"> {low:g}" if strict else f">= {low:g}"
+        also = "None or " if optional else ""
+        raise ValueError(f"Invalid value for '{name}': {v!r}. It must be {also}a finite number {bound}.")
 
 
 class BaseMixture(FitEngine, DensityMixin, BaseEstimator):
@@ -31,6 +55,36 @@ class BaseMixture(FitEngine, DensityMixin, BaseEstimator):
     Subclasses set ``self._params`` (a :class:`~gaussmix.params.GMMParams`),
     ``_device``, ``_dtype`` and ``_tensor_io`` when fitted.
     """
+
+    def _check_common_hyperparameters(self):
+        """Raise a ValueError naming the parameter and its valid values, for the
+        parameters both estimators have."""
+        for name, low in (("n_components", 1), ("max_iter", 0), ("n_init", 1), ("verbose", 0),
+                          ("verbose_interval", 1)):
+            check_integer(self, name, low)
+        check_real(self, "tol")
+        check_real(self, "reg_covar")
+        get_covariance_type(self.covariance_type)
+        if self.init_params not in INIT_METHODS:
+            raise ValueError(
+                f"Invalid init_params {self.init_params!r}: choose one of {list(INIT_METHODS)}."
+            )
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            raise ValueError(
+                f"Invalid value for 'warm_start': {self.warm_start!r}. Use True or False."
+            )
+        rs = self.random_state
+        if not (rs is None or isinstance(rs, np.random.RandomState) or (
+            isinstance(rs, numbers.Integral) and not isinstance(rs, bool) and 0 <= rs < 2**32
+        )):
+            raise ValueError(
+                f"Invalid value for 'random_state': {rs!r}. Use None, an integer in "
+                f"[0, 2**32 - 1] or a numpy.random.RandomState."
+            )
+        if self.batch_size is not None:
+            v = self.batch_size
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ValueError(f"Invalid value for 'batch_size': {v!r}. Use None or an integer >= 1.")
 
     def _check_fitted(self):
         check_is_fitted(self, "_params")
