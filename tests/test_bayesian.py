@@ -247,3 +247,31 @@ def test_core_equals_sklearn_from_random_responsibilities(covariance_type, prior
     assert _rel(p.means, ref.means_) < 1e-6
     assert _rel(p.covariances, ref.covariances_) < 1e-6
     assert _rel(result.lower_bound, np.ravel(ref.lower_bound_)[0]) < 1e-6
+
+
+def test_source_of_batches_equals_in_memory_fit(tmp_path):
+    X, _ = _three_clusters(seed=9)
+    path = tmp_path / "x.npy"
+    np.save(path, X)
+    params = dict(n_components=3, weight_concentration_prior_type="dirichlet_distribution",
+                  random_state=0, tol=1e-10, max_iter=300)
+    memory = BayesianGaussianMixture(**params).fit(X)
+    for source in (str(path), [X[:100], X[100:250], X[250:]]):
+        streamed = BayesianGaussianMixture(**params).fit(source)
+        a = np.argsort(streamed.means_[:, 0] + streamed.means_[:, 1])
+        b = np.argsort(memory.means_[:, 0] + memory.means_[:, 1])
+        np.testing.assert_allclose(streamed.means_[a], memory.means_[b], rtol=1e-9)
+        np.testing.assert_allclose(streamed.covariances_[a], memory.covariances_[b], rtol=1e-9)
+        np.testing.assert_allclose(streamed.lower_bound_, memory.lower_bound_, rtol=1e-10)
+        np.testing.assert_allclose(streamed.covariance_prior_, np.cov(X.T), rtol=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_sample_follows_the_fitted_components(covariance_type):
+    X, _ = _three_clusters(seed=10)
+    bgm = BayesianGaussianMixture(n_components=3, covariance_type=covariance_type, random_state=0).fit(X)
+    Xs, ys = bgm.sample(3000)
+    assert Xs.shape == (3000, 3) and ys.shape == (3000,)
+    for k in range(3):
+        np.testing.assert_allclose(Xs[ys == k].mean(0), bgm.means_[k], atol=0.25)
+    np.testing.assert_allclose(np.bincount(ys, minlength=3) / 3000, bgm.weights_, atol=0.03)
