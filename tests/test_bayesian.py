@@ -275,3 +275,44 @@ def test_sample_follows_the_fitted_components(covariance_type):
     for k in range(3):
         np.testing.assert_allclose(Xs[ys == k].mean(0), bgm.means_[k], atol=0.25)
     np.testing.assert_allclose(np.bincount(ys, minlength=3) / 3000, bgm.weights_, atol=0.03)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("prior", PRIORS)
+def test_interrupted_fit_resumes_to_the_same_posterior(tmp_path, monkeypatch, prior):
+    from gaussmix.checkpoint import FitCheckpoint
+
+    rng = np.random.RandomState(12)
+    X = np.concatenate([rng.randn(200, 2), rng.randn(200, 2) * 1.5 + [3, 0]])
+    params = dict(n_components=5, weight_concentration_prior_type=prior, tol=0.0, max_iter=40,
+                  random_state=0, n_init=2)
+    reference = BayesianGaussianMixture(**params).fit(X)
+    path = tmp_path / "fit.npz"
+    original = FitCheckpoint.save
+    calls = [0]
+
+    def save_then_stop(self, *args):
+        original(self, *args)
+        calls[0] += 1
+        if calls[0] == 50:  # in the second initialisation
+            raise _Interrupt
+
+    monkeypatch.setattr(FitCheckpoint, "save", save_then_stop)
+    with pytest.raises(_Interrupt):
+        BayesianGaussianMixture(**params).fit(X, checkpoint=path)
+    monkeypatch.undo()
+    resumed = BayesianGaussianMixture(**params).fit(X, checkpoint=path)
+    assert resumed._resumed_from_ is not None
+    for name in ("weights_", "means_", "covariances_", "mean_precision_", "degrees_of_freedom_"):
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(reference, name), err_msg=name)
+    np.testing.assert_array_equal(np.asarray(resumed.weight_concentration_),
+                                  np.asarray(reference.weight_concentration_))
+    assert resumed.lower_bounds_ == reference.lower_bounds_
+    # A GaussianMixture is refused this checkpoint (another configuration).
+    from gaussmix import GaussianMixture
+
+    with pytest.raises(ValueError, match="checkpoint"):
+        GaussianMixture(n_components=5, random_state=0).fit(X, checkpoint=path)

@@ -10,6 +10,7 @@ import torch
 from ._validation import to_output
 from .covariance import get_covariance_type
 from .em import EMResult
+from .fitting import check_checkpoint_arguments
 from .init import initial_stats
 from .mixture import BaseMixture, check_real
 from .variational import WEIGHT_PRIORS, Priors, VariationalUpdate, data_moments
@@ -202,6 +203,7 @@ class BayesianGaussianMixture(BaseMixture):
     def _check_scale_out_parameters(self, checkpoint=None, checkpoint_every=1):
         if not isinstance(self.distributed, (bool, np.bool_)):
             raise ValueError(f"Invalid value for 'distributed': {self.distributed!r}. Use True or False.")
+        check_checkpoint_arguments(checkpoint, checkpoint_every)
 
     def _check_initial_parameters(self, n_features, device, dtype):
         # A variational fit always starts from a partition of the data.
@@ -256,6 +258,7 @@ class BayesianGaussianMixture(BaseMixture):
                 "covariance_prior")},
             "dtype": str(self._dtype),
             "fresh_init": bool(do_init),
+            "checkpoint": checkpoint is not None,
         }
 
     # ------------------------------------------------------------------ fitting
@@ -295,7 +298,7 @@ class BayesianGaussianMixture(BaseMixture):
         eps = torch.finfo(X.dtype).eps
         return self._update.params(stats, shift, eps).to(dtype=X.dtype)
 
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, *, checkpoint=None, checkpoint_every=1):
         """Estimate the variational posterior.
 
         Parameters
@@ -307,12 +310,18 @@ class BayesianGaussianMixture(BaseMixture):
         sample_weight : array-like or Tensor of shape (n_samples,), optional
             Non-negative weights; a point of weight ``w`` counts as ``w``
             copies of itself (also in the default priors).
+        checkpoint : str or os.PathLike, optional
+            File in which to keep the state of the fit; an existing one is
+            resumed, to the posterior an uninterrupted fit ends with (see
+            :meth:`gaussmix.GaussianMixture.fit`).
+        checkpoint_every : int, default=1
+            Write the state every this many iterations.
 
         Returns
         -------
         self : BayesianGaussianMixture
         """
-        self._fit(X, sample_weight)
+        self._fit(X, sample_weight, checkpoint, checkpoint_every)
         return self
 
     def _set_result(self, result: EMResult):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 
 import numpy as np
 import torch
@@ -13,6 +12,7 @@ from ._validation import as_tensor_2d, check_sample_weight, to_output
 from .covariance import get_covariance_type
 from .data import chunk_rows
 from .em import EMResult
+from .fitting import check_checkpoint_arguments
 from .init import initial_params
 from .mixture import BaseMixture, check_integer
 from .online import online_step
@@ -319,11 +319,7 @@ class GaussianMixture(BaseMixture):
         v = self.learning_offset
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (v >= 0) or not math.isfinite(v):
             raise ValueError(f"Invalid value for 'learning_offset': {v!r}. It must be a finite number >= 0.")
-        if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
-            raise ValueError(f"Invalid checkpoint {checkpoint!r}: pass a file path (str or os.PathLike) or None.")
-        v = checkpoint_every
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-            raise ValueError(f"Invalid value for 'checkpoint_every': {v!r}. It must be an integer >= 1.")
+        check_checkpoint_arguments(checkpoint, checkpoint_every)
 
     def _stopping_rule(self) -> str:
         return self.tol_type

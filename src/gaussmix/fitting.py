@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import numbers
+import os
 import time
 import warnings
 import zlib
@@ -42,7 +43,7 @@ from .distributed import Communicator
 from .em import EMResult, run_em
 from .stopping import has_converged
 
-__all__ = ["FitEngine"]
+__all__ = ["FitEngine", "check_checkpoint_arguments"]
 
 
 def _with_remedy(message: str, min_samples: int) -> str:
@@ -78,6 +79,15 @@ def _init_digest(user) -> str | None:
     for t in user:
         h.update(b"none" if t is None else t.detach().double().cpu().numpy().tobytes())
     return h.hexdigest()
+
+
+def check_checkpoint_arguments(checkpoint, checkpoint_every) -> None:
+    """Raise a ValueError unless ``fit``'s checkpoint arguments are valid."""
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise ValueError(f"Invalid checkpoint {checkpoint!r}: pass a file path (str or os.PathLike) or None.")
+    v = checkpoint_every
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+        raise ValueError(f"Invalid value for 'checkpoint_every': {v!r}. It must be an integer >= 1.")
 
 
 class FitEngine:
