@@ -220,7 +220,7 @@ def test_core_equals_sklearn_from_random_responsibilities(covariance_type, prior
     X = np.concatenate([rng.randn(120, 2), rng.randn(100, 2) * [2.0, 0.5] + [2.5, 1.0]])
     k = 4
     resp = rng.dirichlet(np.ones(k), size=X.shape[0])
-    ref = _sklearn_from(resp, n_components=k, covariance_type=covariance_type, tol=1e-9,
+    ref = _sklearn_from(resp, n_components=k, covariance_type=covariance_type, tol=1e-6,
                         max_iter=1000, weight_concentration_prior_type=prior).fit(X)
 
     Xt = torch.from_numpy(X)
@@ -240,8 +240,8 @@ def test_core_equals_sklearn_from_random_responsibilities(covariance_type, prior
                       weight=torch.tensor(float(len(X)), dtype=torch.float64),
                       count=torch.tensor(float(len(X)), dtype=torch.float64))
     start = update.params(stats, shift, np.finfo(np.float64).eps)
-    result = run_em(chunks, start, reg_covar=1e-6, tol=1e-9, max_iter=1000, update=update)
-    assert result.n_iter == ref.n_iter_ and result.n_iter > 10
+    result = run_em(chunks, start, reg_covar=1e-6, tol=1e-6, max_iter=1000, update=update)
+    assert result.n_iter == ref.n_iter_ and result.n_iter > 10, (result.n_iter, ref.n_iter_)
     p = result.params
     assert _rel(p.weights, ref.weights_) < 1e-6
     assert _rel(p.means, ref.means_) < 1e-6
