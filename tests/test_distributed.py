@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from gaussmix import GaussianMixture
+from gaussmix import BayesianGaussianMixture, GaussianMixture
 from gaussmix.distributed import Communicator
 
 COV_TYPES = ("full", "tied", "diag", "spherical")
@@ -46,6 +46,23 @@ def _init(cov_type, d=3):
         "spherical": np.array([1.0, 0.7, 1.2]),
     }
     return dict(weights_init=weights, means_init=means, precisions_init=shapes[cov_type])
+
+
+def _bayes(cov_type, max_iter, **kw):
+    # Priors given, so that a single process fitted on other data starts from
+    # the same posterior (the default priors are the data's moments).
+    d = 3
+    cov_prior = {"full": np.eye(d), "tied": np.eye(d), "diag": np.ones(d), "spherical": 1.0}[cov_type]
+    return BayesianGaussianMixture(
+        n_components=4, covariance_type=cov_type, tol=1e-8, max_iter=max_iter, random_state=0,
+        warm_start=True, mean_prior=np.zeros(d), covariance_prior=cov_prior, **kw,
+    )
+
+
+def _bayes_fit(cov_type, X_init, w_init, X, w, **kw):
+    """Initial posterior from (X_init, w_init) as rank 0 would draw it, then the fit on (X, w)."""
+    bgm = _bayes(cov_type, 0, **kw).fit(X_init, sample_weight=w_init)
+    return bgm.set_params(max_iter=60).fit(X, sample_weight=w)
 
 
 def _far_model(**kw):
@@ -111,6 +128,13 @@ def _worker(rank, world, port, outdir):
         out[f"{ct}_means"], out[f"{ct}_weights"] = gm.means_, gm.weights_
         out[f"{ct}_cov"], out[f"{ct}_lb"] = gm.covariances_, np.array(gm.lower_bound_)
         out[f"{ct}_niter"] = np.array(gm.n_iter_)
+    for ct in COV_TYPES:
+        bgm = _bayes_fit(ct, Xs, ws, Xs, ws, distributed=True)
+        out[f"bayes_{ct}_means"], out[f"bayes_{ct}_weights"] = bgm.means_, bgm.weights_
+        out[f"bayes_{ct}_cov"], out[f"bayes_{ct}_lb"] = bgm.covariances_, np.array(bgm.lower_bound_)
+        out[f"bayes_{ct}_niter"] = np.array(bgm.n_iter_)
+    bgm = BayesianGaussianMixture(n_components=3, max_iter=0, distributed=True).fit(Xs, sample_weight=ws)
+    out["bayes_mean_prior"], out["bayes_cov_prior"] = bgm.mean_prior_, bgm.covariance_prior_
     # An emptied component is re-seeded on the same worst-explained point on every rank.
     gm = _far_model(distributed=True).fit(Xs)
     out["reseed_means"], out["reseed_n"] = gm.means_, np.array(gm.n_reseeds_)
@@ -195,6 +219,30 @@ def test_two_ranks_equal_single_process_fit(ranks, cov_type):
         assert int(arrays[r][f"{cov_type}_niter"]) == ref.n_iter_
     # Every rank holds bit-identical parameters.
     np.testing.assert_array_equal(arrays[0][f"{cov_type}_means"], arrays[1][f"{cov_type}_means"])
+
+
+@pytest.mark.parametrize("cov_type", COV_TYPES)
+def test_bayesian_two_ranks_equal_single_process_fit(ranks, cov_type):
+    arrays, _ = ranks
+    X, w = _data()
+    # Rank 0 initialises from its own shard; the single process starts there too.
+    ref = _bayes_fit(cov_type, X[:SPLIT], w[:SPLIT], X, w)
+    assert ref.n_iter_ > 2
+    for r in range(WORLD):
+        for name, attr in (("means", "means_"), ("weights", "weights_"), ("cov", "covariances_"),
+                           ("lb", "lower_bound_")):
+            _close(arrays[r][f"bayes_{cov_type}_{name}"], getattr(ref, attr))
+        assert int(arrays[r][f"bayes_{cov_type}_niter"]) == ref.n_iter_
+
+
+def test_bayesian_default_priors_are_the_moments_of_all_shards(ranks):
+    arrays, _ = ranks
+    X, w = _data()
+    mean = w @ X / w.sum()
+    cov = (w[:, None] * (X - mean)).T @ (X - mean) / (w.sum() - 1.0)
+    for r in range(WORLD):
+        _close(arrays[r]["bayes_mean_prior"], mean)
+        _close(arrays[r]["bayes_cov_prior"], cov)
 
 
 def test_sources_and_checkpoints_on_ranks(ranks):

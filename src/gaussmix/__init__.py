@@ -1,5 +1,6 @@
 """gaussmix: Gaussian mixture models fitted by EM on PyTorch."""
 
+from .bayesian import BayesianGaussianMixture
 from .covariance import COVARIANCE_TYPES, CovarianceError, CovarianceWarning
 from .em import EmptyComponentWarning
 from .estep import gmm_e_step
@@ -11,6 +12,7 @@ from .selection import select_model
 __version__ = "0.1.0"
 
 __all__ = [
+    "BayesianGaussianMixture",
     "COVARIANCE_TYPES",
     "CovarianceError",
     "CovarianceWarning",

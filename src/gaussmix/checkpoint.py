@@ -164,13 +164,15 @@ def check_config(path, saved: dict, current: dict) -> None:
 # ---------------------------------------------------------------------------
 
 _PARAM_FIELDS = ("weights", "means", "precisions_cholesky", "covariances")
+#: What a variational posterior holds besides (:class:`~gaussmix.variational.VariationalParams`).
+_POSTERIOR_FIELDS = ("weight_concentration", "mean_precision", "degrees_of_freedom", "estep_terms")
 
 
 def _result_to_arrays(prefix: str, result) -> tuple[dict, dict]:
     """Arrays and metadata of an :class:`~gaussmix.em.EMResult`."""
     arrays = {}
-    for name in _PARAM_FIELDS:
-        t = getattr(result.params, name)
+    for name in _PARAM_FIELDS + _POSTERIOR_FIELDS:
+        t = getattr(result.params, name, None)
         if t is not None:
             arrays[prefix + name] = t.detach().cpu().numpy()
     meta = {
@@ -213,6 +215,10 @@ def _result_from_arrays(path, prefix: str, arrays: dict, meta, covariance_type: 
         covariance_type=covariance_type,
         covariances=get("covariances", required=False),
     )
+    if prefix + _POSTERIOR_FIELDS[0] in arrays:
+        from .variational import VariationalParams
+
+        params = VariationalParams(**vars(params), **{name: get(name) for name in _POSTERIOR_FIELDS})
     problem = find_problem(params, size=size)
     if problem is not None:
         raise _damaged(path, prefix + problem[0], problem[1])
@@ -234,7 +240,8 @@ def _result_from_arrays(path, prefix: str, arrays: dict, meta, covariance_type: 
 
 
 class FitCheckpoint:
-    """The EM state of a :meth:`GaussianMixture.fit`, saved and restored.
+    """The EM state of a :meth:`GaussianMixture.fit` (or of a variational
+    :meth:`BayesianGaussianMixture.fit`), saved and restored.
 
     The state is: the index of the current initialisation, the random
     generator's state right after that initialisation, the current EM result

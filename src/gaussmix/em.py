@@ -20,7 +20,7 @@ from . import kernels
 from .covariance import get_covariance_type, row_sums
 from .covariance.base import _LOG_2PI
 from .params import GMMParams
-from .stats import SuffStats
+from .stats import SuffStats, VariationalStats
 from .stopping import has_converged
 
 __all__ = [
@@ -84,9 +84,10 @@ class _Pass:
     log-probabilities of a chunk are ``const - maha / 2`` (one fused op).
     """
 
-    __slots__ = ("cov", "shift", "prep", "const", "offsets", "direct")
+    __slots__ = ("cov", "shift", "prep", "const", "offsets", "direct", "entropy")
 
-    def __init__(self, params: GMMParams, moments_at: torch.Tensor | None = None):
+    def __init__(self, params: GMMParams, moments_at: torch.Tensor | None = None,
+                 entropy: bool = False):
         cov = params.cov
         d = params.n_features
         self.cov = cov
@@ -100,7 +101,8 @@ class _Pass:
             self.direct = (params.means - self.shift, params.precisions_cholesky)
         self.prep = cov.prepare(params.means - self.shift, params.precisions_cholesky)
         log_det = cov.log_det(params.precisions_cholesky, d)
-        self.const = torch.log(params.weights) + (log_det - 0.5 * d * _LOG_2PI)
+        self.const = params.log_weight_terms() + (log_det - 0.5 * d * _LOG_2PI)
+        self.entropy = entropy
 
     def weighted_log_prob(self, X: torch.Tensor) -> tuple:
         if self.direct is not None:
@@ -196,6 +198,11 @@ def _add_chunk(total: SuffStats, X: torch.Tensor, sample_weight, ctx: _Pass) -> 
     norm = row_sums(resp).unsqueeze(1)
     resp.div_(norm)
     log_prob_norm = norm.log_().add_(top).view(-1)
+    if ctx.entropy:
+        # sum_k r_ik log r_ik, before the sample weights scale the responsibilities.
+        neg_entropy = torch.special.xlogy(resp, resp).sum(1, dtype=torch.float64)
+        w = None if sample_weight is None else sample_weight.double()
+        total.entropy.add_(neg_entropy.sum() if w is None else neg_entropy @ w)
     if sample_weight is not None:
         resp.mul_(sample_weight.unsqueeze(1))
         total.log_likelihood.add_(log_prob_norm.double() @ sample_weight.double())
@@ -210,9 +217,10 @@ def _add_chunk(total: SuffStats, X: torch.Tensor, sample_weight, ctx: _Pass) -> 
     total.s2.add_(s2)
 
 
-def _zeros(params: GMMParams) -> SuffStats:
+def _zeros(params: GMMParams, entropy: bool = False) -> SuffStats:
     k, d = params.n_components, params.n_features
-    return SuffStats.zeros(k, d, params.cov.stat_shape(k, d), device=params.means.device)
+    kind = VariationalStats if entropy else SuffStats
+    return kind.zeros(k, d, params.cov.stat_shape(k, d), device=params.means.device)
 
 
 def chunk_stats(
@@ -233,7 +241,8 @@ def chunk_stats(
     return accumulate([(X, sample_weight)], params)
 
 
-def accumulate(chunks: Chunks, params: GMMParams, moments_at: torch.Tensor | None = None) -> SuffStats:
+def accumulate(chunks: Chunks, params: GMMParams, moments_at: torch.Tensor | None = None,
+               entropy: bool = False) -> SuffStats:
     """Sum :func:`chunk_stats` over chunks (one pass over the data).
 
     The per-pass constants are computed once and each chunk's statistics go
@@ -246,9 +255,12 @@ def accumulate(chunks: Chunks, params: GMMParams, moments_at: torch.Tensor | Non
     params : GMMParams
     moments_at : Tensor, optional
         :func:`moment_shift` of ``params``, when the caller already has it.
+    entropy : bool
+        Also sum the responsibilities' ``r log r`` (a
+        :class:`~gaussmix.stats.VariationalStats` is returned).
     """
-    total = _zeros(params)
-    ctx = _Pass(params, moments_at)
+    total = _zeros(params, entropy)
+    ctx = _Pass(params, moments_at, entropy)
     rows = 0
     unweighted_rows = 0
     weight_sums = []
@@ -539,6 +551,7 @@ def run_em(
     lower_bounds: list | None = None,
     gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
     tol_type: str = "absolute",
+    update=None,
 ) -> EMResult:
     """The EM loop, shared by every way of feeding data.
 
@@ -570,6 +583,13 @@ def run_em(
         no communication.
     tol_type : {"absolute", "relative"}
         The stopping rule (see :func:`gaussmix.stopping.has_converged`).
+    update : object, optional
+        Replaces the M-step by a variational update (a
+        :class:`gaussmix.variational.VariationalUpdate`): ``update.params(stats,
+        shift, eps, events)`` gives the new parameters from the same totals,
+        ``update.lower_bound(stats, params)`` the value the stopping rule
+        watches.  Components are then never re-seeded: the posterior switching
+        components off is the point of the variational fit.
 
     Returns
     -------
@@ -599,13 +619,13 @@ def run_em(
     for n_iter in range(start_iter + 1, max_iter + 1):
         prev = lower_bound
         shift = moment_shift(params)
-        stats = accumulate(chunks(), params, shift)
+        stats = accumulate(chunks(), params, shift, entropy=update is not None)
         if reduce is not None:
             stats = reduce(stats)
         _check_finite_stats(stats)
         empty = empty_components(stats)
         reseed = None
-        if bool(empty.any()):
+        if update is None and bool(empty.any()):
             # Rare: one more E-step pass under the same parameters finds the
             # samples the current model explains worst.
             if reduce is not None and gather is None:
@@ -625,13 +645,17 @@ def run_em(
             )
             events.append(dict(kind="reseed", iteration=n_iter, components=comps))
         step_events: list = []
-        new = m_step(
-            stats, shift, params.covariance_type, reg_covar, eps,
-            reseed=reseed, events=step_events,
-        )
+        if update is None:
+            new = m_step(
+                stats, shift, params.covariance_type, reg_covar, eps,
+                reseed=reseed, events=step_events,
+            )
+            lower_bound = stats.mean_log_likelihood
+        else:
+            new = update.params(stats, shift, eps, step_events)
+            lower_bound = update.lower_bound(stats, new)
         events.extend(dict(e, iteration=n_iter) for e in step_events)
         params = new.to(dtype=dtype)
-        lower_bound = stats.mean_log_likelihood
         history.append(lower_bound)
         # An iteration that re-seeded never stops the loop, whatever the change.
         converged = reseed is None and has_converged(prev, lower_bound, tol, tol_type,

@@ -17,7 +17,8 @@ from .kmeans import kmeans, kmeans_plusplus
 from .params import GMMParams
 from .stats import SuffStats
 
-__all__ = ["kmeans_plusplus", "kmeans", "hc_partition", "one_hot", "initial_params", "INIT_METHODS"]
+__all__ = ["kmeans_plusplus", "kmeans", "hc_partition", "one_hot", "initial_params", "initial_stats",
+           "INIT_METHODS"]
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "hc")
 
@@ -138,7 +139,37 @@ def initial_params(
     rows: int = 1 << 16,
     hc_subset: int = HC_SUBSET,
 ) -> GMMParams:
-    """Initial parameters from an initial partition of the data.
+    """Initial parameters from an initial partition of the data: the M-step
+    of :func:`initial_stats`.
+
+    Parameters
+    ----------
+    X, n_components, covariance_type, init_params, gen, sample_weight, rows, hc_subset
+        As in :func:`initial_stats`.
+    reg_covar : float
+
+    Returns
+    -------
+    GMMParams
+        In X's dtype and device.
+    """
+    stats, shift = initial_stats(X, n_components, covariance_type, init_params, gen,
+                                 sample_weight, rows, hc_subset)
+    eps = torch.finfo(X.dtype).eps
+    return m_step(stats, shift, covariance_type, reg_covar, eps).to(dtype=X.dtype)
+
+
+def initial_stats(
+    X: torch.Tensor,
+    n_components: int,
+    covariance_type: str,
+    init_params: str,
+    gen: torch.Generator,
+    sample_weight: torch.Tensor | None = None,
+    rows: int = 1 << 16,
+    hc_subset: int = HC_SUBSET,
+) -> tuple[SuffStats, torch.Tensor]:
+    """Sufficient statistics of an initial partition of the data.
 
     Parameters
     ----------
@@ -146,7 +177,6 @@ def initial_params(
     n_components : int
     covariance_type : str
     init_params : {"kmeans", "k-means++", "random", "random_from_data", "hc"}
-    reg_covar : float
     gen : torch.Generator
     sample_weight : Tensor (N,), optional
         Weights the M-step; ``"hc"`` clusters the rows unweighted.
@@ -156,8 +186,10 @@ def initial_params(
 
     Returns
     -------
-    GMMParams
-        In X's dtype and device.
+    stats : SuffStats
+        Of the partition's responsibilities (float64).
+    shift : Tensor (D,)
+        Where the moments were taken (the data's weighted mean).
     """
     n = X.shape[0]
     device = X.device
@@ -196,6 +228,4 @@ def initial_params(
         shift = X.mean(0)
     else:
         shift = (sample_weight.unsqueeze(1) * X).sum(0) / sample_weight.sum()
-    stats = _stats_from_resp(X, sample_weight, resp_fn, k, cov, shift, rows)
-    eps = torch.finfo(X.dtype).eps
-    return m_step(stats, shift, covariance_type, reg_covar, eps).to(dtype=X.dtype)
+    return _stats_from_resp(X, sample_weight, resp_fn, k, cov, shift, rows), shift

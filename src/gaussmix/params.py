@@ -87,6 +87,12 @@ class GMMParams:
                        precisions_cholesky=cp(self.precisions_cholesky),
                        covariances=cp(self.covariances))
 
+    def log_weight_terms(self) -> torch.Tensor:
+        """The E-step's per-component constant besides the Gaussian's own
+        normalisation: ``log w_k`` (a variational posterior puts its expected
+        log-weights and precision terms here, see :mod:`gaussmix.variational`)."""
+        return torch.log(self.weights)
+
     def get_covariances(self) -> torch.Tensor:
         """Covariances, derived from the precision factors if not stored."""
         if self.covariances is not None:

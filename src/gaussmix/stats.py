@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-__all__ = ["SuffStats"]
+__all__ = ["SuffStats", "VariationalStats"]
 
 
 @dataclass
@@ -85,3 +85,23 @@ class SuffStats:
     def mean_log_likelihood(self) -> float:
         """Weighted mean per-sample log-likelihood."""
         return float(self.log_likelihood / self.weight)
+
+
+@dataclass
+class VariationalStats(SuffStats):
+    """:class:`SuffStats` plus the sum the variational lower bound needs.
+
+    Parameters
+    ----------
+    entropy : Tensor ()
+        ``sum_i w_i sum_k r_ik log r_ik`` (minus the responsibilities' entropy).
+    """
+
+    entropy: torch.Tensor
+
+    @classmethod
+    def zeros(cls, n_components: int, n_features: int, s2_shape: tuple, device=None) -> "VariationalStats":
+        """Empty totals on ``device``, in float64."""
+        base = SuffStats.zeros(n_components, n_features, s2_shape, device)
+        return cls(**{f.name: getattr(base, f.name) for f in fields(base)},
+                   entropy=torch.zeros((), dtype=torch.float64, device=device))

@@ -440,6 +440,55 @@ class CovarianceType:
         """
         raise NotImplementedError
 
+    # -- the variational posterior (gaussmix.variational) ---------------------
+    def covariance_prior_shape(self, n_features: int) -> tuple:
+        """Shape of the Wishart prior's covariance parameter (scikit-learn's
+        ``covariance_prior``): (D, D), (D,) or ()."""
+        raise NotImplementedError
+
+    def prior_covariance(self, data_covariance: torch.Tensor) -> torch.Tensor:
+        """The default ``covariance_prior`` from the data's covariance (D, D)."""
+        raise NotImplementedError
+
+    def check_covariance_prior(self, prior: torch.Tensor, name: str) -> None:
+        """Raise ValueError unless ``prior`` (of :meth:`covariance_prior_shape`)
+        is a valid covariance of this type."""
+        self.check_spd(prior, name)
+
+    def wishart_degrees_of_freedom(self, prior: float, nk: torch.Tensor) -> torch.Tensor:
+        """Posterior degrees of freedom of the Wishart: ``prior + n_k``, one per
+        covariance."""
+        return prior + nk
+
+    def wishart_covariances(self, nk: torch.Tensor, sk: torch.Tensor, diff: torch.Tensor,
+                            mean_precision_prior: float, mean_precision: torch.Tensor,
+                            covariance_prior: torch.Tensor, dof: torch.Tensor) -> torch.Tensor:
+        """The posterior Wishart's scale matrix divided by its degrees of freedom.
+
+        ``(W0 + n_k S_k + n_k beta_0 / beta_k (x_k - m_0)(x_k - m_0)^T) / nu_k``
+        in this type's shape (Bishop, eq. 10.62, with the normalisation
+        scikit-learn reports as ``covariances_``).
+
+        Parameters
+        ----------
+        nk : Tensor (K,)
+            Effective counts.
+        sk : Tensor
+            Regularised maximum-likelihood covariances
+            (:meth:`covariances_from_stats`).
+        diff : Tensor (K, D)
+            Component data means minus the prior mean ``m_0``.
+        mean_precision_prior : float
+            ``beta_0``.
+        mean_precision : Tensor (K,)
+            ``beta_k = beta_0 + n_k``.
+        covariance_prior : Tensor
+            ``W0``, of :meth:`covariance_prior_shape`.
+        dof : Tensor
+            :meth:`wishart_degrees_of_freedom`.
+        """
+        raise NotImplementedError
+
     def expected_param_shape(self, n_components: int, n_features: int) -> tuple:
         """Shape of covariances / precisions for this type."""
         return self.stat_shape(n_components, n_features)

@@ -133,3 +133,21 @@ class Diag(CovarianceType):
                 f"'{name}' should be positive: found a non-positive entry. Pass precisions "
                 f"(inverse variances) > 0."
             )
+
+    def covariance_prior_shape(self, n_features):
+        return (n_features,)
+
+    def prior_covariance(self, data_covariance):
+        return torch.diagonal(data_covariance).clone()
+
+    def check_covariance_prior(self, prior, name):
+        if bool((prior <= 0).any()):
+            raise ValueError(
+                f"'{name}' must be positive (variances of the prior); found a non-positive "
+                f"entry. Pass values > 0, e.g. the data's variances."
+            )
+
+    def wishart_covariances(self, nk, sk, diff, mean_precision_prior, mean_precision,
+                            covariance_prior, dof):
+        shrink = (mean_precision_prior / mean_precision)[:, None]
+        return (covariance_prior + nk[:, None] * (sk + shrink * diff * diff)) / dof[:, None]

@@ -118,3 +118,16 @@ class Full(CovarianceType):
 
     def check_spd(self, mats, name):
         _check_symmetric_pd(mats, name)
+
+    def covariance_prior_shape(self, n_features):
+        return (n_features, n_features)
+
+    def prior_covariance(self, data_covariance):
+        return data_covariance
+
+    def wishart_covariances(self, nk, sk, diff, mean_precision_prior, mean_precision,
+                            covariance_prior, dof):
+        outer = diff.unsqueeze(2) * diff.unsqueeze(1)
+        shrink = nk * mean_precision_prior / mean_precision
+        scatter = nk[:, None, None] * sk + shrink[:, None, None] * outer
+        return (covariance_prior + scatter) / dof[:, None, None]

@@ -54,3 +54,14 @@ class Spherical(Diag):
         p2 = prec_chol * prec_chol
         coef = torch.cat([p2.expand(d, -1), -2.0 * means_c.T * p2], dim=0)
         return coef, (means_c * means_c).sum(1) * p2
+
+    def covariance_prior_shape(self, n_features):
+        return ()
+
+    def prior_covariance(self, data_covariance):
+        return torch.diagonal(data_covariance).mean()
+
+    def wishart_covariances(self, nk, sk, diff, mean_precision_prior, mean_precision,
+                            covariance_prior, dof):
+        shrink = mean_precision_prior / mean_precision
+        return (covariance_prior + nk * (sk + shrink * (diff * diff).mean(1))) / dof

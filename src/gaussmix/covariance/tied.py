@@ -89,3 +89,17 @@ class Tied(CovarianceType):
 
     def check_spd(self, mats, name):
         _check_symmetric_pd(mats, name)
+
+    covariance_prior_shape = Full.covariance_prior_shape
+    prior_covariance = Full.prior_covariance
+
+    def wishart_degrees_of_freedom(self, prior, nk):
+        # One Wishart for all components, seeing each component's average count.
+        return prior + nk.sum() / nk.shape[0]
+
+    def wishart_covariances(self, nk, sk, diff, mean_precision_prior, mean_precision,
+                            covariance_prior, dof):
+        k = nk.shape[0]
+        between = ((nk / mean_precision) * diff.T) @ diff
+        cov = covariance_prior + sk * (nk.sum() / k) + mean_precision_prior / k * between
+        return cov / dof
