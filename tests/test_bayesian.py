@@ -172,7 +172,7 @@ def test_score_samples_is_logsumexp_of_variational_terms():
         (dict(mean_prior=[0.0, 1.0, 2.0]), ["mean_prior", "(2,)"]),
         (dict(mean_prior=[0.0, np.nan]), ["mean_prior", "finite"]),
         (dict(covariance_prior=np.eye(3)), ["covariance_prior", "(2, 2)"]),
-        (dict(covariance_prior=-np.eye(2)), ["covariance_prior", "positive definite"]),
+        (dict(covariance_prior=-np.eye(2)), ["covariance_prior", "positive-definite"]),
         (dict(covariance_prior=np.array([[1.0, 2.0], [0.0, 1.0]])), ["covariance_prior", "symmetric"]),
         (dict(covariance_type="diag", covariance_prior=[1.0, -1.0]), ["covariance_prior", "positive"]),
         (dict(covariance_type="diag", covariance_prior=np.eye(2)), ["covariance_prior", "(2,)"]),
@@ -322,4 +322,4 @@ def test_mclust_model_names_are_refused_with_the_valid_ones():
     from gaussmix import BayesianGaussianMixture
     X = np.random.default_rng(0).normal(size=(50, 2))
     with pytest.raises(ValueError, match="scikit-learn's four"):
-        BayesianGaussianMixture(2, covariance_type="VEV").fit(X)
+        BayesianGaussianMixture(n_components=2, covariance_type="VEV").fit(X)

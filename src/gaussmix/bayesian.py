@@ -187,6 +187,8 @@ class BayesianGaussianMixture(BaseMixture):
         self.distributed = distributed
 
     # ------------------------------------------------------------------ checks
+    _relative_weights = False  # the posterior weighs counts against the priors
+
     def _check_hyperparameters(self):
         """Raise a ValueError naming the parameter and its valid values."""
         self._check_common_hyperparameters()

@@ -102,6 +102,11 @@ class FitEngine:
     See the module's description for the methods an estimator provides.
     """
 
+    #: Whether only the relative sample weights matter to the fit (EM), so that
+    #: they are rescaled to a safe range on input; a variational posterior
+    #: depends on the absolute counts against its priors.
+    _relative_weights = True
+
     def _prepare_fit(self, data, chunks, comm):
         """Hook: called once per fit, after the data are validated and before
         any initialisation; ``chunks()`` is one pass over the local data."""
@@ -170,7 +175,8 @@ class FitEngine:
                     f"{self.n_components}, n_samples = {n}. Use fewer components or more data."
                 )
             device, dtype = Xt.device, Xt.dtype
-            w = check_sample_weight(sample_weight, n, device, dtype) if n > 0 else None
+            w = (check_sample_weight(sample_weight, n, device, dtype,
+                                     rescale=self._relative_weights) if n > 0 else None)
             rows = chunk_rows(n, self.n_components, d, device, dtype, self.batch_size)
 
             def chunks():
