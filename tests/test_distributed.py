@@ -19,6 +19,8 @@ from gaussmix import BayesianGaussianMixture, GaussianMixture
 from gaussmix.distributed import Communicator
 
 COV_TYPES = ("full", "tied", "diag", "spherical")
+# mclust's models whose M-steps couple components (closed form and iterative).
+MCLUST_TYPES = ("EII", "VEI", "EEV", "VEV", "EVE", "VVE")
 WORLD = 2
 SPLIT = 700  # rank 0 gets rows [0, SPLIT), rank 1 the rest: uneven shards
 
@@ -45,7 +47,9 @@ def _init(cov_type, d=3):
         "diag": np.ones((k, d)) * 0.9,
         "spherical": np.array([1.0, 0.7, 1.2]),
     }
-    return dict(weights_init=weights, means_init=means, precisions_init=shapes[cov_type])
+    # mclust's models take full precision matrices.
+    return dict(weights_init=weights, means_init=means,
+                precisions_init=shapes.get(cov_type, shapes["full"]))
 
 
 def _bayes(cov_type, max_iter, **kw):
@@ -123,7 +127,7 @@ def _worker(rank, world, port, outdir):
     sl = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
     Xs, ws = X[sl], w[sl]
     out, errors = {}, {}
-    for ct in COV_TYPES:
+    for ct in COV_TYPES + MCLUST_TYPES:
         gm = _model(ct, distributed=True).fit(Xs, sample_weight=ws)
         out[f"{ct}_means"], out[f"{ct}_weights"] = gm.means_, gm.weights_
         out[f"{ct}_cov"], out[f"{ct}_lb"] = gm.covariances_, np.array(gm.lower_bound_)
@@ -205,7 +209,7 @@ def _close(a, b, rtol=1e-10):
     np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * max(1.0, np.abs(b).max()))
 
 
-@pytest.mark.parametrize("cov_type", COV_TYPES)
+@pytest.mark.parametrize("cov_type", COV_TYPES + MCLUST_TYPES)
 def test_two_ranks_equal_single_process_fit(ranks, cov_type):
     arrays, _ = ranks
     X, w = _data()
