@@ -240,10 +240,12 @@ class _Pack:
         w = torch.cat([const.unsqueeze(-1), pm, (-0.5 * prec).reshape(g, kmax, d * d)], dim=-1)
         return w.view(g * kmax, -1).T
 
-    def m_step(self, totals: torch.Tensor) -> list:
+    def m_step(self, totals: torch.Tensor, fresh: bool = False) -> list:
         """New parameters from the totals ``R^T @ phi`` (G * K_max, 1 + D + D^2);
         returns, per run, whether it failed (an emptied component or a
         covariance that cannot be factorised; its parameters are then junk).
+        ``fresh``: the runs have no parameters yet, and an iterative M-step
+        starts from the components' own scatter matrices.
         Non-finite totals show as a non-finite log-likelihood at the next pass."""
         g, kmax, d = self.means.shape
         t = totals.view(g, kmax, -1)
@@ -257,12 +259,12 @@ class _Pack:
             # The current covariances (net of regularisation, which changes
             # neither orientations nor the order of variances) are where an
             # iterative M-step starts.
+            start = (scatter[a:b] + self.fill[a:b]) if fresh else self.covs[a:b]
             if units is None:
-                parts.append(strategy.full_form(w[a:b], scatter[a:b], start=self.covs[a:b]))
+                parts.append(strategy.full_form(w[a:b], scatter[a:b], start=start))
             else:
                 uu = units.unsqueeze(1) * units.unsqueeze(0)
-                parts.append(strategy.full_form(w[a:b], scatter[a:b] * uu,
-                                                start=self.covs[a:b] * uu) / uu)
+                parts.append(strategy.full_form(w[a:b], scatter[a:b] * uu, start=start * uu) / uu)
         covs = (parts[0] if len(parts) == 1 else torch.cat(parts)) + self.fill
         chol, info = torch.linalg.cholesky_ex(covs)
         bad = ((nk < EMPTY_FRACTION) | (info > 0)).any(1)
@@ -342,7 +344,7 @@ def start_runs(phi: torch.Tensor, runs: list, resp_of, *, reg_covar: float) -> N
     if not runs:
         return
     pack = _Pack(runs, _n_features(phi), phi.device, reg_covar)
-    bad = pack.m_step(_resp_totals(phi, runs, resp_of))
+    bad = pack.m_step(_resp_totals(phi, runs, resp_of), fresh=True)
     for i, r in enumerate(runs):
         if bad[i]:
             r.failed = True

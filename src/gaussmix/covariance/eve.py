@@ -20,6 +20,10 @@ from .constrained import (
 )
 
 
+#: MM steps per M-step when started from the current covariances.
+WARM_STEPS = 5
+
+
 def common_orientation(nk, w, volumes_vary: bool, start=None):
     """mclust's MM algorithm (Browne & McNicholas 2014; ``mseve``, ``msvve``)
     for the orientation ``D`` shared by all components.
@@ -47,6 +51,10 @@ def common_orientation(nk, w, volumes_vary: bool, start=None):
                            dim1=-2, dim2=-1)
         shapes = on_real(nk, e / geometric_mean(e).unsqueeze(-1), 1.0)
     largest = torch.linalg.eigvalsh(w)[..., -1]  # (G, K)
+    # Warm-started (EM's next M-step), the MM continues from the last one for
+    # a few steps only: each step raises the objective, so EM stays monotone
+    # (a generalised EM) and the orientation converges along with EM.
+    steps = INNER_MAX_ITER if start is None else WARM_STEPS
     previous = math.inf
     # Mixtures whose shapes degenerate (a component without spread along some
     # direction) get NaN covariances: a failed M-step, never an exception.
@@ -59,7 +67,7 @@ def common_orientation(nk, w, volumes_vary: bool, start=None):
         broken = broken | bad
         return torch.linalg.svd(torch.where(bad[:, None, None], eye, f))
 
-    for _ in range(INNER_MAX_ITER):
+    for _ in range(steps):
         inv = 1.0 / shapes
         # Step 1: F = sum_k A_k^-1 D^T (W_k - omega_k I); D <- R P^T.
         dt_w = orient.transpose(-1, -2).unsqueeze(1) @ w
@@ -87,7 +95,8 @@ def common_orientation(nk, w, volumes_vary: bool, start=None):
         if err <= INNER_TOL:
             break
     else:
-        inner_cap_reached("VVE" if volumes_vary else "EVE", err)
+        if start is None:
+            inner_cap_reached("VVE" if volumes_vary else "EVE", err)
     shapes = torch.where(broken[:, None, None], torch.nan, shapes)
     return orient, shapes, volumes, target
 
