@@ -12,7 +12,10 @@
 #   * estep(model, X, parameters of that mstep): the log-likelihood;
 #   * me(model, X, z): EM to mclust's default stopping rule (emControl()),
 #     its log-likelihood, parameters and iterations;
-#   * nVarParams(model, d, G).
+#   * nVarParams(model, d, G);
+#   * the same mstep, estep and me with mclust's default conjugate prior,
+#     prior = priorControl() (posterior-mode estimates; Fraley & Raftery
+#     2007), and defaultPrior's hyperparameters for the data.
 #
 # z is the E-step of the VVV (d = 1: V) M-step from the classes of mclust's
 # default hierarchical clustering cut at G: a soft partition no model is
@@ -59,12 +62,28 @@ params_json <- function(par, d) {
        sigma = sigmas(par, d))
 }
 
+with_prior <- function(model, X, z) {
+  d <- ncol(X)
+  pr <- priorControl()
+  tryCatch({
+    ms <- mstep(modelName = model, data = X, z = z, prior = pr)
+    es <- estep(modelName = model, data = X, parameters = ms$parameters)
+    fit <- me(modelName = model, data = X, z = z, prior = pr)
+    list(mstep = c(params_json(ms$parameters, d),
+                   list(returnCode = attr(ms, "returnCode"))),
+         estep_loglik = es$loglik,
+         me = list(loglik = fit$loglik, returnCode = attr(fit, "returnCode"),
+                   iterations = I(as.numeric(attr(fit, "info")))))
+  }, error = function(e) list(error = conditionMessage(e)))
+}
+
 one_model <- function(model, X, z) {
   d <- ncol(X)
   ms <- mstep(modelName = model, data = X, z = z)
   es <- estep(modelName = model, data = X, parameters = ms$parameters)
   fit <- me(modelName = model, data = X, z = z)
   list(
+    prior = with_prior(model, X, z),
     mstep = c(params_json(ms$parameters, d),
               list(info = I(as.numeric(attr(ms, "info")))) ),
     estep_loglik = es$loglik,
@@ -89,7 +108,12 @@ one_set <- function(name, X) {
     one_model(m, X, z)
   })
   names(out) <- models
-  list(n = nrow(X), d = d, z = z, models = out)
+  dp <- defaultPrior(X, G, if (d == 1) "V" else "VVV")
+  dp_sph <- defaultPrior(X, G, if (d == 1) "E" else "VII")
+  prior <- list(shrinkage = dp$shrinkage, mean = I(as.numeric(dp$mean)), dof = dp$dof,
+                scale = if (d == 1) dp$scale else as.matrix(dp$scale),
+                scale_spherical = dp_sph$scale)
+  list(n = nrow(X), d = d, z = z, default_prior = prior, models = out)
 }
 
 sets <- list(
@@ -109,6 +133,14 @@ best <- summary(bic, sets$iris)
 bic_rows <- lapply(MODELS, function(m) I(as.numeric(bic[, m])))
 names(bic_rows) <- MODELS
 
+bic_p <- mclustBIC(sets$iris, G = 1:9, modelNames = MODELS, prior = priorControl(),
+                   verbose = FALSE)
+best_p <- summary(bic_p, sets$iris)
+# Models without a prior in mclust are left out of its table.
+with_p <- intersect(MODELS, colnames(bic_p))
+bic_p_rows <- lapply(with_p, function(m) I(as.numeric(bic_p[, m])))
+names(bic_p_rows) <- with_p
+
 ec <- emControl()
 result <- list(
   generator = "tests/reference/make_mclust_models.R",
@@ -120,7 +152,10 @@ result <- list(
   G = G,
   datasets = out_sets,
   iris_selection = list(G = I(1:9), bic = bic_rows, best_model = best$modelName,
-                        best_G = best$G, best_bic = best$bic, best_loglik = best$loglik)
+                        best_G = best$G, best_bic = best$bic, best_loglik = best$loglik),
+  iris_selection_prior = list(G = I(1:9), bic = bic_p_rows, best_model = best_p$modelName,
+                              best_G = best_p$G, best_bic = best_p$bic,
+                              best_loglik = best_p$loglik)
 )
 
 json_path <- file.path(ref_dir, "mclust_models.json")
