@@ -195,24 +195,27 @@ class _Pack:
             else:
                 self.blocks[-1][2] = i + 1
         # Per component, what the M-step adds: to the counts 10 eps (1 on
-        # padding, which then never looks empty); to the covariances the
-        # regularisation in the type's units (the identity on padding).
+        # padding, which then never looks empty); to the scatter, before the
+        # type's constraint, the regularisation in the type's units; to the
+        # padding's covariances the identity.
         self.real = mask.to(f64)
         self.count_pad = torch.where(mask, 10.0 * torch.finfo(f64).eps, 1.0)
-        fill = eye.repeat(g, kmax, 1, 1)
+        reg = torch.zeros(g, kmax, d, d, dtype=f64, device=device)
         for _, a, b, units in self.blocks:
-            reg = reg_covar * eye
+            r = reg_covar * eye
             if units is not None:
-                reg = reg / (units.unsqueeze(1) * units.unsqueeze(0))
-            fill[a:b] = reg
-        self.fill = torch.where(mask[..., None, None], fill, eye)
+                r = r / (units.unsqueeze(1) * units.unsqueeze(0))
+            reg[a:b] = r
+        zero = torch.zeros((), dtype=f64, device=device)
+        self.reg = torch.where(mask[..., None, None], reg, zero)
+        self.pad_eye = torch.where(mask[..., None, None], zero, eye)
         self.chol = None
 
     def keep(self, rows: list) -> None:
         """Keep the listed runs (positions, in order) only."""
         idx = torch.tensor(rows, device=self.weights.device)
         self.runs = [self.runs[i] for i in rows]
-        for name in ("weights", "means", "covs", "chol", "real", "count_pad", "fill"):
+        for name in ("weights", "means", "covs", "chol", "real", "count_pad", "reg", "pad_eye"):
             setattr(self, name, getattr(self, name)[idx])
         blocks, pos = [], {old: new for new, old in enumerate(rows)}
         for strategy, a, b, units in self.blocks:
@@ -254,18 +257,20 @@ class _Pack:
         scatter = (t[..., 1 + d:].view(g, kmax, d, d) / nk[..., None, None]
                    - means.unsqueeze(-1) * means.unsqueeze(-2))
         w = nk * self.real  # padding counts nothing
+        # Regularised before the constraint, so that a model whose M-step
+        # divides by a determinant stays defined on a degenerate scatter.
+        scatter = scatter + self.reg
         parts = []
         for strategy, a, b, units in self.blocks:
-            # The current covariances (net of regularisation, which changes
-            # neither orientations nor the order of variances) are where an
-            # iterative M-step starts.
-            start = (scatter[a:b] + self.fill[a:b]) if fresh else self.covs[a:b]
+            # The current covariances are where an iterative M-step starts
+            # (a fresh run: its components' own scatter).
+            start = scatter[a:b] if fresh else self.covs[a:b]
             if units is None:
                 parts.append(strategy.full_form(w[a:b], scatter[a:b], start=start))
             else:
                 uu = units.unsqueeze(1) * units.unsqueeze(0)
                 parts.append(strategy.full_form(w[a:b], scatter[a:b] * uu, start=start * uu) / uu)
-        covs = (parts[0] if len(parts) == 1 else torch.cat(parts)) + self.fill
+        covs = (parts[0] if len(parts) == 1 else torch.cat(parts)) + self.pad_eye
         chol, info = torch.linalg.cholesky_ex(covs)
         bad = ((nk < EMPTY_FRACTION) | (info > 0)).any(1)
         if bool(info.any()):

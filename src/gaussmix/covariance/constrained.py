@@ -55,12 +55,15 @@ class Constrained(Full):
         return 2 if "V" in (volume, shape) else 1
 
     def covariances_from_stats(self, nk, means_c, s2, reg_covar):
+        # reg_covar is added to each component's scatter before the model's
+        # constraint (for scikit-learn's four models the same as adding it
+        # after), so that a model whose M-step divides by a determinant or a
+        # variance stays defined on a degenerate scatter.
         scatter = s2 / nk[:, None, None] - means_c.unsqueeze(2) * means_c.unsqueeze(1)
         scatter = 0.5 * (scatter + scatter.transpose(1, 2))
-        cov = self.full_form(nk.unsqueeze(0), scatter.unsqueeze(0))[0].clone()
-        idx = torch.arange(cov.shape[-1], device=cov.device)
-        cov[:, idx, idx] += reg_covar
-        return cov
+        idx = torch.arange(scatter.shape[-1], device=scatter.device)
+        scatter[:, idx, idx] += reg_covar
+        return self.full_form(nk.unsqueeze(0), scatter.unsqueeze(0))[0]
 
     def grouped_covariances_from_stats(self, nk, means_c, s2, reg_covar, owner, n_groups):
         # The groups' components laid out (groups, K_max), padding with zero
@@ -72,14 +75,13 @@ class Constrained(Full):
         kmax = int(sizes.max())
         scatter = s2 / nk[:, None, None] - means_c.unsqueeze(2) * means_c.unsqueeze(1)
         scatter = 0.5 * (scatter + scatter.transpose(1, 2))
+        idx = torch.arange(d, device=scatter.device)
+        scatter[:, idx, idx] += reg_covar  # before the constraint, as above
         counts = nk.new_zeros(n_groups, kmax)
         counts[owner, pos] = nk
         padded = scatter.new_zeros(n_groups, kmax, d, d)
         padded[owner, pos] = scatter
-        cov = self.full_form(counts, padded)[owner, pos]
-        idx = torch.arange(d, device=cov.device)
-        cov[:, idx, idx] += reg_covar
-        return cov
+        return self.full_form(counts, padded)[owner, pos]
 
 
 def inner_cap_reached(model: str, error: float) -> None:
