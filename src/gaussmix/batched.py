@@ -274,8 +274,9 @@ def _batched_totals(chunks, batch: _Batch, shift, offsets, scatter=None):
     return nk, s1, s2, ll, count
 
 
-def _grouped_update(nk, s1, s2, sizes, owner, at, cov, reg_covar, eps):
-    """New concatenated parameters (float64) and the groups that failed."""
+def _grouped_update(nk, s1, s2, sizes, owner, at, cov, reg_covar, eps, start=None):
+    """New concatenated parameters (float64) and the groups that failed;
+    ``start``: the current covariances, where an iterative M-step may start."""
     device = nk.device
     n_groups = len(sizes)
     bad = torch.zeros(n_groups, dtype=torch.bool, device=device)
@@ -286,7 +287,8 @@ def _grouped_update(nk, s1, s2, sizes, owner, at, cov, reg_covar, eps):
     bad.index_fill_(0, owner[~finite], True)
     nk_e = nk + 10.0 * eps
     means_c = s1 / nk_e.unsqueeze(1)
-    covs = cov.grouped_covariances_from_stats(nk_e, means_c, s2, reg_covar, owner, n_groups)
+    covs = cov.grouped_covariances_from_stats(nk_e, means_c, s2, reg_covar, owner, n_groups,
+                                              start=start)
     prec, failed = cov._try_factor(covs)
     if bool(failed.any()):
         # A failed factorisation may spoil the factors of the whole call:
@@ -427,7 +429,7 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
                                                 scatter if offsets is None else None)
         weights, means, prec, covs, bad = _grouped_update(
             nk, s1, s2, batch.sizes, batch.owner, shift if at is None else at, cov,
-            reg_covar, eps)
+            reg_covar, eps, start=batch.covs)
         batch = batch.updated(weights.to(dtype), means.to(dtype), prec.to(dtype), covs)
         lls = (ll / count).tolist()
         lead = {}

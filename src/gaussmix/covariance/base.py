@@ -130,13 +130,16 @@ class CovarianceType:
         """
         raise NotImplementedError
 
-    def grouped_covariances_from_stats(self, nk, means_c, s2, reg_covar, owner, n_groups):
+    def grouped_covariances_from_stats(self, nk, means_c, s2, reg_covar, owner, n_groups,
+                                       start=None):
         """:meth:`covariances_from_stats` for several mixtures at once.
 
         The components of ``n_groups`` mixtures are concatenated; ``owner``
         gives each component's mixture.  For per-component covariances this
         is the ordinary computation over all components; a shared covariance
         is pooled within each mixture (``s2`` then has one entry per mixture).
+        ``start``: the current covariances, where an iterative M-step may
+        start (see :meth:`full_form`).
 
         Returns
         -------

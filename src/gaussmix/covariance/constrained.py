@@ -65,7 +65,8 @@ class Constrained(Full):
         scatter[:, idx, idx] += reg_covar
         return self.full_form(nk.unsqueeze(0), scatter.unsqueeze(0))[0]
 
-    def grouped_covariances_from_stats(self, nk, means_c, s2, reg_covar, owner, n_groups):
+    def grouped_covariances_from_stats(self, nk, means_c, s2, reg_covar, owner, n_groups,
+                                       start=None):
         # The groups' components laid out (groups, K_max), padding with zero
         # counts, so that the constraint couples each group's own components.
         d = means_c.shape[1]
@@ -81,7 +82,11 @@ class Constrained(Full):
         counts[owner, pos] = nk
         padded = scatter.new_zeros(n_groups, kmax, d, d)
         padded[owner, pos] = scatter
-        return self.full_form(counts, padded)[owner, pos]
+        # Iterative M-steps start from the groups' current covariances (fresh
+        # groups: from their components' own scatter), padded with the identity.
+        begin = torch.eye(d, dtype=scatter.dtype, device=scatter.device).repeat(n_groups, kmax, 1, 1)
+        begin[owner, pos] = scatter if start is None else start.to(scatter.dtype)
+        return self.full_form(counts, padded, start=begin)[owner, pos]
 
 
 def inner_cap_reached(model: str, error: float) -> None:

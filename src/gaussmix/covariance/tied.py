@@ -33,7 +33,8 @@ class Tied(CovarianceType):
 
     shared = True
 
-    def grouped_covariances_from_stats(self, nk, means_c, s2, reg_covar, owner, n_groups):
+    def grouped_covariances_from_stats(self, nk, means_c, s2, reg_covar, owner, n_groups,
+                                       start=None):
         d = means_c.shape[1]
         outer = (nk[:, None] * means_c).unsqueeze(2) * means_c.unsqueeze(1)
         between = torch.zeros_like(s2).index_add_(0, owner, outer)
