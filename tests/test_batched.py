@@ -264,8 +264,8 @@ def test_candidate_leaving_the_batch_gets_exactly_the_sequential_fit(monkeypatch
 
     real = batched._grouped_update
 
-    def three_fail(nk, s1, s2, sizes, *args):
-        *out, bad = real(nk, s1, s2, sizes, *args)
+    def three_fail(nk, s1, s2, sizes, *args, **kwargs):
+        *out, bad = real(nk, s1, s2, sizes, *args, **kwargs)
         return (*out, [b or k == 3 for b, k in zip(bad, sizes)])
 
     monkeypatch.setattr(batched, "_grouped_update", three_fail)
