@@ -12,6 +12,8 @@ import pytest
 
 sk_tests = pytest.importorskip("sklearn.mixture.tests.test_gaussian_mixture")
 
+from _sklearn_suite import collect  # noqa: E402
+
 from gaussmix import GaussianMixture  # noqa: E402
 
 _HELPER = "tests sklearn's private {} only (never builds a GaussianMixture)"
@@ -34,13 +36,13 @@ PRIVATE = {
         "see test_precisions_init_of_the_own_start_changes_nothing below",
 }
 
-#: Single parametrisations that are skipped or expected to fail, with the reason.
+#: Single parametrisations skipped, with the reason (scikit-learn itself runs
+#: its float32 cases only behind SKLEARN_RUN_FLOAT32_TESTS).
 CASES = {
-    # scikit-learn itself runs float32 only behind SKLEARN_RUN_FLOAT32_TESTS.
-    "test_score[float32]": pytest.skip,
+    "test_score[float32]": "score() averages the float32 log-densities in float64; "
+                           "scikit-learn averages in float32, so the two differ by "
+                           "float32 rounding (~3e-7)",
 }
-_SCORE32 = ("score() averages the float32 log-densities in float64; scikit-learn "
-            "averages in float32, so the two differ by float32 rounding (~3e-7)")
 
 #: Real drop-in gaps not fixed yet (strict: passing makes this module fail).
 GAPS = {
@@ -52,7 +54,7 @@ GAPS = {
 @pytest.fixture(autouse=True)
 def _ours(monkeypatch, request):
     if request.node.name in CASES:
-        pytest.skip(_SCORE32)
+        pytest.skip(CASES[request.node.name])
     monkeypatch.setattr(sk_tests, "GaussianMixture", GaussianMixture)
 
 
@@ -68,19 +70,7 @@ def global_dtype(request):
     return request.param
 
 
-def _collect():
-    for name in dir(sk_tests):
-        fn = getattr(sk_tests, name)
-        if not (name.startswith("test_") and callable(fn)):
-            continue
-        if name in PRIVATE:
-            fn = pytest.mark.skip(reason=PRIVATE[name])(fn)
-        elif name in GAPS:
-            fn = pytest.mark.xfail(reason=GAPS[name], strict=True)(fn)
-        yield name, fn
-
-
-globals().update(dict(_collect()))
+globals().update(collect(sk_tests, PRIVATE, GAPS))
 
 
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
