@@ -9,6 +9,8 @@ import pytest
 
 sk_tests = pytest.importorskip("sklearn.mixture.tests.test_bayesian_mixture")
 
+from _sklearn_suite import collect  # noqa: E402
+
 from gaussmix import BayesianGaussianMixture  # noqa: E402
 
 #: Tests of scikit-learn's private helpers, which have no counterpart here.
@@ -24,14 +26,4 @@ def _ours(monkeypatch):
     monkeypatch.setattr(sk_tests, "BayesianGaussianMixture", BayesianGaussianMixture)
 
 
-def _collect():
-    for name in dir(sk_tests):
-        fn = getattr(sk_tests, name)
-        if not (name.startswith("test_") and callable(fn)):
-            continue
-        if name in PRIVATE:
-            fn = pytest.mark.skip(reason=PRIVATE[name])(fn)
-        yield name, fn
-
-
-globals().update(dict(_collect()))
+globals().update(collect(sk_tests, PRIVATE))

@@ -188,17 +188,22 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    outdir = str(tmp_path_factory.mktemp("dist"))
-    ctx = mp.start_processes(_worker, args=(WORLD, _free_port(), outdir), nprocs=WORLD, join=False,
-                             start_method="spawn")
-    deadline = time.monotonic() + 150
-    while not ctx.join(timeout=5):
+def _spawn(worker, outdir, *args, limit=150):
+    """Run ``worker(rank, WORLD, port, outdir, *args)`` on WORLD processes; fail on a hang."""
+    ctx = mp.start_processes(worker, args=(WORLD, _free_port(), outdir, *args), nprocs=WORLD,
+                             join=False, start_method="spawn")
+    deadline = time.monotonic() + limit
+    while not ctx.join(timeout=1):
         if time.monotonic() > deadline:
             for p in ctx.processes:
                 p.kill()
-            pytest.fail("the 2-process gloo run did not finish within 150 s (a hang)")
+            pytest.fail(f"the 2-process gloo run did not finish within {limit} s (a hang)")
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    outdir = str(tmp_path_factory.mktemp("dist"))
+    _spawn(_worker, outdir)
     arrays = [dict(np.load(os.path.join(outdir, f"rank{r}.npz"))) for r in range(WORLD)]
     errors = [json.load(open(os.path.join(outdir, f"rank{r}.json"))) for r in range(WORLD)]
     return arrays, errors
@@ -310,3 +315,29 @@ def test_single_process_communicator_is_a_no_op():
     assert comm.rank == 0 and comm.world_size == 1
     assert comm.run(lambda: 5, "x") == 5
     np.testing.assert_array_equal(comm.gather([1.0, 2.0]), [[1.0, 2.0]])
+
+
+def _lone_worker(rank, world, port, outdir, lone):
+    """Rank ``lone`` fits with distributed=False; the other rank with True."""
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    # A short group timeout: the waiting rank gives up after it.
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=5))
+    X, _ = _data()
+    Xs = X[:SPLIT] if rank == 0 else X[SPLIT:]
+    error = _error(lambda: _model("full", distributed=rank != lone).fit(Xs))
+    with open(os.path.join(outdir, f"lone{rank}.json"), "w") as fh:
+        json.dump(error, fh)
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("lone", [0, 1])
+def test_a_rank_fitting_alone_is_reported_on_the_others(tmp_path, lone):
+    _spawn(_lone_worker, str(tmp_path), lone, limit=60)
+    errors = [json.load(open(tmp_path / f"lone{r}.json")) for r in range(WORLD)]
+    assert errors[lone] is None  # it fitted its own shard
+    waiting = errors[1 - lone]
+    assert waiting is not None and waiting.startswith("DistributedError"), waiting
+    assert "not every rank entered the distributed fit" in waiting
+    assert "a rank that passes distributed=False" in waiting

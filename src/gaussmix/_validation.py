@@ -58,10 +58,30 @@ def resolve_device(device, X=None) -> torch.device:
                 f"device={device!r} was requested but only {torch.cuda.device_count()} CUDA "
                 f"device(s) exist. Use an index below {torch.cuda.device_count()}."
             )
-    elif dev.type != "cpu":
-        # Other backends (mps, xpu) are accepted as torch understands them.
-        pass
+    elif dev.type == "meta":
+        raise ValueError(
+            f"device={device!r} holds no data (shapes only), so nothing can be fitted or "
+            f"predicted on it. Use device='cpu' or 'cuda'."
+        )
+    elif dev.type != "cpu" and not _backend_available(dev.type):
+        raise ValueError(
+            f"device={device!r} was requested but the {dev.type!r} backend is not available "
+            f"in this PyTorch build ({torch.__version__}) on this machine. Use device='cpu', "
+            f"or 'cuda' on a machine with an NVIDIA GPU."
+        )
+    # Other available backends (mps, xpu) are accepted as torch understands them.
     return dev
+
+
+def _backend_available(kind: str) -> bool:
+    """Whether torch can compute on devices of type ``kind`` here."""
+    if kind == "mps":
+        return bool(torch.backends.mps.is_available())
+    is_available = getattr(getattr(torch, kind, None), "is_available", None)
+    try:
+        return bool(is_available()) if callable(is_available) else False
+    except Exception:  # noqa: BLE001 - a backend probe that fails means "not usable"
+        return False
 
 
 def resolve_dtype(dtype, X=None) -> torch.dtype:

@@ -161,6 +161,71 @@ class SourceSummary:
     sample: torch.Tensor | None
 
 
+_SAVE_NUMERIC = "Save the data as a numeric array: np.save(path, np.asarray(X, dtype=np.float64))."
+
+
+def _open_npy(path: str) -> np.memmap:
+    """``path`` memory-mapped, after checking its header against the file.
+
+    numpy's own errors for an object array or a truncated file ("mmap length
+    is greater than file size") name no remedy, so both are checked first.
+    """
+    from .io import _npy_header, _NpyHeaderError
+
+    try:
+        with open(path, "rb") as fh:
+            shape, _, dtype = _npy_header(fh)
+            have = os.path.getsize(path) - fh.tell()
+        if dtype.kind not in "fiub":
+            raise _NpyHeaderError(f"it holds dtype {dtype}, not real numbers")
+        need = int(np.prod(shape)) * dtype.itemsize
+        if have < need:
+            raise _NpyHeaderError(
+                f"it is truncated: its header promises {need} bytes of data but only {have} "
+                f"follow (an interrupted save or copy?)"
+            )
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except _NpyHeaderError as exc:
+        raise ValueError(f"Cannot use {path!r} as a data source: {exc}. {_SAVE_NUMERIC}") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"Cannot open {path!r} as a .npy array: {exc}") from None
+
+
+_SINGLE_USE = (
+    "The data source yielded data on an earlier pass but no rows on this one: it is single-use "
+    "(its __iter__ returns the same, exhausted iterator). fit passes over the data once per EM "
+    "iteration, so the source must be re-iterable: a list of arrays, a DataLoader, a memmap, "
+    "or an object whose __iter__ calls a function that returns a fresh iterator each time."
+)
+
+
+def check_in_memory(X, caller: str, remedy: str) -> None:
+    """Refuse a source of batches where ``caller`` needs in-memory data.
+
+    Parameters
+    ----------
+    X : object
+        The caller's input; a memmap counts as in-memory (it is an array).
+    caller : str
+        The entry point, as the user called it.
+    remedy : str
+        What to do instead.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is a path or a non-array iterable of batches.
+    """
+    if isinstance(X, np.memmap) or not is_source(X):
+        return
+    what = (f"the path {os.fspath(X)!r}" if isinstance(X, (str, os.PathLike))
+            else f"a source of batches ({type(X).__name__})")
+    raise ValueError(
+        f"{caller}: expected in-memory data (an array, tensor or DataFrame), got {what}. Only "
+        f"fit reads sources (.npy paths, memmaps, DataLoaders, re-iterables of batches). {remedy}"
+    )
+
+
 class DataSource:
     """A re-iterable source of ``(X_chunk, weight_chunk)`` tensors.
 
@@ -191,10 +256,7 @@ class DataSource:
                     f"(np.save(path, X)); load other formats yourself and pass an array "
                     f"or an iterable of batches."
                 )
-            try:
-                data = np.load(path, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise ValueError(f"Cannot open {path!r} as a .npy array: {exc}") from None
+            data = _open_npy(path)
             self._kind = "memmap"
         elif isinstance(data, np.memmap):
             self._kind = "memmap"
@@ -216,6 +278,7 @@ class DataSource:
         self.dtype = None
         self.n_features: int | None = None
         self.n_samples: int | None = None
+        self._had_batches = False  # a later pass with no rows means a single-use source
 
     def set_rows(self, rows: int) -> None:
         """Set the number of rows per chunk."""
@@ -245,6 +308,7 @@ class DataSource:
     def first_batch(self):
         """The first raw ``X`` batch (to choose device and dtype from)."""
         for xb, _ in self._raw_batches():
+            self._had_batches = True
             return xb
         raise ValueError("The data source yielded no batches; pass a non-empty source.")
 
@@ -274,6 +338,8 @@ class DataSource:
             t, w = self._check_batch(i, xb, wb)
             seen += int(t.shape[0])
             yield t, w
+        if seen == 0 and (self.n_samples or self._had_batches):
+            raise ValueError(_SINGLE_USE)
         if self.n_samples is not None and seen != self.n_samples:
             raise ValueError(
                 f"The data source yielded {seen} rows in this pass but {self.n_samples} in the "

@@ -19,6 +19,7 @@ for NCCL and on the CPU for other backends (gloo).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -37,6 +38,18 @@ def _dist():
     import torch.distributed as dist
 
     return dist
+
+
+def _group_timeout(group) -> timedelta | None:
+    """The timeout the process group was created with (torch keeps it only on the
+    backend's options), or ``None`` (torch's default) where that is not exposed."""
+    dist = _dist()
+    pg = group if group is not None else dist.group.WORLD
+    try:
+        timeout = pg._get_backend(torch.device("cpu")).options._timeout
+    except (AttributeError, RuntimeError):
+        return None
+    return timeout if isinstance(timeout, timedelta) else None
 
 
 class Communicator:
@@ -81,7 +94,39 @@ class Communicator:
                 "with torchrun and call torch.distributed.init_process_group('nccl' on GPUs or "
                 "'gloo' on CPUs) before fit, or use distributed=False."
             )
-        return cls(True)
+        comm = cls(True)
+        comm.handshake()
+        return comm
+
+    def handshake(self) -> None:
+        """Check that every rank has entered the distributed fit (gloo only).
+
+        A rank that fits with ``distributed=False`` joins no collective, so the
+        others would wait in their first collective until the process group's
+        timeout and fail with a transport error, or worse, meet an unrelated
+        collective of that rank.  gloo's monitored barrier waits as long as the
+        group's own timeout and names the missing ranks; NCCL has no
+        counterpart, so there the ranks still wait for the group's timeout.
+
+        Raises
+        ------
+        DistributedError
+            If a rank did not reach the barrier within the group's timeout.
+        """
+        if self.backend != "gloo":
+            return
+        dist = _dist()
+        timeout = _group_timeout(self.group)
+        try:
+            dist.monitored_barrier(group=self.group, timeout=timeout, wait_all_ranks=True)
+        except RuntimeError as exc:
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            raise DistributedError(
+                f"Rank {self.rank}: not every rank entered the distributed fit within the process "
+                f"group's timeout ({timeout}) [{first_line}]. Every rank must call fit with "
+                f"distributed=True at the same point of the program: a rank that passes "
+                f"distributed=False fits its own shard alone and joins no collective."
+            ) from None
 
     @property
     def is_root(self) -> bool:

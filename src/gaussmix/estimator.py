@@ -10,7 +10,7 @@ import torch
 
 from ._validation import as_tensor_2d, check_sample_weight, to_output
 from .covariance import get_covariance_type
-from .data import chunk_rows
+from .data import check_in_memory, chunk_rows
 from .em import EMResult
 from .fitting import check_checkpoint_arguments
 from .init import initial_params
@@ -381,6 +381,8 @@ class GaussianMixture(BaseMixture):
                 "partial_fit does not support distributed=True; use fit on each rank's shard, or "
                 "call partial_fit on one process."
             )
+        check_in_memory(X, "partial_fit", "Call partial_fit once per batch, or fit(source) "
+                        "for exact EM over the whole source.")
         first = not hasattr(self, "_params")
         Xt = self._fit_validate(X, reset=first, min_samples=1)
         n, d = Xt.shape

@@ -19,7 +19,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import to_output
-from .data import chunk_rows, is_source, iter_chunks
+from .data import check_in_memory, chunk_rows, is_source, iter_chunks
 from .em import e_step
 from .covariance import get_covariance_type
 from .fitting import FitEngine
@@ -123,6 +123,10 @@ class BaseMixture(FitEngine, DensityMixin, BaseEstimator):
 
     def _predict_input(self, X):
         self._check_fitted()
+        check_in_memory(X, f"{type(self).__name__}'s methods after fit (predict, predict_proba, "
+                        f"score, score_samples, bic, aic)", "Load the data into an array (np.load(path, "
+                        "mmap_mode='r') for a .npy file) and pass that, or call them batch by "
+                        "batch.")
         return self._fit_validate(X, reset=False)
 
     def predict(self, X):

@@ -39,7 +39,7 @@ from .candidates import (
     worth_reseeding,
 )
 from .covariance import MCLUST_MODELS, get_covariance_type
-from .data import chunk_rows, iter_chunks
+from .data import check_in_memory, chunk_rows, iter_chunks
 from .em import e_step
 from .estimator import GaussianMixture
 from .guard import (
@@ -212,6 +212,23 @@ def _check_grid(n_components, covariance_types, criterion, degenerate, n_reseed)
     return list(dict.fromkeys(int(k) for k in ks)), types
 
 
+def _check_initial_parameters(ks, types, n_features, estimator_params) -> None:
+    """Raise the shape (or value) error of weights_init / means_init /
+    precisions_init for the first candidate they do not fit; a candidate's
+    fit would only report it as a failed (collapsed) candidate."""
+    if all(estimator_params.get(f"{p}_init") is None for p in ("weights", "means", "precisions")):
+        return
+    for cov_type in types:
+        for k in ks:
+            est = GaussianMixture(n_components=k, covariance_type=cov_type, **estimator_params)
+            try:
+                est._check_initial_parameters(n_features, torch.device("cpu"), torch.float64)
+            except ValueError as exc:
+                hint = (": initial parameters fix the number of components and the covariance "
+                        "type, so pass one K and one type with them") if "shape" in str(exc) else ""
+                raise ValueError(f"{exc} (select_model candidate {cov_type} K={k}{hint})") from None
+
+
 def select_model(
     X,
     n_components=range(1, 10),
@@ -269,8 +286,9 @@ def select_model(
         of the best ``K - 1`` fit, True).
     n_init : int, default=1
         Initialisations per candidate (``starts="estimator"`` only).
-    random_state : int, RandomState instance or None, default=None
-        Seed of the search's random starts.  With ``starts="estimator"``, the
+    random_state : int, RandomState or Generator instance, or None, default=None
+        Seed of the search's random starts (a RandomState or Generator is
+        drawn from once for it).  With ``starts="estimator"``, the
         seed shared by all candidates, so that the winner is the model
         ``GaussianMixture(K, covariance_type=..., random_state=seed).fit(X)``;
         re-seeding attempts derive their own seeds from it.
@@ -344,7 +362,9 @@ def select_model(
         if name in estimator_params:
             raise ValueError(f"Pass {name!r} to select_model directly, not as an estimator parameter.")
     # Data and settings errors are the caller's, not a candidate's: raise them now.
-    as_tensor_2d(X if isinstance(X, torch.Tensor) else np.asarray(X))
+    check_in_memory(X, "select_model", "Load the data into an array "
+                    "(np.load(path, mmap_mode='r') for a .npy file) and pass that.")
+    n_features = as_tensor_2d(X if isinstance(X, torch.Tensor) else np.asarray(X)).shape[1]
     resolve_device(device)
     unknown = set(estimator_params) - set(GaussianMixture().get_params())
     if unknown:
@@ -356,11 +376,15 @@ def select_model(
                             device=device, **estimator_params)
     probe._check_hyperparameters()
     resolve_dtype(probe.dtype)
+    _check_initial_parameters(ks, types, n_features, estimator_params)
     # An int seed is used as it is, so the winner equals
     # GaussianMixture(..., random_state=seed).fit(X) for its K and type.
     if random_state is None or (isinstance(random_state, numbers.Integral)
                                 and not isinstance(random_state, bool)):
         base_seed = random_state
+    elif isinstance(random_state, np.random.Generator):
+        # One draw, as from a RandomState: the same generator state gives the same result.
+        base_seed = int(random_state.integers(np.iinfo(np.int32).max))
     else:
         base_seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
     grid = [(t, k) for t in types for k in ks]
