@@ -208,3 +208,21 @@ def test_gaussian_mixture_files_keep_format_one(tmp_path):
 def test_unfitted_bayesian_mixture_cannot_be_saved(tmp_path):
     with pytest.raises(ValueError, match="BayesianGaussianMixture is not fitted"):
         BayesianGaussianMixture().save(tmp_path / "m.npz")
+
+
+def test_cli_info_describes_the_posterior(tmp_path, capsys):
+    from gaussmix.cli import main
+
+    model = _fit("diag", "dirichlet_distribution", weight_concentration_prior=0.01)
+    model.save(tmp_path / "m.npz")
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "m.npz"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["estimator"] == "BayesianGaussianMixture"
+    assert info["weight_concentration_prior_type"] == "dirichlet_distribution"
+    assert info["weight_concentration_prior"] == 0.01
+    assert info["components_above_1%"] == int((model.weights_ > 0.01).sum()) == 3
+    assert info["degrees_of_freedom_prior"] == 3.0 and "n_parameters" not in info
+    assert main(["info", str(tmp_path / "m.npz")]) == 0
+    text = capsys.readouterr().out
+    assert "BayesianGaussianMixture" in text and "components_above_1%: 3" in text
