@@ -281,7 +281,10 @@ class BayesianGaussianMixture(BaseMixture):
         # Every rank takes its moments around the same point, so they add up.
         c = comm.from_root(center, "initialising").to(device=data.device)
         mean, data_cov = data_moments(chunks(), c, comm.reduce_stats if comm.enabled else None)
-        priors = self._resolve_priors(data.n_features, mean, data_cov)
+        self._set_priors(self._resolve_priors(data.n_features, mean, data_cov))
+
+    def _set_priors(self, priors: Priors):
+        """The update for ``priors`` and the ``*_prior_`` attributes that report them."""
         self._update = VariationalUpdate(
             self.covariance_type, self.weight_concentration_prior_type, priors, self.reg_covar
         )

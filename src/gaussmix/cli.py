@@ -601,6 +601,7 @@ def _cmd_info(args) -> int:
         "file": args.model,
         "format": f"{meta['format']} v{meta['format_version']}",
         "gaussmix_version": meta.get("gaussmix_version"),
+        "estimator": type(model).__name__,
         "covariance_type": p.covariance_type,
         "n_components": p.n_components,
         "n_features": p.n_features,
@@ -610,21 +611,42 @@ def _cmd_info(args) -> int:
         "converged": model.converged_,
         "n_iter": model.n_iter_,
         "lower_bound": model.lower_bound_,
+        **_posterior_info(model),
         "weights": p.weights.detach().double().cpu().numpy(),
         "means": p.means.detach().double().cpu().numpy(),
     }
+    if "weight_concentration_prior_type" in info:
+        # A variational mixture has no parameter count in the BIC sense.
+        del info["n_parameters"]
     if args.json:
         print(json.dumps(_jsonable(info), indent=2))
         return EXIT_OK
-    for k in ("file", "format", "gaussmix_version", "covariance_type", "n_components",
-              "n_features", "n_parameters", "dtype", "feature_names", "converged", "n_iter",
-              "lower_bound"):
+    shown = [k for k in info if k not in ("weights", "means")]
+    width = max(17, *map(len, shown))
+    for k in shown:
         v = info[k]
         if isinstance(v, list):
             v = ", ".join(v)
-        print(f"{k:>17}: {_fmt(v)}")
+        print(f"{k:>{width}}: {_fmt(v)}")
     print(_model_summary(model, meta.get("feature_names")))
     return EXIT_OK
+
+
+def _posterior_info(model) -> dict:
+    """What ``info`` adds for a variational mixture: its priors and how many
+    components it uses (the rest are switched off by the prior)."""
+    from .bayesian import BayesianGaussianMixture
+
+    if not isinstance(model, BayesianGaussianMixture):
+        return {}
+    weights = np.asarray(model.weights_, dtype=np.float64)
+    return {
+        "weight_concentration_prior_type": model.weight_concentration_prior_type,
+        "components_above_1%": int((weights > 0.01).sum()),
+        "weight_concentration_prior": model.weight_concentration_prior_,
+        "mean_precision_prior": model.mean_precision_prior_,
+        "degrees_of_freedom_prior": model.degrees_of_freedom_prior_,
+    }
 
 
 # --------------------------------------------------------------------- main

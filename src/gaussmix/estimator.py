@@ -456,20 +456,3 @@ class GaussianMixture(BaseMixture):
         Xt = self._predict_input(X)
         ll = float(self._score_samples(Xt).double().sum())
         return -2.0 * ll + 2.0 * self._n_parameters()
-
-    def save(self, path):
-        """Write the fitted model to a file that :func:`gaussmix.load` reads.
-
-        The file is a ``.npz`` archive of the parameter arrays plus JSON
-        metadata; loading it never unpickles and never runs code.  See
-        :mod:`gaussmix.io`.
-
-        Parameters
-        ----------
-        path : str or path-like
-            Destination, conventionally ending in ``.npz``.
-        """
-        from .io import save_model
-
-        save_model(self, path)
-

@@ -249,6 +249,23 @@ class BaseMixture(FitEngine, DensityMixin, BaseEstimator):
         self._check_fitted()
         return self._params
 
+    def save(self, path):
+        """Write the fitted model to a file that :func:`gaussmix.load` reads.
+
+        The file is a ``.npz`` archive of the parameter arrays (and, for a
+        variational mixture, its posterior and priors) plus JSON metadata;
+        loading it never unpickles and never runs code.  See
+        :mod:`gaussmix.io`.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Destination, conventionally ending in ``.npz``.
+        """
+        from .model_files import save_model
+
+        save_model(self, path)
+
 
 def _multinomial_counts(n: int, probs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Component counts of ``n`` draws (sequential binomials, reproducible)."""

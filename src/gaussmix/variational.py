@@ -33,6 +33,7 @@ __all__ = [
     "WEIGHT_PRIORS",
     "VariationalParams",
     "VariationalUpdate",
+    "estep_terms",
     "data_moments",
 ]
 
@@ -185,6 +186,30 @@ def _digamma_sum(dof: torch.Tensor, n_features: int, fn) -> torch.Tensor:
     return fn(0.5 * (dof.unsqueeze(-1) - d)).sum(-1)
 
 
+def estep_terms(weight_prior, weight_concentration: torch.Tensor, mean_precision: torch.Tensor,
+                degrees_of_freedom: torch.Tensor, n_features: int) -> torch.Tensor:
+    """The variational E-step's per-component constant (float64, shape (K,)).
+
+    ``E[log pi_k] + 1/2 (E[log |Lambda_k|] - D log nu_k - D / beta_k)``: the
+    expected log-weight plus the Wishart's precision terms that the
+    normalised precision factors do not carry.
+
+    Parameters
+    ----------
+    weight_prior : DirichletDistribution or DirichletProcess
+    weight_concentration : Tensor (K,) or (2, K)
+    mean_precision : Tensor (K,)
+    degrees_of_freedom : Tensor (K,) or ()
+    n_features : int
+    """
+    d, dof = n_features, degrees_of_freedom
+    # E[log |Lambda_k|] less the D log nu_k that the normalised factors carry.
+    log_lambda = d * _LOG_2 + _digamma_sum(dof, d, torch.digamma)
+    return weight_prior.expected_log_weights(weight_concentration) + 0.5 * (
+        log_lambda - d * torch.log(dof) - d / mean_precision
+    )
+
+
 class VariationalUpdate:
     """The variational update and lower bound for :func:`gaussmix.em.run_em`.
 
@@ -235,12 +260,6 @@ class VariationalUpdate:
             nk, sk, xk - mean, p.mean_precision, beta, p.covariance.to(xk.device), dof
         )
         prec_chol, covariances = cov.factorize(covariances, self.reg_covar, eps, events)
-        d = means.shape[1]
-        # E[log |Lambda_k|] less the D log nu_k that the normalised factors carry.
-        log_lambda = d * _LOG_2 + _digamma_sum(dof, d, torch.digamma)
-        estep = self.weight_prior.expected_log_weights(conc) + 0.5 * (
-            log_lambda - d * torch.log(dof) - d / beta
-        )
         return VariationalParams(
             weights=self.weight_prior.weights(conc),
             means=means,
@@ -250,7 +269,7 @@ class VariationalUpdate:
             weight_concentration=conc,
             mean_precision=beta,
             degrees_of_freedom=dof,
-            estep_terms=estep,
+            estep_terms=estep_terms(self.weight_prior, conc, beta, dof, means.shape[1]),
         )
 
     def lower_bound(self, stats, params: VariationalParams) -> float:
