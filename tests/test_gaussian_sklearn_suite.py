@@ -46,8 +46,9 @@ CASES = {
 
 #: Real drop-in gaps not fixed yet (strict: passing makes this module fail).
 GAPS = {
-    "test_regularisation": "our collapsed-covariance message inserts its cause inside "
-                           "scikit-learn's sentence (covariance/base.py), so match= fails",
+    "test_regularisation": "with reg_covar=0 on collapsed data scikit-learn raises; gaussmix "
+                           "adds the smallest regularisation that factorises the covariance "
+                           "and warns (CovarianceWarning, docs/RELIABILITY.md)",
 }
 
 

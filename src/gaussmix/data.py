@@ -170,22 +170,22 @@ def _open_npy(path: str) -> np.memmap:
     numpy's own errors for an object array or a truncated file ("mmap length
     is greater than file size") name no remedy, so both are checked first.
     """
-    from .io import _npy_header, _NpyHeaderError
+    from .safe_npy import NpyHeaderError, npy_header
 
     try:
         with open(path, "rb") as fh:
-            shape, _, dtype = _npy_header(fh)
+            shape, _, dtype = npy_header(fh)
             have = os.path.getsize(path) - fh.tell()
         if dtype.kind not in "fiub":
-            raise _NpyHeaderError(f"it holds dtype {dtype}, not real numbers")
+            raise NpyHeaderError(f"it holds dtype {dtype}, not real numbers")
         need = int(np.prod(shape)) * dtype.itemsize
         if have < need:
-            raise _NpyHeaderError(
+            raise NpyHeaderError(
                 f"it is truncated: its header promises {need} bytes of data but only {have} "
                 f"follow (an interrupted save or copy?)"
             )
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except _NpyHeaderError as exc:
+    except NpyHeaderError as exc:
         raise ValueError(f"Cannot use {path!r} as a data source: {exc}. {_SAVE_NUMERIC}") from None
     except (OSError, ValueError) as exc:
         raise ValueError(f"Cannot open {path!r} as a .npy array: {exc}") from None

@@ -31,11 +31,12 @@ class CovarianceWarning(UserWarning):
 
 
 def _ill_defined_message(what: str) -> str:
+    # scikit-learn's sentence unchanged (code matches on it), then the cause.
     return (
-        f"Fitting the mixture model failed because some components have ill-defined "
-        f"empirical covariance ({what}; for instance caused by singleton or collapsed "
-        f"samples). Try to decrease the number of components, increase reg_covar, or "
-        f"scale the input data."
+        "Fitting the mixture model failed because some components have ill-defined "
+        "empirical covariance (for instance caused by singleton or collapsed samples). "
+        "Try to decrease the number of components, increase reg_covar, or scale the "
+        f"input data. Cause: {what}."
     )
 
 
