@@ -12,6 +12,8 @@ Usage::
     python benchmarks/bench.py                 # CPU grid, writes docs/PERFORMANCE.md
     python benchmarks/bench.py --quick         # acceptance shapes only, 1 repetition
     python benchmarks/bench.py --device cuda --dtype float32   # GPU rows (no scikit-learn)
+    python benchmarks/bench.py --clusters      # issue 13's table: separated and overlapping
+                                               # clusters, float64 and float32, one run
 
 Timings on a machine shared with other work are noisy: every number is the
 best of ``--reps`` interleaved repetitions, and the load average is printed.
@@ -293,6 +295,96 @@ def run(args) -> str:
     return "\n".join(lines)
 
 
+CLUSTER_SHAPE = (100_000, 16, 16)
+# Centre spread of the two data sets: unit-variance clusters whose centres are
+# drawn with this standard deviation (5: tens of standard deviations apart;
+# 0.5: overlapping, every mean within a few of its standard deviations of the
+# mixture mean, so float32 keeps the one-shift path).
+CLUSTER_SPREADS = (("separated", 5.0), ("overlapping", 0.5))
+PEERS = ("pomegranate", "gmmx", "torchgmm")
+
+
+def cluster_data(n, d, k, spread, seed=0):
+    """Unit-variance Gaussian clusters with centres drawn with ``spread``."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=spread, size=(k, d))
+    return centres[rng.integers(0, k, size=n)] + rng.normal(size=(n, d))
+
+
+def _params_after(Xt, k, kind, init, n_iter):
+    """gaussmix's parameters after ``n_iter`` EM iterations from ``init``."""
+    weights, means, precisions = init
+    cov = get_covariance_type(kind)
+    p = GMMParams(
+        torch.as_tensor(weights, dtype=torch.float64), torch.as_tensor(means, dtype=torch.float64),
+        cov.precisions_cholesky_from_precisions(torch.as_tensor(precisions, dtype=torch.float64)),
+        kind,
+    ).to(dtype=Xt.dtype)
+    rows = chunk_rows(Xt.shape[0], k, Xt.shape[1], Xt.device, Xt.dtype)
+    return run_em(lambda: iter_chunks(Xt, None, rows), p, reg_covar=1e-6, tol=0.0,
+                  max_iter=n_iter).params
+
+
+def installed_peers() -> list:
+    import importlib.util
+
+    return [name for name in PEERS if importlib.util.find_spec(name) is not None]
+
+
+def run_clusters(args) -> str:
+    """Issue 13's table: ratios measured side by side in one run.
+
+    For each data set and covariance type, every repetition times scikit-learn
+    (float64), gaussmix float64 and gaussmix float32 one after the other from
+    the same initial parameters; the ratios are of the medians.
+    """
+    torch.set_num_threads(args.threads)
+    n, d, k = CLUSTER_SHAPE
+    n_iter = 3
+    reps = args.reps
+    peers = installed_peers()
+    header = machine("cpu", args.threads)
+    lines = [
+        f"Machine: {header}",
+        f"{n:,} x {d} x {k}, {n_iter} EM iterations from the same fixed start, medians of {reps} "
+        "interleaved repetitions; ratios only (a shared CPU: absolute times move with the load).",
+        "Peers: " + (", ".join(peers) + " (not yet timed by this script)" if peers else
+                     "none of pomegranate, gmmx, torchgmm is installed here"),
+        "",
+        "| clusters | type | gaussmix float64 vs scikit-learn | gaussmix float32 vs float64 | "
+        "float32 moments after the timed iterations | LL rel. diff float64 vs scikit-learn | float32 vs float64 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    from gaussmix.em import moment_shift
+
+    for label, spread in CLUSTER_SPREADS:
+        X = cluster_data(n, d, k, spread)
+        X64 = torch.from_numpy(X)
+        X32 = X64.float()
+        for kind in args.kinds.split(","):
+            init = fixed_init(X, k, kind)
+            sk, g64, g32 = [], [], []
+            for _ in range(reps):
+                if not args.no_sklearn:
+                    t, sk_lb = time_sklearn(X, k, kind, init, n_iter, args.threads)
+                    sk.append(t)
+                t, lb64 = time_gaussmix(X64, k, kind, init, n_iter)
+                g64.append(t)
+                t, lb32 = time_gaussmix(X32, k, kind, init, n_iter)
+                g32.append(t)
+            m64, m32 = float(np.median(g64)), float(np.median(g32))
+            path = "per component" if moment_shift(_params_after(X32, k, kind, init, n_iter)).dim() == 2 \
+                else "one shift"
+            vs_sk = f"{float(np.median(sk)) / m64:.1f}x" if sk else "-"
+            sk_diff = f"{abs(lb64 - sk_lb) / abs(sk_lb):.1e}" if sk else "-"
+            row = (f"| {label} | {kind} | {vs_sk} | {m64 / m32:.2f}x | {path} | "
+                   f"{sk_diff} | {abs(lb32 - lb64) / abs(lb64):.1e} |")
+            lines.append(row)
+            print(row, flush=True)
+    return "\n".join(lines)
+
+
 def write_doc(table: str, section: str) -> None:
     begin, end = f"<!-- bench:{section}:begin -->", f"<!-- bench:{section}:end -->"
     block = f"{begin}\n{table}\n{end}"
@@ -318,7 +410,18 @@ def main(argv=None):
     ap.add_argument("--no-sklearn", action="store_true", help="time gaussmix only")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     ap.add_argument("--omp-wait", default="passive", help="OMP_WAIT_POLICY (passive or active)")
+    ap.add_argument("--clusters", action="store_true",
+                    help="issue 13's table: separated and overlapping clusters, float64 and "
+                         "float32, against scikit-learn, in one run (writes section 'clusters')")
+    ap.add_argument("--kinds", default="full,diag,spherical",
+                    help="covariance types of --clusters (comma-separated)")
     args = ap.parse_args(argv)
+    if args.clusters:
+        args.reps = max(args.reps, 3)
+        table = run_clusters(args)
+        if not args.no_write:
+            write_doc(table, "clusters")
+        return
     table = run(args)
     if not args.no_write:
         section = f"{torch.device(args.device).type}-{args.dtype}" + ("-quick" if args.quick else "")

@@ -421,7 +421,8 @@ class CovarianceType:
     #: (``direct=True``) instead of the prepared one-GEMM path.
     direct_below_float64 = False
 
-    def moments_around(self, xc: torch.Tensor, resp: torch.Tensor, offsets: torch.Tensor) -> tuple:
+    def moments_around(self, xc: torch.Tensor, resp: torch.Tensor, offsets: torch.Tensor,
+                       owner: torch.Tensor | None = None) -> tuple:
         """Per-chunk statistics with each component's moments around its own point.
 
         Parameters
@@ -433,6 +434,10 @@ class CovarianceType:
         offsets : Tensor (K, D)
             Per-component centres, in the coordinates of ``xc`` (the current
             means minus the shift).
+        owner : Tensor (B,) or (B, 1) of int, optional
+            Each row's most likely component (``resp.argmax(1)`` when not
+            given; the E-step has it for free).  Only the precision depends
+            on it, not the result's value.
 
         Returns
         -------
@@ -442,6 +447,20 @@ class CovarianceType:
         s2 : Tensor
             Second moments of ``xc_i - offsets_k``, per component.
         """
+        raise NotImplementedError
+
+    def raw_moments_around(self, xc: torch.Tensor, resp: torch.Tensor, offsets: torch.Tensor,
+                           owner: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Additive per-chunk totals that :meth:`moments_from_raw` turns into
+        :meth:`moments_around`'s result, or None where a type has none.
+
+        Summing these over the chunks of a pass and converting once lets the
+        per-pass part of the arithmetic run once instead of once per chunk.
+        """
+        return None
+
+    def moments_from_raw(self, raw: torch.Tensor, offsets: torch.Tensor) -> tuple:
+        """``(nk, s1, s2)`` in float64 from summed :meth:`raw_moments_around`."""
         raise NotImplementedError
 
     # -- the variational posterior (gaussmix.variational) ---------------------

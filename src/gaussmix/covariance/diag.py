@@ -41,7 +41,7 @@ class Diag(CovarianceType):
 
     per_component_moments = True
 
-    def moments_around(self, xc, resp, offsets):
+    def moments_around(self, xc, resp, offsets, owner=None):
         z = xc.unsqueeze(1) - offsets.unsqueeze(0)
         w = resp.unsqueeze(2) * z
         return resp.sum(0), w.sum(0), (w * z).sum(0)

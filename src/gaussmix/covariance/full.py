@@ -35,14 +35,46 @@ class Full(CovarianceType):
 
     per_component_moments = True
 
-    def moments_around(self, xc, resp, offsets):
-        # (B, K, D) differences to each component's centre: every product is of
-        # the component's own spread, so float32 loses nothing to the distance
-        # between components. One batched GEMM over components.
-        z = xc.unsqueeze(1) - offsets.unsqueeze(0)
-        w = resp.unsqueeze(2) * z
-        s2 = torch.bmm(w.permute(1, 2, 0), z.transpose(0, 1))
-        return resp.sum(0), w.sum(0), s2
+    def moments_around(self, xc, resp, offsets, owner=None):
+        return self.moments_from_raw(self.raw_moments_around(xc, resp, offsets, owner), offsets)
+
+    def raw_moments_around(self, xc, resp, offsets, owner=None):
+        # Each row is centred on the component that holds most of it, z_i =
+        # x_i - a_h(i) (a subtraction of nearby numbers, exact in float32), so
+        # every float32 product is of a component's own spread.  Then
+        #   S2_k = sum_i r_ik (z_i + a_h(i) - a_k)(z_i + a_h(i) - a_k)^T
+        # is one GEMM [z, onehot(h)]^T @ [r (x) z, r] (the moments of z and,
+        # per owning component h, sum r_ik z_i and sum r_ik) plus a float64
+        # correction in the between-component gaps a_h - a_k, applied once
+        # per pass by moments_from_raw (the GEMM's result is additive).
+        b, d = xc.shape
+        k = resp.shape[1]
+        if owner is None:
+            owner = resp.argmax(1)
+        owner = owner.reshape(-1)
+        left = torch.zeros(b, d + k, dtype=xc.dtype, device=xc.device)
+        z = left[:, :d]
+        torch.sub(xc, offsets.index_select(0, owner), out=z)
+        left[:, d:].scatter_(1, owner.unsqueeze(1), 1.0)
+        right = torch.empty(b, k * d + k, dtype=xc.dtype, device=xc.device)
+        torch.mul(resp.unsqueeze(2), z.unsqueeze(1), out=right[:, :k * d].view(b, k, d))
+        right[:, k * d:] = resp
+        return left.T @ right
+
+    def moments_from_raw(self, raw, offsets):
+        k, d = offsets.shape
+        raw = raw.double()
+        g = raw[:d, :k * d].reshape(d, k, d).transpose(0, 1)
+        s1z = raw[:d, k * d:].T
+        t = raw[d:, :k * d].reshape(k, k, d)  # [h, k]: sum over rows owned by h of r_ik z_i
+        n = raw[d:, k * d:]  # [h, k]: sum over rows owned by h of r_ik
+        off = offsets.double()
+        gap = off.unsqueeze(1) - off.unsqueeze(0)  # [h, k]: a_h - a_k
+        # sum_h (t_hk + n_hk gap_hk / 2) gap_hk^T, symmetrised, is the whole correction.
+        half = torch.einsum("hki,hkj->kij", t + 0.5 * n.unsqueeze(2) * gap, gap)
+        s2 = g + half + half.transpose(1, 2)
+        s1 = s1z + torch.einsum("hk,hki->ki", n, gap)
+        return n.sum(0), s1, s2
 
     def covariances_from_stats(self, nk, means_c, s2, reg_covar):
         d = means_c.shape[1]
