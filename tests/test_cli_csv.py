@@ -59,9 +59,9 @@ def test_predict_output_reads_back_and_finds_features_by_quoted_name(model_path,
 
 
 def test_sample_streams_in_blocks(model_path, tmp_path, monkeypatch):
-    import gaussmix.cli as cli
+    import gaussmix.cli.commands as commands
 
-    monkeypatch.setattr(cli, "SAMPLE_BLOCK", 7)
+    monkeypatch.setattr(commands, "SAMPLE_BLOCK", 7)
     out = tmp_path / "s.csv"
     assert main(["sample", str(model_path), "-n", "2e1", "--seed", "0", "-o", str(out)]) == 0
     X, _ = read_data(out)
