@@ -1,0 +1,286 @@
+"""The E-step and the sufficient statistics of one pass over the data.
+
+For every chunk, the E-step under the current parameters gives responsibilities,
+whose sufficient statistics are added to a float64 running total
+(:func:`accumulate`); the totals are additive across chunks and ranks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+
+from . import kernels
+from .covariance import row_sums
+from .covariance.base import _LOG_2PI
+from .params import GMMParams
+from .stats import SuffStats, VariationalStats
+
+
+Chunks = Iterable[tuple[torch.Tensor, "torch.Tensor | None"]]
+
+
+#: Squared Mahalanobis distance from the mixture mean to a component's mean
+#: above which float32 passes work per component (about 1.2e-6 relative error
+#: of the one-shift arithmetic at this distance: eps32 * 10).
+FAR_IN_FLOAT32 = 10.0
+
+
+def moment_shift(params: GMMParams) -> torch.Tensor:
+    """Where the second moments of a pass are taken: (D,) or (K, D).
+
+    The mixture mean (one shift, one GEMM), unless the data are float32, the
+    type keeps one covariance per component, and some component's mean lies
+    more than ``sqrt(FAR_IN_FLOAT32)`` of its own standard deviations from the
+    mixture mean: then each component's current mean.  With one shift such a
+    component would lose ``eps32 * distance**2 / sigma**2`` of its covariance's
+    accuracy.  The choice depends on the parameters alone, so every chunk and
+    every rank agree.
+    """
+    if params.means.dtype == torch.float64 or not params.cov.per_component_moments:
+        return params.shift
+    means_c = params.means - params.shift
+    origin = torch.zeros(1, params.n_features, dtype=means_c.dtype, device=means_c.device)
+    far = params.cov.mahalanobis(origin, means_c, params.precisions_cholesky).amax()
+    return params.means if float(far) > FAR_IN_FLOAT32 else params.shift
+
+
+def _exp_floor(dtype: torch.dtype) -> float:
+    """A log-responsibility floor whose exp, divided by up to 1000 components,
+    is still a normal number of ``dtype``."""
+    return 0.9 * math.log(torch.finfo(dtype).tiny)
+
+
+class _Pass:
+    """What every chunk of one pass shares, computed once per pass.
+
+    ``const[k] = log w_k + log det U_k - D/2 log(2 pi)``, so that the weighted
+    log-probabilities of a chunk are ``const - maha / 2`` (one fused op).
+    """
+
+    __slots__ = ("cov", "shift", "prep", "const", "offsets", "direct", "entropy", "raw")
+
+    def __init__(self, params: GMMParams, moments_at: torch.Tensor | None = None,
+                 entropy: bool = False):
+        cov = params.cov
+        d = params.n_features
+        self.cov = cov
+        self.shift = params.shift
+        if moments_at is None:
+            moments_at = moment_shift(params)
+        self.offsets = None if moments_at.dim() == 1 else moments_at - self.shift
+        self.direct = None
+        if cov.direct_below_float64 and self.offsets is not None:
+            # float32 and a component far from the shift: distances per component too.
+            self.direct = (params.means - self.shift, params.precisions_cholesky)
+        self.prep = cov.prepare(params.means - self.shift, params.precisions_cholesky)
+        log_det = cov.log_det(params.precisions_cholesky, d)
+        self.const = params.log_weight_terms() + (log_det - 0.5 * d * _LOG_2PI)
+        self.entropy = entropy
+        self.raw = None  # summed raw_moments_around of the pass's chunks
+
+    def weighted_log_prob(self, X: torch.Tensor) -> tuple:
+        if self.direct is not None:
+            xc = X - self.shift
+            maha = self.cov.mahalanobis(xc, *self.direct)
+            return torch.add(self.const, maha, alpha=-0.5), xc, xc
+        xc, feats = self.cov.features(X, self.shift)
+        maha = self.cov.mahalanobis_prepared(feats, self.prep)
+        return torch.add(self.const, maha, alpha=-0.5), xc, feats
+
+
+def estimate_weighted_log_prob(X: torch.Tensor, params: GMMParams) -> torch.Tensor:
+    """``log w_k + log N(x_i | mu_k, Sigma_k)`` for every point and component.
+
+    Parameters
+    ----------
+    X : Tensor (B, D)
+        Data in the parameters' dtype and device.
+    params : GMMParams
+
+    Returns
+    -------
+    Tensor (B, K)
+    """
+    return _Pass(params).weighted_log_prob(X)[0]
+
+
+def e_step(X: torch.Tensor, params: GMMParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log responsibilities and per-sample log-likelihood of one chunk.
+
+    Parameters
+    ----------
+    X : Tensor (B, D)
+    params : GMMParams
+
+    Returns
+    -------
+    log_resp : Tensor (B, K)
+    log_prob_norm : Tensor (B,)
+        ``log p(x_i)`` under the mixture: ``-inf`` for a point whose density
+        underflows in every component (a point very far from every mean),
+        whose responsibilities then go to the nearest component in
+        Mahalanobis terms, so every row is a valid distribution.
+    """
+    wlp = estimate_weighted_log_prob(X, params)
+    # Normalise around each row's maximum: with log-densities near -1e300 the
+    # row's spread is lost to rounding in ``wlp - logsumexp(wlp)``, but not in
+    # ``wlp - max``, which keeps every row a distribution.
+    top = wlp.amax(1, keepdim=True)
+    log_resp = wlp.sub_(top)
+    norm = torch.logsumexp(log_resp, dim=1, keepdim=True)
+    log_resp.sub_(norm)
+    log_prob_norm = norm.add_(top).view(-1)
+    lost = ~torch.isfinite(log_prob_norm)
+    if bool(lost.any()):
+        log_prob_norm[lost] = -math.inf
+        log_resp[lost] = _nearest_log_resp(X[lost], params).to(log_resp.dtype)
+    return log_resp, log_prob_norm
+
+
+def _nearest_log_resp(X: torch.Tensor, params: GMMParams) -> torch.Tensor:
+    """Log responsibilities of points whose density underflows in every component.
+
+    Far from every mean the log-density is dominated by ``-maha / 2``, so the
+    component nearest in Mahalanobis terms takes the point (ties share it).
+    The distances are compared on the point and means scaled by the point's
+    own magnitude, where they stay finite; components of zero weight never
+    take a point.
+    """
+    out = torch.full((X.shape[0], params.n_components), -math.inf, dtype=torch.float64,
+                     device=X.device)
+    shift = params.shift.double()
+    means_c = params.means.double() - shift
+    usable = params.weights > 0
+    for i, x in enumerate(X.double() - shift):
+        s = x.abs().max().clamp_min(1.0)
+        maha = params.cov.mahalanobis((x / s).unsqueeze(0), means_c / s,
+                                      params.precisions_cholesky.double())[0]
+        maha = torch.where(usable, maha, math.inf)
+        best = maha == maha.min() if bool(torch.isfinite(maha.min())) else usable
+        out[i, best] = -math.log(int(best.sum()))
+    return out
+
+
+def _add_chunk(total: SuffStats, X: torch.Tensor, sample_weight, ctx: _Pass) -> None:
+    """E-step of one chunk; its statistics are added into ``total`` (all but
+    ``weight`` and ``count``, which the caller keeps)."""
+    wlp, xc, feats = ctx.weighted_log_prob(X)
+    # Normalise in place with a single exp: resp = exp(wlp - max) / sum, and
+    # log p(x) = max + log(sum), the same numbers logsumexp gives.
+    owner = None
+    if ctx.offsets is None:
+        top = wlp.amax(1, keepdim=True)
+    else:
+        # Per-component moments want each row's most likely component too.
+        top, owner = wlp.max(1, keepdim=True)
+    # The floor keeps exp out of the subnormal range, where it is up to 60x
+    # slower on the CPU (separated clusters put most entries there); the
+    # floored entries are below 1e-34 (float32) or 1e-280 (float64).
+    resp = wlp.sub_(top).clamp_min_(_exp_floor(wlp.dtype)).exp_()
+    norm = row_sums(resp).unsqueeze(1)
+    resp.div_(norm)
+    log_prob_norm = norm.log_().add_(top).view(-1)
+    if ctx.entropy:
+        # sum_k r_ik log r_ik, before the sample weights scale the responsibilities.
+        neg_entropy = torch.special.xlogy(resp, resp).sum(1, dtype=torch.float64)
+        w = None if sample_weight is None else sample_weight.double()
+        total.entropy.add_(neg_entropy.sum() if w is None else neg_entropy @ w)
+    if sample_weight is not None:
+        resp.mul_(sample_weight.unsqueeze(1))
+        total.log_likelihood.add_(log_prob_norm.double() @ sample_weight.double())
+    else:
+        total.log_likelihood.add_(log_prob_norm.sum(dtype=torch.float64))
+    if ctx.offsets is None:
+        nk, s1, s2 = ctx.cov.moments(xc, resp, feats)
+    else:
+        raw = ctx.cov.raw_moments_around(xc, resp, ctx.offsets, owner)
+        if raw is not None:
+            # Additive; turned into moments once, at the end of the pass.
+            ctx.raw = raw.double() if ctx.raw is None else ctx.raw.add_(raw)
+            return
+        nk, s1, s2 = ctx.cov.moments_around(xc, resp, ctx.offsets, owner)
+    _add_moments(total, nk, s1, s2)
+
+
+def _add_moments(total: SuffStats, nk, s1, s2) -> None:
+    total.nk.add_(nk)
+    total.s1.add_(s1)
+    total.s2.add_(s2)
+
+
+def _zeros(params: GMMParams, entropy: bool = False) -> SuffStats:
+    k, d = params.n_components, params.n_features
+    kind = VariationalStats if entropy else SuffStats
+    return kind.zeros(k, d, params.cov.stat_shape(k, d), device=params.means.device)
+
+
+def chunk_stats(
+    X: torch.Tensor,
+    params: GMMParams,
+    sample_weight: torch.Tensor | None = None,
+) -> SuffStats:
+    """E-step on one chunk and its sufficient statistics (float64).
+
+    Parameters
+    ----------
+    X : Tensor (B, D)
+    params : GMMParams
+        Current parameters; their mixture mean is the shift of the moments.
+    sample_weight : Tensor (B,), optional
+        Non-negative weights; a point of weight w counts as w copies.
+    """
+    return accumulate([(X, sample_weight)], params)
+
+
+def accumulate(chunks: Chunks, params: GMMParams, moments_at: torch.Tensor | None = None,
+               entropy: bool = False) -> SuffStats:
+    """Sum :func:`chunk_stats` over chunks (one pass over the data).
+
+    The per-pass constants are computed once and each chunk's statistics go
+    straight into the float64 totals; the only device sync is float32's
+    choice of :func:`moment_shift`, once per pass.
+
+    Parameters
+    ----------
+    chunks : iterable of (X_chunk, weight_chunk)
+    params : GMMParams
+    moments_at : Tensor, optional
+        :func:`moment_shift` of ``params``, when the caller already has it.
+    entropy : bool
+        Also sum the responsibilities' ``r log r`` (a
+        :class:`~gaussmix.stats.VariationalStats` is returned).
+    """
+    total = _zeros(params, entropy)
+    ctx = _Pass(params, moments_at, entropy)
+    rows = 0
+    unweighted_rows = 0
+    weight_sums = []
+    with kernels.matmul_precision(params.means.device):
+        for xb, wb in chunks:
+            _add_chunk(total, xb, wb, ctx)
+            rows += xb.shape[0]
+            if wb is None:
+                unweighted_rows += xb.shape[0]
+            else:
+                weight_sums.append(wb.sum(dtype=torch.float64))
+    if ctx.raw is not None:
+        _add_moments(total, *ctx.cov.moments_from_raw(ctx.raw, ctx.offsets))
+    total.count.fill_(float(rows))
+    # An unweighted row has weight one.
+    total.weight.fill_(float(unweighted_rows))
+    if weight_sums:
+        total.weight.add_(torch.stack(weight_sums).sum())
+    return total
+
+
+def _check_finite_stats(stats: SuffStats) -> None:
+    if not bool(torch.isfinite(stats.flatten()).all()):
+        raise ValueError(
+            "EM produced non-finite sufficient statistics (an overflow: the data's squared "
+            "distances exceed the range of its dtype, or the parameters are degenerate). "
+            "Scale the input data (e.g. sklearn.preprocessing.StandardScaler), fit in "
+            "float64 (dtype='float64'), or increase reg_covar."
+        )
