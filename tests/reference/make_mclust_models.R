@@ -24,7 +24,7 @@
 # E and V only).  Also Mclust(iris, G = 1:9) over all fourteen models (BIC
 # table and the best model).
 #
-# Doubles are written with "%.17g" (json_writer.R).
+# Doubles are written with "%.17g" (common.R).
 
 suppressPackageStartupMessages({
   library(mclust)
@@ -35,13 +35,7 @@ args <- commandArgs(trailingOnly = FALSE)
 script <- sub("^--file=", "", args[grep("^--file=", args)])
 ref_dir <- if (length(script) == 1) dirname(normalizePath(script)) else "tests/reference"
 data_dir <- file.path(ref_dir, "data")
-source(file.path(ref_dir, "json_writer.R"))
-
-read_data <- function(path) {
-  X <- as.matrix(read.csv(path, colClasses = "numeric", check.names = FALSE))
-  storage.mode(X) <- "double"
-  X
-}
+source(file.path(ref_dir, "common.R"))
 
 MODELS <- c("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE",
             "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV")

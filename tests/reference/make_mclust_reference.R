@@ -29,6 +29,7 @@ script <- sub("^--file=", "", args[grep("^--file=", args)])
 ref_dir <- if (length(script) == 1) dirname(normalizePath(script)) else "tests/reference"
 data_dir <- file.path(ref_dir, "data")
 dir.create(data_dir, showWarnings = FALSE, recursive = TRUE)
+source(file.path(ref_dir, "common.R"))
 
 MODELS <- c("VII", "EEE", "VVI", "VVV")
 GS <- 1:9
@@ -59,12 +60,6 @@ write_exact_csv <- function(df, path) {
   cat(sprintf("wrote %s (%dx%d)\n", path, nrow(X), ncol(X)))
 }
 
-read_data <- function(path) {
-  df <- read.csv(path, colClasses = "numeric", check.names = FALSE)
-  X <- as.matrix(df)
-  storage.mode(X) <- "double"
-  X
-}
 
 data("diabetes", package = "mclust", envir = environment())
 data("thyroid", package = "mclust", envir = environment())
@@ -88,7 +83,6 @@ DATASETS <- list(
   banknote = "R mclust::banknote without 'Status'"
 )
 
-source(file.path(ref_dir, "json_writer.R"))
 
 num_or_null <- function(v) if (is.null(v) || length(v) == 0 || !is.finite(v)) NULL else as.numeric(v)
 

@@ -32,9 +32,6 @@ from .base import (
     CovarianceError,
     CovarianceType,
     CovarianceWarning,
-    row_sums,
-    second_moment_outer,
-    second_moment_weighted,
 )
 from .diag import Diag
 from .eei import EEI
@@ -47,6 +44,7 @@ from .vee import VEE
 from .vei import VEI
 from .vev import VEV
 from .full import Full
+from .matrices import row_sums, second_moment_outer, second_moment_weighted
 from .spherical import Spherical
 from .tied import Tied
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import (
-    CovarianceType,
+from .base import CovarianceType
+from .matrices import (
     _check_symmetric_pd,
     _cholesky_upper_inverse,
     row_sums,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import CovarianceType, _check_symmetric_pd, row_sums
+from .base import CovarianceType
+from .matrices import _check_symmetric_pd, row_sums
 from .full import Full
 
 

@@ -1,5 +1,13 @@
-# JSON writer shared by the reference scripts (sourced, not run on its own).
-#
+# Shared by the reference scripts (sourced, not run on its own): reading the
+# data CSVs, and a JSON writer.
+
+read_data <- function(path) {
+  df <- read.csv(path, colClasses = "numeric", check.names = FALSE)
+  X <- as.matrix(df)
+  storage.mode(X) <- "double"
+  X
+}
+
 # Own writer because jsonlite prints at most 15 significant digits.
 # Length-1 atomic vectors become scalars unless wrapped in I(); matrices become
 # arrays of rows; NULL / NA / NaN / Inf become null.
