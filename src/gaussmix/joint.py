@@ -49,7 +49,7 @@ from .params import GMMParams
 from .stopping import has_converged
 
 __all__ = ["JOINT_MAX_FEATURES", "JOINT_MAX_SAMPLES", "JointRun", "fit_joint", "joint_applies",
-           "quadratic_features", "start_runs"]
+           "component_moments", "hard_labels", "quadratic_features", "start_runs"]
 
 #: Largest number of features the joint engine serves: its GEMMs have
 #: ``1 + D + D^2`` columns per component, against ``D`` to ``D^2`` for the
@@ -232,8 +232,12 @@ class _Pack:
         r.covariances = self.covs[i, :r.k].clone()
 
     def coefficients(self) -> torch.Tensor:
-        """``W`` (1 + D + D^2, G * K_max): ``phi @ W`` is every component's
-        weighted log-density (``-inf`` on padding)."""
+        """``W`` (1 + D + D^2, K_max * G): ``phi @ W`` is every component's
+        weighted log-density (``-inf`` on padding), slot-major: column
+        ``j * G + i`` is component ``j`` of run ``i``, so that the per-run
+        reductions of :func:`_totals` run over the leading axis of
+        contiguous rows (a reduction over a trailing axis of length K_max is
+        several times slower)."""
         g, kmax, d = self.means.shape
         prec = torch.cholesky_inverse(self.chol)
         pm = torch.bmm(prec.view(-1, d, d), self.means.view(-1, d, 1)).view(g, kmax, d)
@@ -241,17 +245,17 @@ class _Pack:
         const = (torch.log(self.weights) - half_log_det - 0.5 * d * _LOG_2PI
                  - 0.5 * (self.means * pm).sum(-1))
         w = torch.cat([const.unsqueeze(-1), pm, (-0.5 * prec).reshape(g, kmax, d * d)], dim=-1)
-        return w.view(g * kmax, -1).T
+        return w.transpose(0, 1).reshape(kmax * g, -1).T
 
     def m_step(self, totals: torch.Tensor, fresh: bool = False) -> list:
-        """New parameters from the totals ``R^T @ phi`` (G * K_max, 1 + D + D^2);
+        """New parameters from the totals (G, K_max, 1 + D + D^2) of every component;
         returns, per run, whether it failed (an emptied component or a
         covariance that cannot be factorised; its parameters are then junk).
         ``fresh``: the runs have no parameters yet, and an iterative M-step
         starts from the components' own scatter matrices.
         Non-finite totals show as a non-finite log-likelihood at the next pass."""
         g, kmax, d = self.means.shape
-        t = totals.view(g, kmax, -1)
+        t = totals
         nk = t[..., 0] + self.count_pad
         means = t[..., 1:1 + d] / nk.unsqueeze(-1)
         scatter = (t[..., 1 + d:].view(g, kmax, d, d) / nk[..., None, None]
@@ -285,38 +289,109 @@ class _Pack:
 
 def _totals(phi: torch.Tensor, W: torch.Tensor, g: int, kmax: int):
     """E-step and moments of one pass: per-run total log-likelihood (G,) and
-    every component's totals ``R^T @ phi``."""
+    every component's totals (G, K_max, 1 + D + D^2); ``W`` slot-major as
+    :meth:`_Pack.coefficients` makes it."""
     n = phi.shape[0]
     rows = max(1, min(n, _CHUNK_ELEMENTS // (g * kmax)))
     ll = totals = None
     for a in range(0, n, rows):
         ph = phi[a:a + rows]
         b = ph.shape[0]
-        grid = (ph @ W).view(b, g, kmax)
-        top = grid.amax(2, keepdim=True)
+        grid = (ph @ W).view(b, kmax, g)
+        top = grid.amax(1, keepdim=True)
         e = grid.sub_(top).exp_()
-        norm = e.sum(2, keepdim=True)
+        norm = e.sum(1, keepdim=True)
         e.div_(norm)
         part_ll = norm.log_().add_(top).sum(0).view(g)
-        part = e.view(b, -1).T @ ph
+        # phi^T R rather than R^T phi: the long axis is the contraction.
+        part = ph.T @ e.view(b, -1)
         ll, totals = (part_ll, part) if ll is None else (ll + part_ll, totals + part)
-    return ll, totals
+    return ll, _by_component(totals, g, kmax)
 
 
-def _resp_totals(phi: torch.Tensor, runs: list, resp_of) -> torch.Tensor:
-    """``R^T @ phi`` of the runs' starting responsibilities (padded layout)."""
+def _by_component(totals: torch.Tensor, g: int, kmax: int) -> torch.Tensor:
+    """(G, K_max, P) of slot-major totals (P, K_max * G), contiguous for the
+    M-step's views."""
+    return totals.view(-1, kmax, g).permute(2, 1, 0).contiguous()
+
+
+def _resp_totals(phi: torch.Tensor, runs: list, resp_of, labels=None) -> torch.Tensor:
+    """Totals (G, K_max, P) of the runs' starting responsibilities: hard
+    ``labels[i]`` (N,) where given (``-1``: the row counts for no component),
+    else ``resp_of(i, a, b)``."""
     n = phi.shape[0]
     g, kmax = len(runs), max(r.k for r in runs)
+    hard = [i for i in range(g) if labels is not None and labels[i] is not None]
+    soft = [i for i in range(g) if i not in set(hard)]
+    if hard:
+        # Every hard start is one column index per row of the slot-major
+        # layout, so one scatter places them all.
+        lab = torch.stack([labels[i] for i in hard], 1)
+        cols = lab.clamp(min=0) * g + torch.tensor(hard, device=phi.device)
+        ones = lab.ge(0).to(torch.float64)
     rows = max(1, min(n, _CHUNK_ELEMENTS // (g * kmax)))
     totals = None
     for a in range(0, n, rows):
         b = min(a + rows, n)
-        resp = torch.zeros(b - a, g, kmax, dtype=torch.float64, device=phi.device)
-        for i, r in enumerate(runs):
-            resp[:, i, :r.k] = resp_of(i, a, b)
-        part = resp.view(b - a, -1).T @ phi[a:b]
+        resp = torch.zeros(b - a, kmax * g, dtype=torch.float64, device=phi.device)
+        if hard:
+            resp.scatter_(1, cols[a:b], ones[a:b])
+        view = resp.view(b - a, kmax, g)
+        for i in soft:
+            view[:, :runs[i].k, i] = resp_of(i, a, b)
+        part = phi[a:b].T @ resp
         totals = part if totals is None else totals + part
-    return totals
+    return _by_component(totals, g, kmax)
+
+
+def hard_labels(phi: torch.Tensor, runs: list) -> torch.Tensor:
+    """Each run's most probable component of every row, (N, G) int64.
+
+    Parameters
+    ----------
+    phi : Tensor (N, 1 + D + D^2)
+        :func:`quadratic_features` of the data.
+    runs : list of JointRun
+        With parameters.
+
+    Returns
+    -------
+    Tensor (N, G)
+    """
+    pack = _Pack(runs, _n_features(phi), phi.device, 0.0)
+    pack.chol = torch.linalg.cholesky(pack.covs)
+    g, kmax = len(runs), pack.kmax
+    return (phi @ pack.coefficients()).view(-1, kmax, g).argmax(1)
+
+
+def component_moments(phi: torch.Tensor, labels: torch.Tensor, k: int):
+    """Count, mean and scatter (sum of outer products of the centred rows) of
+    every labelled group, for many labellings at once.
+
+    Parameters
+    ----------
+    phi : Tensor (N, 1 + D + D^2)
+        :func:`quadratic_features` of the data.
+    labels : Tensor (N, G) of int64
+        ``G`` labellings with values in ``0..k-1``.
+    k : int
+
+    Returns
+    -------
+    counts : Tensor (G, k)
+    means : Tensor (G, k, D)
+    scatter : Tensor (G, k, D, D)
+    """
+    d = _n_features(phi)
+    g = labels.shape[1]
+    runs = [JointRun("full", k) for _ in range(g)]
+    t = _resp_totals(phi, runs, None, list(labels.T))
+    counts = t[..., 0]
+    safe = counts.clamp(min=1.0).unsqueeze(-1)
+    means = t[..., 1:1 + d] / safe
+    scatter = (t[..., 1 + d:].reshape(g, k, d, d)
+               - counts[..., None, None] * means.unsqueeze(-1) * means.unsqueeze(-2))
+    return counts, means, scatter
 
 
 def _n_features(phi: torch.Tensor) -> int:
@@ -332,7 +407,8 @@ def _by_type(runs: list) -> list:
     return sorted(runs, key=lambda r: order[r.cov_name])
 
 
-def start_runs(phi: torch.Tensor, runs: list, resp_of, *, reg_covar: float) -> None:
+def start_runs(phi: torch.Tensor, runs: list, resp_of, *, reg_covar: float,
+               labels: list | None = None) -> None:
     """Initial parameters of ``runs`` from starting responsibilities: one M-step.
 
     Parameters
@@ -345,11 +421,14 @@ def start_runs(phi: torch.Tensor, runs: list, resp_of, *, reg_covar: float) -> N
         ``resp_of(i, a, b)``: responsibilities (rows ``a:b``, ``K_i``) of run ``i``.
     reg_covar : float
         Added to each covariance's diagonal, in the type's units.
+    labels : list, optional
+        Per run, hard labels (N,) in ``0..K_i-1`` (``-1``: a row left out)
+        or None; a run with labels does not call ``resp_of``.
     """
     if not runs:
         return
     pack = _Pack(runs, _n_features(phi), phi.device, reg_covar)
-    bad = pack.m_step(_resp_totals(phi, runs, resp_of), fresh=True)
+    bad = pack.m_step(_resp_totals(phi, runs, resp_of, labels), fresh=True)
     for i, r in enumerate(runs):
         if bad[i]:
             r.failed = True
