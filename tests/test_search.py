@@ -300,3 +300,14 @@ def test_batched_splits_equal_the_per_run_splits(iris, units):
     for (i, a), (j, b) in zip(got, expected):
         assert i == j
         assert _same_partition(a.labels, b.labels)
+
+
+def test_every_cells_criteria_are_its_estimators(iris_grid, iris):
+    # The search scores its runs in one batched pass; each row must equal the
+    # criteria recomputed from the returned estimator on the user's data.
+    from gaussmix.selection import information_criteria
+    r = iris_grid.results_
+    for i, est in enumerate(iris_grid.estimators_):
+        crit = information_criteria(est, iris)
+        for name in ("log_likelihood", "bic", "aic", "icl"):
+            assert r[name][i] == pytest.approx(crit[name], rel=1e-10, abs=1e-8), (i, name)

@@ -49,7 +49,8 @@ from .params import GMMParams
 from .stopping import has_converged
 
 __all__ = ["JOINT_MAX_FEATURES", "JOINT_MAX_SAMPLES", "JointRun", "fit_joint", "joint_applies",
-           "component_moments", "hard_labels", "quadratic_features", "start_runs"]
+           "component_moments", "hard_labels", "quadratic_features", "score_runs",
+           "start_runs"]
 
 #: Largest number of features the joint engine serves: its GEMMs have
 #: ``1 + D + D^2`` columns per component, against ``D`` to ``D^2`` for the
@@ -150,16 +151,19 @@ class JointRun:
         d = X.shape[1]
         return torch.log(self.weights) - half_logdet - 0.5 * (d * _LOG_2PI + maha)
 
+    def log_jacobian(self) -> float:
+        """Log-density per sample in the type's units minus that in the data's."""
+        return 0.0 if self.units is None else -float(torch.log(self.units).sum())
+
     def result(self, dtype=torch.float64) -> EMResult:
         """The run as an :class:`~gaussmix.em.EMResult` in the type's units and
         native parameter shapes (log-likelihoods shifted by the Jacobian)."""
         cov = get_covariance_type(self.cov_name)
         means, full = self.means, self.covariances
-        shift = 0.0
+        shift = self.log_jacobian()
         if self.units is not None:
             u = self.units
             means, full = means * u, full * (u.unsqueeze(1) * u.unsqueeze(0))
-            shift = -float(torch.log(u).sum())
         native = cov.from_full_form(full)
         params = GMMParams(self.weights, means, cov.precisions_cholesky(native), self.cov_name,
                            covariances=native).to(dtype=dtype)
@@ -287,10 +291,12 @@ class _Pack:
         return bad.tolist()
 
 
-def _totals(phi: torch.Tensor, W: torch.Tensor, g: int, kmax: int):
+def _totals(phi: torch.Tensor, W: torch.Tensor, g: int, kmax: int, entropy: bool = False):
     """E-step and moments of one pass: per-run total log-likelihood (G,) and
     every component's totals (G, K_max, 1 + D + D^2); ``W`` slot-major as
-    :meth:`_Pack.coefficients` makes it."""
+    :meth:`_Pack.coefficients` makes it.  With ``entropy``, the second result
+    is each run's entropy of the responsibilities (G,), ``-sum r log r``,
+    instead of the totals."""
     n = phi.shape[0]
     rows = max(1, min(n, _CHUNK_ELEMENTS // (g * kmax)))
     ll = totals = None
@@ -303,10 +309,39 @@ def _totals(phi: torch.Tensor, W: torch.Tensor, g: int, kmax: int):
         norm = e.sum(1, keepdim=True)
         e.div_(norm)
         part_ll = norm.log_().add_(top).sum(0).view(g)
-        # phi^T R rather than R^T phi: the long axis is the contraction.
-        part = ph.T @ e.view(b, -1)
+        if entropy:
+            part = -torch.xlogy(e, e).sum((0, 1))
+        else:
+            # phi^T R rather than R^T phi: the long axis is the contraction.
+            part = ph.T @ e.view(b, -1)
         ll, totals = (part_ll, part) if ll is None else (ll + part_ll, totals + part)
-    return ll, _by_component(totals, g, kmax)
+    return ll, (totals if entropy else _by_component(totals, g, kmax))
+
+
+def score_runs(phi: torch.Tensor, runs: list) -> list:
+    """Total log-likelihood and entropy of the responsibilities of every run at
+    its current parameters: what a model's information criteria need.
+
+    Parameters
+    ----------
+    phi : Tensor (N, 1 + D + D^2)
+        :func:`quadratic_features` of the data.
+    runs : list of JointRun
+        With parameters.
+
+    Returns
+    -------
+    list of (float, float)
+        Per run, the total log-likelihood in the type's units (as
+        :meth:`JointRun.result` reports it) and ``-sum r log r``.
+    """
+    if not runs:
+        return []
+    pack = _Pack(runs, _n_features(phi), phi.device, 0.0)
+    pack.chol = torch.linalg.cholesky(pack.covs)
+    ll, ent = _totals(phi, pack.coefficients(), len(runs), pack.kmax, entropy=True)
+    n = phi.shape[0]
+    return [(v + n * r.log_jacobian(), h) for r, v, h in zip(runs, ll.tolist(), ent.tolist())]
 
 
 def _by_component(totals: torch.Tensor, g: int, kmax: int) -> torch.Tensor:

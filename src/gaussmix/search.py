@@ -48,7 +48,7 @@ from .em import EMResult, e_step
 from .init import HC_SUBSET, hc_partition, one_hot
 from .kmeans import kmeans_many
 from .joint import (JointRun, component_moments, fit_joint, hard_labels, joint_applies,
-                    quadratic_features, start_runs)
+                    quadratic_features, score_runs, start_runs)
 
 __all__ = ["Start", "Run", "starting_partitions", "search"]
 
@@ -96,6 +96,9 @@ class Run:
     cov_name : str
     state : JointRun or None
         Its state while the joint engine (:mod:`gaussmix.joint`) runs it.
+    score : tuple of float or None
+        Total log-likelihood (type's units) and entropy of the responsibilities
+        at the final parameters, where the engine computed them.
     """
 
     k: int
@@ -103,6 +106,7 @@ class Run:
     result: EMResult | None = None
     cov_name: str = ""
     state: JointRun | None = None
+    score: tuple | None = None
 
     @property
     def alive(self) -> bool:
@@ -411,9 +415,10 @@ def _search_joint(X, cov_names, partitions, units, *, reg_covar, tol, tol_type, 
     fit_joint(phi, [r.state for r in keep], max_iter=max_iter,
               rivals=[(r.cov_name, r.k) for r in keep],
               protected=[_protected(r) for r in keep], **em)
-    for r in keep:
-        if not r.state.failed:
-            r.result = r.state.result(X.dtype)
+    # The criteria of every finished run, in one pass.
+    live = [r for r in keep if not r.state.failed]
+    for r, score in zip(live, score_runs(phi, [r.state for r in live])):
+        r.result, r.score = r.state.result(X.dtype), score
     _finish(keep, lambda r: cells[r.cov_name][r.k], max_iter)
     for by_k in cells.values():
         for c in by_k.values():
