@@ -10,12 +10,14 @@ type, a handful of calls:
 * each run's components are held in full form, a mean and a D x D covariance
   each whatever the type, in a (runs, K_max) layout padded with components of
   weight 0 (:class:`JointRun`, :class:`_Pack`);
-* with the quadratic features ``phi(x) = [1, x, vec(x x^T)]`` of the data
-  (:func:`quadratic_features`, computed once), the weighted log-density of
-  every component is one GEMM ``phi @ W`` (``W`` holds each component's
-  constant, ``A mu`` and ``-A / 2``, ``A`` its precision), and every
-  component's totals ``(n_k, sum r x, sum r x x^T)`` are one GEMM
-  ``R^T @ phi`` of the responsibilities;
+* with the quadratic features ``phi(x) = [1, x, vech(x x^T)]`` of the data
+  (:func:`quadratic_features`, computed once; ``vech`` keeps the upper
+  triangle, ``P = 1 + D + D (D + 1) / 2`` columns), the weighted
+  log-density of every component is one GEMM ``phi @ W`` (``W`` holds each
+  component's constant, ``A mu`` and the packed ``-A / 2``, its off-diagonal
+  entries doubled; ``A`` its precision), and every component's totals
+  ``(n_k, sum r x, sum r x x^T)`` are one GEMM ``phi^T R`` of the
+  responsibilities;
 * the M-step applies each type's constraint to the components' scatter
   matrices (:meth:`gaussmix.covariance.CovarianceType.full_form`), then one
   batched Cholesky factorises every covariance.
@@ -26,8 +28,8 @@ Precision: the expanded quadratic form loses about ``|x|^2 * lambda_max(A) * eps
 of absolute precision in a Mahalanobis distance, against the centred form.
 The search runs on centred, standardised data with a regularisation of 1e-8
 relative to each feature's variance, so ``lambda_max(A) <= 1e8`` and the loss
-stays below ``1e-8 * n_samples * n_features``.  The cost, ``1 + D + D^2``
-GEMM columns per component, restricts the engine to few features
+stays below ``1e-8 * n_samples * n_features``.  The cost, ``P`` GEMM
+columns per component, restricts the engine to few features
 (:func:`joint_applies`).
 
 Coordinates: all runs share the data's coordinates (standardised features);
@@ -37,6 +39,7 @@ its own units ``x * units`` and its constraint is applied there.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -53,9 +56,11 @@ __all__ = ["JOINT_MAX_FEATURES", "JOINT_MAX_SAMPLES", "JointRun", "fit_joint", "
            "start_runs"]
 
 #: Largest number of features the joint engine serves: its GEMMs have
-#: ``1 + D + D^2`` columns per component, against ``D`` to ``D^2`` for the
-#: per-type engine, a price that only the saved call overhead repays.
-JOINT_MAX_FEATURES = 8
+#: ``P = 1 + D + D (D + 1) / 2`` columns per component, against ``D`` to
+#: ``D^2`` for the per-type engine, a price that only the saved call overhead
+#: repays (measured on 300 rows: the two break even at 13-16 features, and the
+#: joint engine takes 1.2x longer at 20; docs/PERFORMANCE.md).
+JOINT_MAX_FEATURES = 16
 
 #: Largest number of samples the joint engine serves: beyond it the kernels are
 #: large enough for the per-type engine's cheaper arithmetic to win.
@@ -81,8 +86,30 @@ def joint_applies(n_samples: int, n_features: int) -> bool:
     return n_features <= JOINT_MAX_FEATURES and n_samples <= JOINT_MAX_SAMPLES
 
 
+@functools.lru_cache(maxsize=None)
+def _pairs(d: int, device: torch.device):
+    """Index maps of the packed upper triangle (``M = D (D + 1) / 2`` entries,
+    row-major) of a D x D matrix: its positions in the flattened matrix (M,),
+    the packed entry of every flattened position (D * D,), and the weight of
+    each packed entry in a quadratic form ``x^T A x`` (1 on the diagonal, 2
+    off it: ``x_i x_j`` appears twice)."""
+    rows, cols = torch.triu_indices(d, d, device=device)
+    flat = rows * d + cols
+    packed = torch.empty(d * d, dtype=torch.long, device=device)
+    packed[flat] = torch.arange(flat.numel(), device=device)
+    packed[cols * d + rows] = torch.arange(flat.numel(), device=device)
+    twice = torch.where(rows == cols, 1.0, 2.0).to(torch.float64)
+    return rows, cols, flat, packed, twice
+
+
+def _unpack(v: torch.Tensor, d: int) -> torch.Tensor:
+    """Symmetric D x D matrices from their packed upper triangles (..., M)."""
+    return v[..., _pairs(d, v.device)[3]].unflatten(-1, (d, d))
+
+
 def quadratic_features(X: torch.Tensor) -> torch.Tensor:
-    """``[1, x, vec(x x^T)]`` of every row, float64.
+    """``[1, x, vech(x x^T)]`` of every row, float64 (``vech``: the upper
+    triangle, row-major).
 
     Parameters
     ----------
@@ -90,14 +117,15 @@ def quadratic_features(X: torch.Tensor) -> torch.Tensor:
 
     Returns
     -------
-    Tensor (N, 1 + D + D^2)
+    Tensor (N, 1 + D + D (D + 1) / 2)
     """
     x = X.double()
     n, d = x.shape
-    out = torch.empty(n, 1 + d + d * d, dtype=torch.float64, device=x.device)
+    rows, cols = _pairs(d, x.device)[:2]
+    out = torch.empty(n, 1 + d + rows.numel(), dtype=torch.float64, device=x.device)
     out[:, 0] = 1.0
     out[:, 1:1 + d] = x
-    torch.mul(x.unsqueeze(2), x.unsqueeze(1), out=out[:, 1 + d:].view(n, d, d))
+    torch.mul(x[:, rows], x[:, cols], out=out[:, 1 + d:])
     return out
 
 
@@ -236,7 +264,7 @@ class _Pack:
         r.covariances = self.covs[i, :r.k].clone()
 
     def coefficients(self) -> torch.Tensor:
-        """``W`` (1 + D + D^2, K_max * G): ``phi @ W`` is every component's
+        """``W`` (P, K_max * G): ``phi @ W`` is every component's
         weighted log-density (``-inf`` on padding), slot-major: column
         ``j * G + i`` is component ``j`` of run ``i``, so that the per-run
         reductions of :func:`_totals` run over the leading axis of
@@ -248,11 +276,13 @@ class _Pack:
         half_log_det = torch.log(torch.diagonal(self.chol, dim1=-2, dim2=-1)).sum(-1)
         const = (torch.log(self.weights) - half_log_det - 0.5 * d * _LOG_2PI
                  - 0.5 * (self.means * pm).sum(-1))
-        w = torch.cat([const.unsqueeze(-1), pm, (-0.5 * prec).reshape(g, kmax, d * d)], dim=-1)
+        flat, twice = _pairs(d, prec.device)[2::2]
+        quad = prec.reshape(g, kmax, d * d)[..., flat] * (-0.5 * twice)
+        w = torch.cat([const.unsqueeze(-1), pm, quad], dim=-1)
         return w.transpose(0, 1).reshape(kmax * g, -1).T
 
     def m_step(self, totals: torch.Tensor, fresh: bool = False) -> list:
-        """New parameters from the totals (G, K_max, 1 + D + D^2) of every component;
+        """New parameters from the totals (G, K_max, P) of every component;
         returns, per run, whether it failed (an emptied component or a
         covariance that cannot be factorised; its parameters are then junk).
         ``fresh``: the runs have no parameters yet, and an iterative M-step
@@ -262,7 +292,7 @@ class _Pack:
         t = totals
         nk = t[..., 0] + self.count_pad
         means = t[..., 1:1 + d] / nk.unsqueeze(-1)
-        scatter = (t[..., 1 + d:].view(g, kmax, d, d) / nk[..., None, None]
+        scatter = (_unpack(t[..., 1 + d:], d) / nk[..., None, None]
                    - means.unsqueeze(-1) * means.unsqueeze(-2))
         w = nk * self.real  # padding counts nothing
         # Regularised before the constraint, so that a model whose M-step
@@ -293,7 +323,7 @@ class _Pack:
 
 def _totals(phi: torch.Tensor, W: torch.Tensor, g: int, kmax: int, entropy: bool = False):
     """E-step and moments of one pass: per-run total log-likelihood (G,) and
-    every component's totals (G, K_max, 1 + D + D^2); ``W`` slot-major as
+    every component's totals (G, K_max, P); ``W`` slot-major as
     :meth:`_Pack.coefficients` makes it.  With ``entropy``, the second result
     is each run's entropy of the responsibilities (G,), ``-sum r log r``,
     instead of the totals."""
@@ -324,7 +354,7 @@ def score_runs(phi: torch.Tensor, runs: list) -> list:
 
     Parameters
     ----------
-    phi : Tensor (N, 1 + D + D^2)
+    phi : Tensor (N, P)
         :func:`quadratic_features` of the data.
     runs : list of JointRun
         With parameters.
@@ -337,11 +367,17 @@ def score_runs(phi: torch.Tensor, runs: list) -> list:
     """
     if not runs:
         return []
-    pack = _Pack(runs, _n_features(phi), phi.device, 0.0)
-    pack.chol = torch.linalg.cholesky(pack.covs)
+    pack = _factored_pack(phi, runs)
     ll, ent = _totals(phi, pack.coefficients(), len(runs), pack.kmax, entropy=True)
     n = phi.shape[0]
     return [(v + n * r.log_jacobian(), h) for r, v, h in zip(runs, ll.tolist(), ent.tolist())]
+
+
+def _factored_pack(phi: torch.Tensor, runs: list, reg_covar: float = 0.0) -> "_Pack":
+    """The runs' current parameters packed, with their covariances factorised."""
+    pack = _Pack(runs, _n_features(phi), phi.device, reg_covar)
+    pack.chol = torch.linalg.cholesky(pack.covs)
+    return pack
 
 
 def _by_component(totals: torch.Tensor, g: int, kmax: int) -> torch.Tensor:
@@ -384,7 +420,7 @@ def hard_labels(phi: torch.Tensor, runs: list) -> torch.Tensor:
 
     Parameters
     ----------
-    phi : Tensor (N, 1 + D + D^2)
+    phi : Tensor (N, P)
         :func:`quadratic_features` of the data.
     runs : list of JointRun
         With parameters.
@@ -393,8 +429,7 @@ def hard_labels(phi: torch.Tensor, runs: list) -> torch.Tensor:
     -------
     Tensor (N, G)
     """
-    pack = _Pack(runs, _n_features(phi), phi.device, 0.0)
-    pack.chol = torch.linalg.cholesky(pack.covs)
+    pack = _factored_pack(phi, runs)
     g, kmax = len(runs), pack.kmax
     return (phi @ pack.coefficients()).view(-1, kmax, g).argmax(1)
 
@@ -405,7 +440,7 @@ def component_moments(phi: torch.Tensor, labels: torch.Tensor, k: int):
 
     Parameters
     ----------
-    phi : Tensor (N, 1 + D + D^2)
+    phi : Tensor (N, P)
         :func:`quadratic_features` of the data.
     labels : Tensor (N, G) of int64
         ``G`` labellings with values in ``0..k-1``.
@@ -424,14 +459,14 @@ def component_moments(phi: torch.Tensor, labels: torch.Tensor, k: int):
     counts = t[..., 0]
     safe = counts.clamp(min=1.0).unsqueeze(-1)
     means = t[..., 1:1 + d] / safe
-    scatter = (t[..., 1 + d:].reshape(g, k, d, d)
+    scatter = (_unpack(t[..., 1 + d:], d)
                - counts[..., None, None] * means.unsqueeze(-1) * means.unsqueeze(-2))
     return counts, means, scatter
 
 
 def _n_features(phi: torch.Tensor) -> int:
-    """D from the width ``1 + D + D^2`` of the quadratic features."""
-    return int(round((math.sqrt(4 * phi.shape[1] - 3) - 1) / 2))
+    """D from the width ``1 + D + D (D + 1) / 2`` of the quadratic features."""
+    return int(round((math.sqrt(1 + 8 * phi.shape[1]) - 3) / 2))
 
 
 def _by_type(runs: list) -> list:
@@ -448,7 +483,7 @@ def start_runs(phi: torch.Tensor, runs: list, resp_of, *, reg_covar: float,
 
     Parameters
     ----------
-    phi : Tensor (N, 1 + D + D^2)
+    phi : Tensor (N, P)
         :func:`quadratic_features` of the data.
     runs : list of JointRun
         Without parameters; they get them, or ``failed=True``.
@@ -478,7 +513,7 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
 
     Parameters
     ----------
-    phi : Tensor (N, 1 + D + D^2)
+    phi : Tensor (N, P)
         :func:`quadratic_features` of the data (unweighted samples).
     runs : list of JointRun
         With parameters (:func:`start_runs` or an earlier call); runs that
@@ -499,8 +534,7 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
     active = _by_type([r for r in runs if not (r.converged or r.failed or r.n_iter >= max_iter)])
     if not active:
         return
-    pack = _Pack(active, _n_features(phi), phi.device, reg_covar)
-    pack.chol = torch.linalg.cholesky(pack.covs)
+    pack = _factored_pack(phi, active, reg_covar)
     moving = {id(r) for r in active}
     # The best finished run of each label (stopped runs never change).
     done = {}
