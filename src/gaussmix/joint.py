@@ -244,11 +244,13 @@ class _Pack:
         self.chol = None
 
     def keep(self, rows: list) -> None:
-        """Keep the listed runs (positions, in order) only."""
+        """Keep the listed runs (positions, in order) only, and only as many
+        component slots as the largest of them has."""
         idx = torch.tensor(rows, device=self.weights.device)
         self.runs = [self.runs[i] for i in rows]
+        self.kmax = max(r.k for r in self.runs)
         for name in ("weights", "means", "covs", "chol", "real", "count_pad", "reg", "pad_eye"):
-            setattr(self, name, getattr(self, name)[idx])
+            setattr(self, name, getattr(self, name)[idx, :self.kmax].contiguous())
         blocks, pos = [], {old: new for new, old in enumerate(rows)}
         for strategy, a, b, units in self.blocks:
             inside = [pos[i] for i in range(a, b) if i in pos]
