@@ -312,15 +312,15 @@ class _Pack:
                 parts.append(strategy.full_form(w[a:b], scatter[a:b] * uu, start=start * uu) / uu)
         covs = (parts[0] if len(parts) == 1 else torch.cat(parts)) + self.pad_eye
         chol, info = torch.linalg.cholesky_ex(covs)
-        bad = ((nk < EMPTY_FRACTION) | (info > 0)).any(1)
-        if bool(info.any()):
+        bad = ((nk < EMPTY_FRACTION) | (info > 0)).any(1).tolist()
+        if any(bad) and bool(info.any()):
             # A failed factorisation may spoil others of the same call.
             good = info.eq(0).all(1)
             chol = chol.clone()
             chol[good] = torch.linalg.cholesky_ex(covs[good])[0]
         self.weights = w / w.sum(1, keepdim=True)
         self.means, self.covs, self.chol = means, covs, chol
-        return bad.tolist()
+        return bad
 
 
 def _totals(phi: torch.Tensor, W: torch.Tensor, g: int, kmax: int, entropy: bool = False):
