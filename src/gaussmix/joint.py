@@ -242,6 +242,14 @@ class _Pack:
         self.reg = torch.where(mask[..., None, None], reg, zero)
         self.pad_eye = torch.where(mask[..., None, None], zero, eye)
         self.chol = None
+        # Over-relaxation (:meth:`extrapolate`): each run's step factor,
+        # whether its current parameters are an extrapolated point, and the
+        # plain EM point it falls back to.
+        self.affine = torch.tensor([get_covariance_type(r.cov_name).affine_closed for r in runs],
+                                   device=device)
+        self.eta = torch.ones(g, dtype=f64, device=device)
+        self.jumped = torch.zeros(g, dtype=torch.bool, device=device)
+        self.safe = None
 
     def keep(self, rows: list) -> None:
         """Keep the listed runs (positions, in order) only, and only as many
@@ -251,6 +259,10 @@ class _Pack:
         self.kmax = max(r.k for r in self.runs)
         for name in ("weights", "means", "covs", "chol", "real", "count_pad", "reg", "pad_eye"):
             setattr(self, name, getattr(self, name)[idx, :self.kmax].contiguous())
+        for name in ("affine", "eta", "jumped"):
+            setattr(self, name, getattr(self, name)[idx])
+        if self.safe is not None:
+            self.safe = tuple(t[idx, :self.kmax].contiguous() for t in self.safe)
         blocks, pos = [], {old: new for new, old in enumerate(rows)}
         for strategy, a, b, units in self.blocks:
             inside = [pos[i] for i in range(a, b) if i in pos]
@@ -264,6 +276,51 @@ class _Pack:
         r.weights = self.weights[i, :r.k].clone()
         r.means = self.means[i, :r.k].clone()
         r.covariances = self.covs[i, :r.k].clone()
+
+    def params(self) -> tuple:
+        """The current (weights, means, covariances, Cholesky factors)."""
+        return self.weights, self.means, self.covs, self.chol
+
+    def _set(self, mask: torch.Tensor, params: tuple) -> None:
+        """Replace the current parameters of the runs in ``mask`` (G,) by ``params``."""
+        cur = self.params()
+        new = [torch.where(mask.view(-1, *([1] * (c.dim() - 1))), p, c) for c, p in zip(cur, params)]
+        self.weights, self.means, self.covs, self.chol = new
+
+    def fall_back(self, rejected: list) -> None:
+        """Return the listed runs (G bools) from their extrapolated point to
+        the plain EM point it was extrapolated from, with step factor 1."""
+        mask = torch.tensor(rejected, device=self.eta.device)
+        self._set(mask, self.safe)
+        self.eta = torch.where(mask, 1.0, self.eta)
+        self.jumped = self.jumped & ~mask
+
+    def extrapolate(self, before: tuple, accepted: list, growth: float, eta_max: float) -> None:
+        """Over-relaxed EM (Salakhutdinov & Roweis 2003): move each accepted
+        run from ``before`` (the parameters its E-step used) past its new EM
+        point, ``before + eta (EM - before)``, with ``eta`` grown by
+        ``growth`` at each accepted step up to ``eta_max``.  A run whose
+        extrapolated point is not a valid mixture (a weight <= 0, a
+        covariance that cannot be factorised), or whose type is not
+        :attr:`~gaussmix.covariance.CovarianceType.affine_closed`, stays at
+        its EM point with factor 1.  The EM point is kept for
+        :meth:`fall_back`."""
+        acc = torch.tensor(accepted, device=self.eta.device) & self.affine
+        eta = torch.where(acc, (self.eta * growth).clamp(max=eta_max), 1.0)
+        self.safe = self.params()
+        e = eta.view(-1, 1)
+        w = before[0] + e * (self.weights - before[0])
+        m = before[1] + e.unsqueeze(-1) * (self.means - before[1])
+        c = before[2] + e.unsqueeze(-1).unsqueeze(-1) * (self.covs - before[2])
+        chol, info = torch.linalg.cholesky_ex(c)
+        jump = acc & (eta > 1) & (info == 0).all(1) & ((w > 0) | (self.real == 0)).all(1)
+        if bool(info.any()):
+            # A failed factorisation may spoil others of the same call.
+            chol = chol.clone()
+            chol[jump] = torch.linalg.cholesky_ex(c[jump])[0]
+        self._set(jump, (w, m, c, chol))
+        self.eta = torch.where(jump, eta, 1.0)
+        self.jumped = jump
 
     def coefficients(self) -> torch.Tensor:
         """``W`` (P, K_max * G): ``phi @ W`` is every component's
@@ -508,9 +565,15 @@ def start_runs(phi: torch.Tensor, runs: list, resp_of, *, reg_covar: float,
             pack.store(i)
 
 
+#: Over-relaxed EM (:meth:`_Pack.extrapolate`): the step factor's growth per
+#: accepted step, and its cap.
+OVERRELAX_GROWTH = 1.3
+OVERRELAX_MAX = 64.0
+
+
 def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, max_iter: int,
               tol_type: str = "relative", rivals: list | None = None,
-              protected: list | None = None) -> None:
+              protected: list | None = None, accelerate: bool = False) -> None:
     """Run EM on every run until each stops (in place).
 
     Parameters
@@ -529,6 +592,13 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
         stops early, not converged (:func:`gaussmix.batched.fit_batched`).
     protected : list of bool, optional
         Runs never stopped early.
+    accelerate : bool
+        Over-relaxed EM for the types that allow it (:meth:`_Pack.extrapolate`):
+        each step goes ``eta`` times as far as EM's, ``eta`` growing while the
+        log-likelihood rises; a step that lowers it is undone (the pass is
+        spent, not counted in the history) and ``eta`` restarts at 1.  The
+        history then holds only log-likelihoods that rose, and the stopping
+        rule compares consecutive ones.
     """
     n = phi.shape[0]
     label = {id(r): (rivals[i] if rivals is not None else None) for i, r in enumerate(runs)}
@@ -550,14 +620,31 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
     while pack.runs:
         g = len(pack.runs)
         ll, totals = _totals(phi, pack.coefficients(), g, pack.kmax)
+        before = pack.params()
         bad = pack.m_step(totals)
         lls = (ll / n).tolist()
+        undone = [False] * g
+        if accelerate:
+            undone = [j and not lb >= r.lower_bound
+                      for j, lb, r in zip(pack.jumped.tolist(), lls, pack.runs)]
+            if any(undone):
+                pack.fall_back(undone)
         lead = dict(done)
         if rivals is not None:
-            for r, lb in zip(pack.runs, lls):
-                lead[label[id(r)]] = max(lead.get(label[id(r)], -math.inf), lb)
+            for r, lb, u in zip(pack.runs, lls, undone):
+                if not u:
+                    lead[label[id(r)]] = max(lead.get(label[id(r)], -math.inf), lb)
         keep = []
         for i, (r, lb) in enumerate(zip(pack.runs, lls)):
+            if undone[i]:
+                # Its extrapolated point was worse: back at its last EM point.
+                r.n_iter += 1
+                if r.n_iter < max_iter:
+                    keep.append(i)
+                    continue
+                pack.store(i)
+                finished(r)
+                continue
             if bad[i] or not math.isfinite(lb):
                 r.failed = True
                 continue
@@ -577,3 +664,8 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
             if not keep:
                 break
             pack.keep(keep)
+            idx = torch.tensor(keep, device=phi.device)
+            before = tuple(t[idx, :pack.kmax] for t in before)
+            undone = [undone[i] for i in keep]
+        if accelerate:
+            pack.extrapolate(before, [not u for u in undone], OVERRELAX_GROWTH, OVERRELAX_MAX)

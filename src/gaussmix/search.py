@@ -414,7 +414,7 @@ def _search_joint(X, cov_names, partitions, units, *, reg_covar, tol, tol_type, 
                             [r for r in split_runs if r.cov_name == name], ks, n_keep)
     fit_joint(phi, [r.state for r in keep], max_iter=max_iter,
               rivals=[(r.cov_name, r.k) for r in keep],
-              protected=[_protected(r) for r in keep], **em)
+              protected=[_protected(r) for r in keep], accelerate=True, **em)
     # The criteria of every finished run, in one pass.
     live = [r for r in keep if not r.state.failed]
     for r, score in zip(live, score_runs(phi, [r.state for r in live])):

@@ -46,6 +46,9 @@ class Constrained(Full):
     covariance parameters (mclust's ``nVarParams``).
     """
 
+    # The constraints (equal volumes, shapes or orientations) are not linear.
+    affine_closed = False
+
     def min_count(self, n_features):
         # A component's own orientation needs a full-rank scatter; its own
         # volume or shape, two points; a model of equal parts only its mean.

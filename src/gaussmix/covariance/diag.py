@@ -11,6 +11,7 @@ class Diag(CovarianceType):
     """Each component has its own diagonal covariance matrix."""
 
     name = "diag"
+    affine_closed = True
 
     def n_cov_parameters(self, n_components, n_features):
         return n_components * n_features

@@ -18,6 +18,7 @@ class Full(CovarianceType):
     """Each component has its own general covariance matrix."""
 
     name = "full"
+    affine_closed = True
 
     def n_cov_parameters(self, n_components, n_features):
         return n_components * n_features * (n_features + 1) // 2

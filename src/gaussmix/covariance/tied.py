@@ -13,6 +13,7 @@ class Tied(CovarianceType):
     """All components share one general covariance matrix."""
 
     name = "tied"
+    affine_closed = True
 
     def n_cov_parameters(self, n_components, n_features):
         return n_features * (n_features + 1) // 2
