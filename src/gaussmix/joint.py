@@ -306,14 +306,17 @@ class _Pack:
         its EM point with factor 1.  The EM point is kept for
         :meth:`fall_back`."""
         acc = torch.tensor(accepted, device=self.eta.device) & self.affine
-        eta = torch.where(acc, (self.eta * growth).clamp(max=eta_max), 1.0)
+        eta = torch.where(acc, (self.eta * growth).clamp_(max=eta_max), 1.0)
         self.safe = self.params()
         e = eta.view(-1, 1)
-        w = before[0] + e * (self.weights - before[0])
-        m = before[1] + e.unsqueeze(-1) * (self.means - before[1])
-        c = before[2] + e.unsqueeze(-1).unsqueeze(-1) * (self.covs - before[2])
+        # One kernel per parameter: lerp(a, b, eta) = a + eta (b - a).
+        w = torch.lerp(before[0], self.weights, e)
+        m = torch.lerp(before[1], self.means, e.unsqueeze(-1))
+        c = torch.lerp(before[2], self.covs, e.unsqueeze(-1).unsqueeze(-1))
         chol, info = torch.linalg.cholesky_ex(c)
-        jump = acc & (eta > 1) & (info == 0).all(1) & ((w > 0) | (self.real == 0)).all(1)
+        # Padding weights are 0 before and after: 1 - real lifts them.
+        positive = (w + (1.0 - self.real)).amin(1) > 0
+        jump = acc & (eta > 1) & (info.amax(1) == 0) & positive
         if bool(info.any()):
             # A failed factorisation may spoil others of the same call.
             chol = chol.clone()
