@@ -35,9 +35,10 @@ from .scaling import feature_scaling
 from .search import search, starting_partitions
 
 __all__ = [
-    "BatchedFit", "CPU_BATCH_MAX_SAMPLES", "Plan", "SEARCH_DEFAULTS", "SEARCH_PARAMS", "STARTS",
-    "batch_applies", "check_search", "concurrent_applies", "estimator_plans", "fit_candidates",
-    "search_plans", "worth_reseeding",
+    "BatchedFit", "CPU_BATCH_MAX_SAMPLES", "PRIOR_SEARCH_DEFAULTS", "Plan", "SEARCH_DEFAULTS",
+    "SEARCH_PARAMS", "STARTS", "batch_applies", "check_prior_search", "check_search",
+    "concurrent_applies", "estimator_plans", "fit_candidates", "prior_plans", "search_plans",
+    "worth_reseeding",
 ]
 
 
@@ -292,10 +293,12 @@ def batch_applies(estimator_params: dict) -> bool:
     """Whether fits with these :class:`GaussianMixture` parameters can be batched.
 
     Verbose output, distributed fits and ``max_iter=0`` take the sequential
-    path (they are about one fit's progress, ranks, or no EM at all).
+    path (they are about one fit's progress, ranks, or no EM at all), and so
+    do fits with a ``prior`` (the batched engine has none).
     """
     p = GaussianMixture(**estimator_params).get_params()
-    return not p["verbose"] and p["distributed"] is not True and p["max_iter"] > 0
+    return (not p["verbose"] and p["distributed"] is not True and p["max_iter"] > 0
+            and p["prior"] is None)  # the batched engine has no prior
 
 
 # On the CPU a batch does the same arithmetic as the loop it replaces; it
@@ -427,6 +430,8 @@ def fit_candidates(X, candidates, *, seed=None, n_init: int = 1, device=None,
                 return None, str(exc)
 
     out: list = [None] * len(candidates)
+    if estimator_params.get("prior") is not None:
+        return _fit_each(candidates, fit_one)
     by_type: dict = {}
     for i, (cov_type, _) in enumerate(candidates):
         by_type.setdefault(cov_type, []).append(i)
@@ -471,3 +476,55 @@ def fit_candidates(X, candidates, *, seed=None, n_init: int = 1, device=None,
                 est, err = fit_one(candidates[i][1], cov_type)
                 out[i] = BatchedFit(est, err, time.perf_counter() - t0, 0.0, False)
     return out
+
+
+def _fit_each(candidates, fit_one) -> list:
+    """:func:`fit_candidates` one candidate after the other (a fit the batched
+    engine cannot run, e.g. with a conjugate prior)."""
+    out = []
+    for cov_type, k in candidates:
+        t0 = time.perf_counter()
+        est, err = fit_one(k, cov_type)
+        out.append(BatchedFit(est, err, time.perf_counter() - t0, 0.0, False))
+    return out
+
+
+# ------------------------------------------------------- under a prior
+#: Estimator settings of ``starts="search"`` with a conjugate prior, unless
+#: the caller passes others: mclust's one hierarchical start per candidate,
+#: its stopping rule, and no regularisation besides the prior (mclust's).
+PRIOR_SEARCH_DEFAULTS = {"init_params": "hc", "tol": 1e-5, "tol_type": "relative",
+                         "max_iter": 1000, "reg_covar": 0.0}
+
+
+def check_prior_search(search_params, estimator_params) -> dict:
+    """Estimator settings of ``starts="search"`` under a prior (see
+    :func:`prior_plans`); raises for settings it cannot honour."""
+    if search_params is not None:
+        raise ValueError(
+            "search_params applies to the search without a prior; with a prior every candidate "
+            "is fitted from mclust's hierarchical start (pass starts='estimator' to choose the "
+            "start with init_params)."
+        )
+    given = [p for p in _START_PARAMS if p in estimator_params]
+    if given:
+        raise ValueError(
+            f"{given} choose the start of every fit, but starts='search' with a prior starts each "
+            f"candidate from mclust's hierarchical clustering. Pass starts='estimator' to fit "
+            f"every candidate as GaussianMixture(**params)."
+        )
+    return {**PRIOR_SEARCH_DEFAULTS, **estimator_params}
+
+
+def prior_plans(X, grid, base_seed, device, n_reseed, estimator_params):
+    """Plans of ``starts="search"`` with a conjugate prior: mclust's way,
+    ``GaussianMixture(K, covariance_type=..., prior=..., init_params="hc")``
+    per candidate, one by one (the batched search engines carry no prior).
+    ``estimator_params`` come from :func:`check_prior_search`.  On data of at
+    most ``hc_subset`` rows the hierarchical start does not depend on the
+    seed, so the guard gets no re-seeded attempts (they would repeat the fit).
+    """
+    n = X.shape[0] if hasattr(X, "shape") else len(X)
+    if n <= GaussianMixture(**estimator_params).hc_subset:
+        n_reseed = 0
+    return estimator_plans(X, grid, base_seed, 1, device, False, n_reseed, estimator_params)

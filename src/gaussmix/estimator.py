@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ._validation import as_tensor_2d, check_sample_weight, to_output
-from .covariance import get_covariance_type
+from .covariance import PRIOR_MODELS, get_covariance_type
 from .data import check_in_memory, chunk_rows
 from .em import EMResult
 from .fitting import check_checkpoint_arguments
@@ -17,6 +17,7 @@ from .init import initial_params
 from .mixture import BaseMixture, check_integer
 from .online import online_step
 from .params import GMMParams
+from .prior import ConjugatePrior, prior_to_json
 from .stopping import TOL_TYPES
 
 __all__ = ["GaussianMixture"]
@@ -97,6 +98,24 @@ class GaussianMixture(BaseMixture):
         With ``init_params="hc"``, the hierarchical clustering runs on a random
         subset of this many rows when the data have more (mclust's default);
         its cost is quadratic in the subset size.
+    prior : None, "default", True, mapping or ConjugatePrior, default=None
+        R mclust's conjugate prior (``priorControl()``; Fraley & Raftery
+        2007): EM then converges to the posterior mode, which keeps
+        components from collapsing.  ``"default"`` (or True) takes mclust's
+        ``defaultPrior`` from the data (shrinkage 0.01, the data's mean,
+        ``n_features + 2`` degrees of freedom, the data's covariance times
+        ``n_components ** (-2 / n_features)`` as scale); a mapping or
+        :class:`~gaussmix.prior.ConjugatePrior` overrides any of
+        ``shrinkage``, ``mean``, ``dof``, ``scale``.  mclust has it for
+        EII, VII, EEI, VEI, EVI, VVI, EEE, EEV, VEV and VVV (so for
+        scikit-learn's four), not for VEE, EVE, VVE and EVV.  The M-step is
+        mclust's inside its EM (``me``; see :mod:`gaussmix.covariance.conjugate`
+        for how it differs from its ``mstep``), the stopping rule and
+        ``lower_bound_`` the data's log-likelihood (mclust's); ``reg_covar``
+        is still added to each component's scatter (``n_k * reg_covar`` on
+        its diagonal), so ``reg_covar=0`` gives mclust's numbers.  Sample
+        weights then count as copies of a sample (the prior weighs counts).
+        Not available with :meth:`partial_fit`.
 
     Attributes
     ----------
@@ -120,6 +139,9 @@ class GaussianMixture(BaseMixture):
         ``reg_covar``.  Empty for a well-posed fit.
     n_reseeds_ : int
         Number of component re-seeds in the best run.
+    prior_ : PriorParams or None
+        The conjugate prior's hyper-parameters of the fit (float64 tensors;
+        :class:`~gaussmix.prior.PriorParams`), None without a prior.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Set when fitted on a DataFrame with string column names.
@@ -159,6 +181,7 @@ class GaussianMixture(BaseMixture):
         learning_offset=2.0,
         tol_type="absolute",
         hc_subset=2000,
+        prior=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -182,6 +205,7 @@ class GaussianMixture(BaseMixture):
         self.learning_offset = learning_offset
         self.tol_type = tol_type
         self.hc_subset = hc_subset
+        self.prior = prior
 
     # ------------------------------------------------------------------ checks
     def _check_hyperparameters(self):
@@ -194,6 +218,34 @@ class GaussianMixture(BaseMixture):
                 f"change of the mean log-likelihood per sample) or 'relative' (mclust's relative "
                 f"change of the total log-likelihood)."
             )
+        spec = ConjugatePrior.from_param(self.prior)
+        if spec is not None and not get_covariance_type(self.covariance_type).supports_prior:
+            raise ValueError(
+                f"mclust has no conjugate prior for covariance_type={self.covariance_type!r}; "
+                f"use prior=None, or one of {list(PRIOR_MODELS)} (or scikit-learn's full, tied, "
+                f"diag, spherical)."
+            )
+
+    @property
+    def _relative_weights(self):
+        # Under a prior the counts weigh against it: weights keep their scale.
+        return ConjugatePrior.from_param(self.prior) is None
+
+    def _prepare_fit(self, data, chunks, comm):
+        """Resolve the conjugate prior's hyper-parameters (a pass over the data)."""
+        spec = ConjugatePrior.from_param(self.prior)
+        self.prior_ = None
+        if spec is None:
+            return
+        mean, data_cov = self._data_moments(data, chunks, comm)
+        n_total = float(comm.gather([data.weight_sum]).sum())
+        cov = get_covariance_type(self.covariance_type)
+        self.prior_ = spec.resolve(mean, data_cov, n_total, self.n_components,
+                                   cov.prior_scale_shape(data.n_features))
+
+    def _map_prior(self):
+        p = getattr(self, "prior_", None)
+        return None if p is None else p.to(self._device)
 
     def _check_initial_parameters(self, n_features, device, dtype):
         k = self.n_components
@@ -261,7 +313,7 @@ class GaussianMixture(BaseMixture):
             ).to(dtype=X.dtype)
         params = initial_params(
             X, k, self.covariance_type, self.init_params, self.reg_covar, gen, sample_weight, rows,
-            hc_subset=self.hc_subset,
+            hc_subset=self.hc_subset, prior=self._map_prior(),
         )
         cov = params.cov
         return GMMParams(
@@ -347,6 +399,7 @@ class GaussianMixture(BaseMixture):
             "checkpoint": checkpoint is not None,
             # Only when it differs from the default, so older checkpoints still match.
             **({"tol_type": str(self.tol_type)} if self.tol_type != "absolute" else {}),
+            **({"prior": prior_to_json(self.prior)} if self.prior is not None else {}),
         }
 
     def partial_fit(self, X, y=None, sample_weight=None):
@@ -376,6 +429,12 @@ class GaussianMixture(BaseMixture):
         """
         self._check_hyperparameters()
         self._check_scale_out_parameters()
+        if ConjugatePrior.from_param(self.prior) is not None:
+            raise ValueError(
+                "partial_fit does not support a prior: stepwise EM blends normalised statistics, "
+                "while the prior weighs absolute counts. Use fit (on a source of batches for "
+                "data that do not fit in memory), or prior=None."
+            )
         if self.distributed:
             raise ValueError(
                 "partial_fit does not support distributed=True; use fit on each rank's shard, or "
@@ -441,7 +500,9 @@ class GaussianMixture(BaseMixture):
     def bic(self, X):
         """Bayesian information criterion on ``X`` (lower is better).
 
-        ``-2 * log L + n_parameters * log(n_samples)``.
+        ``-2 * log L + n_parameters * log(n_samples)``.  With a prior, ``L`` is
+        the data's likelihood at the posterior mode and the parameter count
+        is the usual one, as in mclust (whose BIC is minus this).
         """
         Xt = self._predict_input(X)
         n = Xt.shape[0]

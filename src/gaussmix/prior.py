@@ -181,23 +181,11 @@ class ConjugatePrior:
             scale is not positive (definite).
         """
         d = int(data_mean.shape[0])
+        self.check(d, scale_shape)
         mean64, cov64 = data_mean.detach().double().cpu(), data_cov.detach().double().cpu()
         shrinkage = DEFAULT_SHRINKAGE if self.shrinkage is None else float(self.shrinkage)
-        if self.mean is None:
-            mean = mean64
-        else:
-            mean = _array(self.mean, "mean")
-            if tuple(mean.shape) != (d,):
-                raise ValueError(
-                    f"The prior's mean has shape {tuple(mean.shape)}; the data have {d} features, "
-                    f"so it must have shape ({d},)."
-                )
+        mean = mean64 if self.mean is None else _array(self.mean, "mean")
         dof = float(d + 2) if self.dof is None else float(self.dof)
-        if not dof > d - 1:
-            raise ValueError(
-                f"The prior's dof must be > n_features - 1 = {d - 1} for a proper inverse-Wishart "
-                f"prior, got {dof:g} (mclust's default: n_features + 2 = {d + 2})."
-            )
         if self.scale is None:
             factor = float(n_components) ** (-2.0 / d)
             if scale_shape == ():
@@ -209,6 +197,23 @@ class ConjugatePrior:
         else:
             scale = _check_scale(_array(self.scale, "scale"), scale_shape, d)
         return PriorParams(shrinkage, mean, dof, scale)
+
+    def check(self, n_features: int, scale_shape: tuple) -> None:
+        """Raise a ValueError unless the given settings fit ``n_features`` and
+        a model whose scale has ``scale_shape`` (see :meth:`resolve`)."""
+        d = n_features
+        if self.mean is not None and tuple(_array(self.mean, "mean").shape) != (d,):
+            raise ValueError(
+                f"The prior's mean has shape {tuple(_array(self.mean, 'mean').shape)}; the data "
+                f"have {d} features, so it must have shape ({d},)."
+            )
+        if self.dof is not None and not self.dof > d - 1:
+            raise ValueError(
+                f"The prior's dof must be > n_features - 1 = {d - 1} for a proper inverse-Wishart "
+                f"prior, got {self.dof:g} (mclust's default: n_features + 2 = {d + 2})."
+            )
+        if self.scale is not None:
+            _check_scale(_array(self.scale, "scale"), scale_shape, d)
 
     def to_json(self) -> dict:
         """The settings as JSON values (None for defaults, lists for arrays)."""

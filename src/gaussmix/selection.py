@@ -32,13 +32,15 @@ from .candidates import (
     SEARCH_DEFAULTS,
     SEARCH_PARAMS,
     STARTS,
+    check_prior_search,
     check_search,
     concurrent_applies,
     estimator_plans,
+    prior_plans,
     search_plans,
     worth_reseeding,
 )
-from .covariance import MCLUST_MODELS, get_covariance_type
+from .covariance import MCLUST_MODELS, PRIOR_MODELS, get_covariance_type
 from .data import check_in_memory, chunk_rows, iter_chunks
 from .em import e_step
 from .estimator import GaussianMixture
@@ -48,6 +50,7 @@ from .guard import (
     collapsed_components,
     min_component_count,
 )
+from .prior import ConjugatePrior
 
 __all__ = [
     "CPU_BATCH_MAX_SAMPLES",
@@ -229,6 +232,32 @@ def _check_initial_parameters(ks, types, n_features, estimator_params) -> None:
                 raise ValueError(f"{exc} (select_model candidate {cov_type} K={k}{hint})") from None
 
 
+def _types_with_prior(types, covariance_types, spec, n_features) -> list:
+    """The grid's types that have mclust's conjugate prior.
+
+    As mclust's ``mclustBIC(prior=)``, the models without one (VEE, EVE, VVE,
+    EVV) are dropped; a warning names them unless they came from ``"all"``.
+    Raises when none is left, or when a given scale does not fit a type.
+    """
+    kept = [t for t in types if get_covariance_type(t).supports_prior]
+    dropped = [t for t in types if t not in kept]
+    if not kept:
+        raise ValueError(
+            f"mclust has no conjugate prior for {dropped}; with a prior choose covariance types "
+            f"among {list(PRIOR_MODELS)} (or scikit-learn's full, tied, diag, spherical)."
+        )
+    if dropped and not (isinstance(covariance_types, str) and covariance_types == "all"):
+        warnings.warn(
+            f"mclust has no conjugate prior for {dropped}: left out of the grid, as mclust's "
+            f"mclustBIC does with a prior.", UserWarning, stacklevel=3)
+    for t in kept:
+        try:
+            spec.check(n_features, get_covariance_type(t).prior_scale_shape(n_features))
+        except ValueError as exc:
+            raise ValueError(f"{exc} (select_model candidate type {t})") from None
+    return kept
+
+
 def select_model(
     X,
     n_components=range(1, 10),
@@ -263,6 +292,16 @@ def select_model(
     With ``starts="estimator"`` every candidate is
     ``GaussianMixture(K, covariance_type=..., random_state=seed, **params).fit(X)``,
     scikit-learn's defaults and weaknesses included.
+
+    With a ``prior`` (R mclust's conjugate prior, see
+    :class:`GaussianMixture`), selection is mclust's ``Mclust(prior=)``: the
+    models without a prior (VEE, EVE, VVE, EVV) are left out of the grid, and
+    ``starts="search"`` fits every candidate from mclust's one hierarchical
+    start, ``GaussianMixture(K, ..., prior=prior, init_params="hc")``, with
+    mclust's stopping rule and ``reg_covar=0`` (the batched search engines
+    have no prior; ``search_params`` do not apply).  BIC is then the data's
+    log-likelihood at the posterior mode with the usual parameter count, as
+    mclust's.
 
     A candidate whose fit has collapsed components is handled according to
     ``degenerate`` so that it cannot win on a spuriously high likelihood.
@@ -348,14 +387,20 @@ def select_model(
     ks, types = _check_grid(n_components, covariance_types, criterion, degenerate, n_reseed)
     if starts not in STARTS:
         raise ValueError(f"Invalid starts {starts!r}: choose one of {list(STARTS)}.")
+    prior = ConjugatePrior.from_param(estimator_params.get("prior"))
+    if prior is not None:
+        types = _types_with_prior(types, covariance_types, prior, _n_features(X))
     if starts == "search":
         if n_init != 1:
             raise ValueError(
                 "n_init applies to starts='estimator'; the search sets its number of starts "
                 "with search_params (n_kmeans, n_random)."
             )
-        search_params = check_search(search_params, estimator_params)
-        estimator_params = {**SEARCH_DEFAULTS, **estimator_params}
+        if prior is not None:
+            estimator_params = check_prior_search(search_params, estimator_params)
+        else:
+            search_params = check_search(search_params, estimator_params)
+            estimator_params = {**SEARCH_DEFAULTS, **estimator_params}
     elif search_params is not None:
         raise ValueError("search_params applies to starts='search' only.")
     for name in ("n_components", "covariance_type", "random_state", "n_init", "device"):
@@ -392,7 +437,9 @@ def select_model(
     estimators: list = []
     events = []
     not_converged = 0
-    if starts == "search":
+    if starts == "search" and prior is not None:
+        plans = prior_plans(X, grid, base_seed, device, n_reseed, estimator_params)
+    elif starts == "search":
         plans = search_plans(X, ks, types, base_seed, device, search_params, estimator_params)
     else:
         plans = estimator_plans(X, grid, base_seed, n_init, device, concurrent, n_reseed,
