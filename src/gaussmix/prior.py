@@ -194,6 +194,7 @@ class ConjugatePrior:
                 scale = factor * cov64
             else:  # the sample covariance is singular
                 scale = factor * torch.diag(torch.diagonal(cov64))
+            _check_default_scale(scale)
         else:
             scale = _check_scale(_array(self.scale, "scale"), scale_shape, d)
         return PriorParams(shrinkage, mean, dof, scale)
@@ -223,6 +224,24 @@ class ConjugatePrior:
             return _array(v, "value").tolist()
 
         return {f: plain(getattr(self, f)) for f in _FIELDS}
+
+
+def _check_default_scale(scale: torch.Tensor) -> None:
+    """mclust's default scale must be positive (definite) for the prior to be
+    proper; mclust itself stops in ``chol`` otherwise."""
+    if scale.dim() == 0:
+        if not float(scale) > 0:
+            raise ValueError(
+                "mclust's default prior scale (the data's mean variance) is 0: every feature is "
+                "constant. Pass a positive scale in the prior, or fit data that vary."
+            )
+        return
+    if int(torch.linalg.cholesky_ex(scale)[1]) != 0:
+        raise ValueError(
+            "mclust's default prior scale (the data's covariance times n_components**(-2/D)) is "
+            "not positive definite: a feature is constant or the features are collinear. Drop "
+            "or combine those features, or pass a positive-definite scale in the prior."
+        )
 
 
 def _check_scale(scale: torch.Tensor, shape: tuple, d: int) -> torch.Tensor:
