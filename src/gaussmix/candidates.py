@@ -506,13 +506,7 @@ def check_prior_search(search_params, estimator_params) -> dict:
             "is fitted from mclust's hierarchical start (pass starts='estimator' to choose the "
             "start with init_params)."
         )
-    given = [p for p in _START_PARAMS if p in estimator_params]
-    if given:
-        raise ValueError(
-            f"{given} choose the start of every fit, but starts='search' with a prior starts each "
-            f"candidate from mclust's hierarchical clustering. Pass starts='estimator' to fit "
-            f"every candidate as GaussianMixture(**params)."
-        )
+    check_search(None, estimator_params)  # the same refusal of start parameters
     return {**PRIOR_SEARCH_DEFAULTS, **estimator_params}
 
 

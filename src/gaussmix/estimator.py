@@ -492,6 +492,8 @@ class GaussianMixture(BaseMixture):
         self.lower_bounds_ = [float(v) for v in result.lower_bounds]
         self.fit_events_ = list(result.events)
         self.n_reseeds_ = sum(len(e["components"]) for e in result.events if e["kind"] == "reseed")
+        # Set by _prepare_fit; results made without it (the search) had no prior.
+        self.prior_ = getattr(self, "prior_", None)
 
     # ---------------------------------------------------------------- inference
     def _n_parameters(self):
