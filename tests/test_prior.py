@@ -4,6 +4,9 @@ tests/reference/mclust_models.json (tests/reference/make_mclust_models.R)
 holds, per data set, mclust's defaultPrior hyper-parameters and, per model,
 its mstep, estep and me with ``prior = priorControl()`` from the data set's
 fixed soft partition z; and Mclust(iris, prior = priorControl())'s BIC table.
+tests/reference/mclust_prior.json (tests/reference/make_mclust_prior.R) has
+the same for other settings: no shrinkage, and a given shrinkage, mean and
+scale.
 """
 
 import json
@@ -20,9 +23,12 @@ from gaussmix.maximization import m_step
 from gaussmix.prior import ConjugatePrior
 from gaussmix.stats import SuffStats
 from gaussmix.variational import data_moments
-from test_mclust_models import REF, SETS, _data, _full, _ref, float32_keeps_float64_accuracy
+from test_mclust_models import (
+    ONE_D, REF, REF_DIR, SETS, _data, _full, _ref, float32_keeps_float64_accuracy,
+)
 
 UNSUPPORTED = ("VEE", "EVE", "VVE", "EVV")
+SETTINGS = json.loads((REF_DIR / "mclust_prior.json").read_text())
 
 
 def _cases():
@@ -35,12 +41,13 @@ def _z(dataset):
     return np.asarray(REF["datasets"][dataset]["z"], dtype=np.float64)
 
 
-def _prior(X, k, model):
-    """Our defaultPrior for the data, ``k`` components and the model."""
+def _prior(X, k, model, settings=None):
+    """Our hyper-parameters (defaultPrior with ``settings``) for the data,
+    ``k`` components and the model."""
     x = torch.from_numpy(X)
     mean, cov = data_moments([(x, None)], x.mean(0))
     shape = get_covariance_type(model).prior_scale_shape(X.shape[1])
-    return ConjugatePrior().resolve(mean, cov, len(X), k, shape)
+    return ConjugatePrior(**(settings or {})).resolve(mean, cov, len(X), k, shape)
 
 
 def map_step_from(X, z, model, prior, variant):
@@ -118,6 +125,45 @@ def test_map_em_from_the_same_z_reaches_mclusts_loglik(dataset, model):
     assert isinstance(res, EMResult) and res.converged
     assert res.lower_bound * X.shape[0] == pytest.approx(ref["loglik"], rel=1e-6)
     assert res.n_iter == ref["iterations"][0]
+
+
+def _setting_cases():
+    for s, entry in SETTINGS["datasets"].items():
+        for name in entry["settings"]:
+            for m in PRIOR_MODELS:
+                yield s, name, m
+
+
+def _settings(dataset, name, model):
+    entry = SETTINGS["datasets"][dataset]
+    if name == "no_shrinkage":
+        return {"shrinkage": 0.0}
+    given = entry["given"]
+    d = entry["d"]
+    spherical = get_covariance_type(model).prior_scale_shape(d) == ()
+    scale = given["scale"] if spherical else given["scale"] * np.eye(d)
+    return {"shrinkage": given["shrinkage"], "mean": given["mean"], "scale": scale}
+
+
+@pytest.mark.parametrize("dataset,setting,model", list(_setting_cases()))
+def test_other_settings_equal_mclust(dataset, setting, model):
+    entry = SETTINGS["datasets"][dataset]
+    d = entry["d"]
+    ref = entry["settings"][setting][ONE_D[model] if d == 1 else model]
+    X, z = _data(dataset), np.asarray(entry["z"], dtype=np.float64)
+    prior = _prior(X, z.shape[1], model, _settings(dataset, setting, model))
+    params = map_step_from(X, z, model, prior, "mstep")
+    ms = ref["mstep"]
+    assert _relative(params.weights.numpy(), ms["pro"]) < 1e-8
+    assert _relative(params.means.numpy(), ms["mean"]) < 1e-8
+    assert _relative(_full(params.cov, params.covariances, 3, d).numpy(), ms["sigma"]) < 1e-8
+    ll = float(e_step(torch.from_numpy(X), params)[1].sum())
+    assert ll == pytest.approx(ref["estep_loglik"], rel=1e-8)
+    x = torch.from_numpy(X)
+    res = run_em(lambda: [(x, None)], map_step_from(X, z, model, prior, "me"), reg_covar=0.0,
+                 tol=1e-5, tol_type="relative", max_iter=10_000, prior=prior)
+    assert res.lower_bound * X.shape[0] == pytest.approx(ref["me"]["loglik"], rel=1e-6)
+    assert res.n_iter == ref["me"]["iterations"][0]
 
 
 def test_the_mstep_and_me_variants_differ_where_mclusts_do():
