@@ -336,3 +336,15 @@ def test_cli_fit_with_prior(tmp_path, capsys):
 
 def test_every_supported_model_is_listed():
     assert set(PRIOR_MODELS) == set(MCLUST_MODELS) - set(UNSUPPORTED)
+
+
+def test_a_checkpoint_resumes_only_the_same_prior(tmp_path):
+    X = _data("iris")
+    path = tmp_path / "fit.npz"
+    kw = dict(covariance_type="VEV", random_state=0)
+    first = GaussianMixture(3, prior="default", **kw).fit(X, checkpoint=path)
+    again = GaussianMixture(3, prior="default", **kw).fit(X, checkpoint=path)
+    assert again._resumed_from_ is not None
+    np.testing.assert_array_equal(again.means_, first.means_)
+    with pytest.raises(ValueError, match="prior"):
+        GaussianMixture(3, prior={"shrinkage": 0.5}, **kw).fit(X, checkpoint=path)

@@ -35,10 +35,9 @@ from .scaling import feature_scaling
 from .search import search, starting_partitions
 
 __all__ = [
-    "BatchedFit", "CPU_BATCH_MAX_SAMPLES", "PRIOR_SEARCH_DEFAULTS", "Plan", "SEARCH_DEFAULTS",
-    "SEARCH_PARAMS", "STARTS", "batch_applies", "check_prior_search", "check_search",
-    "concurrent_applies", "estimator_plans", "fit_candidates", "prior_plans", "search_plans",
-    "worth_reseeding",
+    "BatchedFit", "CPU_BATCH_MAX_SAMPLES", "Plan", "SEARCH_DEFAULTS", "SEARCH_PARAMS", "STARTS",
+    "batch_applies", "check_search", "concurrent_applies", "estimator_plans", "fit_candidates",
+    "search_plans", "worth_reseeding",
 ]
 
 
@@ -488,37 +487,3 @@ def _fit_each(candidates, fit_one) -> list:
         out.append(BatchedFit(est, err, time.perf_counter() - t0, 0.0, False))
     return out
 
-
-# ------------------------------------------------------- under a prior
-#: Estimator settings of ``starts="search"`` with a conjugate prior, unless
-#: the caller passes others: mclust's one hierarchical start per candidate,
-#: its stopping rule, and no regularisation besides the prior (mclust's).
-PRIOR_SEARCH_DEFAULTS = {"init_params": "hc", "tol": 1e-5, "tol_type": "relative",
-                         "max_iter": 1000, "reg_covar": 0.0}
-
-
-def check_prior_search(search_params, estimator_params) -> dict:
-    """Estimator settings of ``starts="search"`` under a prior (see
-    :func:`prior_plans`); raises for settings it cannot honour."""
-    if search_params is not None:
-        raise ValueError(
-            "search_params applies to the search without a prior; with a prior every candidate "
-            "is fitted from mclust's hierarchical start (pass starts='estimator' to choose the "
-            "start with init_params)."
-        )
-    check_search(None, estimator_params)  # the same refusal of start parameters
-    return {**PRIOR_SEARCH_DEFAULTS, **estimator_params}
-
-
-def prior_plans(X, grid, base_seed, device, n_reseed, estimator_params):
-    """Plans of ``starts="search"`` with a conjugate prior: mclust's way,
-    ``GaussianMixture(K, covariance_type=..., prior=..., init_params="hc")``
-    per candidate, one by one (the batched search engines carry no prior).
-    ``estimator_params`` come from :func:`check_prior_search`.  On data of at
-    most ``hc_subset`` rows the hierarchical start does not depend on the
-    seed, so the guard gets no re-seeded attempts (they would repeat the fit).
-    """
-    n = X.shape[0] if hasattr(X, "shape") else len(X)
-    if n <= GaussianMixture(**estimator_params).hc_subset:
-        n_reseed = 0
-    return estimator_plans(X, grid, base_seed, 1, device, False, n_reseed, estimator_params)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ._validation import as_tensor_2d, check_sample_weight, to_output
-from .covariance import PRIOR_MODELS, get_covariance_type
+from .covariance import get_covariance_type
 from .data import check_in_memory, chunk_rows
 from .em import EMResult
 from .fitting import check_checkpoint_arguments
@@ -17,7 +17,7 @@ from .init import initial_params
 from .mixture import BaseMixture, check_integer
 from .online import online_step
 from .params import GMMParams
-from .prior import ConjugatePrior, prior_to_json
+from .prior import ConjugatePrior, check_prior, prior_to_json
 from .stopping import TOL_TYPES
 
 __all__ = ["GaussianMixture"]
@@ -100,22 +100,17 @@ class GaussianMixture(BaseMixture):
         its cost is quadratic in the subset size.
     prior : None, "default", True, mapping or ConjugatePrior, default=None
         R mclust's conjugate prior (``priorControl()``; Fraley & Raftery
-        2007): EM then converges to the posterior mode, which keeps
-        components from collapsing.  ``"default"`` (or True) takes mclust's
-        ``defaultPrior`` from the data (shrinkage 0.01, the data's mean,
-        ``n_features + 2`` degrees of freedom, the data's covariance times
-        ``n_components ** (-2 / n_features)`` as scale); a mapping or
-        :class:`~gaussmix.prior.ConjugatePrior` overrides any of
-        ``shrinkage``, ``mean``, ``dof``, ``scale``.  mclust has it for
-        EII, VII, EEI, VEI, EVI, VVI, EEE, EEV, VEV and VVV (so for
-        scikit-learn's four), not for VEE, EVE, VVE and EVV.  The M-step is
-        mclust's inside its EM (``me``; see :mod:`gaussmix.covariance.conjugate`
-        for how it differs from its ``mstep``), the stopping rule and
-        ``lower_bound_`` the data's log-likelihood (mclust's); ``reg_covar``
-        is still added to each component's scatter (``n_k * reg_covar`` on
-        its diagonal), so ``reg_covar=0`` gives mclust's numbers.  Sample
-        weights then count as copies of a sample (the prior weighs counts).
-        Not available with :meth:`partial_fit`.
+        2007; :mod:`gaussmix.prior`): EM converges to the posterior mode,
+        which keeps components from collapsing.  ``"default"`` (or True):
+        mclust's ``defaultPrior`` from the data; a mapping or
+        :class:`~gaussmix.prior.ConjugatePrior` overrides ``shrinkage``,
+        ``mean``, ``dof`` or ``scale``.  Not for VEE, EVE, VVE, EVV (mclust
+        has none).  The M-step is mclust's inside its EM (``me``, see
+        :mod:`gaussmix.covariance.conjugate`); ``lower_bound_`` and the
+        stopping rule use the data's log-likelihood, as mclust's.
+        ``reg_covar`` is added to each component's scatter (``n_k *
+        reg_covar`` on its diagonal): ``reg_covar=0`` gives mclust's
+        numbers.  Sample weights count as copies.  Not with :meth:`partial_fit`.
 
     Attributes
     ----------
@@ -218,13 +213,7 @@ class GaussianMixture(BaseMixture):
                 f"change of the mean log-likelihood per sample) or 'relative' (mclust's relative "
                 f"change of the total log-likelihood)."
             )
-        spec = ConjugatePrior.from_param(self.prior)
-        if spec is not None and not get_covariance_type(self.covariance_type).supports_prior:
-            raise ValueError(
-                f"mclust has no conjugate prior for covariance_type={self.covariance_type!r}; "
-                f"use prior=None, or one of {list(PRIOR_MODELS)} (or scikit-learn's full, tied, "
-                f"diag, spherical)."
-            )
+        check_prior(self.prior, self.covariance_type)
 
     @property
     def _relative_weights(self):

@@ -32,7 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ConjugatePrior", "PriorParams", "DEFAULT_SHRINKAGE", "prior_to_json", "prior_from_json"]
+from .covariance import PRIOR_MODELS, get_covariance_type
+
+__all__ = ["ConjugatePrior", "PriorParams", "DEFAULT_SHRINKAGE", "check_prior", "prior_to_json",
+           "prior_from_json"]
 
 #: mclust's default ``shrinkage`` (``defaultPrior``).
 DEFAULT_SHRINKAGE = 0.01
@@ -224,6 +227,32 @@ class ConjugatePrior:
             return _array(v, "value").tolist()
 
         return {f: plain(getattr(self, f)) for f in _FIELDS}
+
+
+def check_prior(value, covariance_type: str) -> "ConjugatePrior | None":
+    """The settings an estimator's ``prior`` stands for, checked against its model.
+
+    Parameters
+    ----------
+    value : None, bool, "default", mapping or ConjugatePrior
+        See :meth:`ConjugatePrior.from_param`, which raises for an invalid one.
+    covariance_type : str
+        A model mclust has no prior for (VEE, EVE, VVE, EVV) raises a
+        ValueError that names the models that have one.
+
+    Returns
+    -------
+    ConjugatePrior or None
+        None when ``value`` asks for no prior.
+    """
+    spec = ConjugatePrior.from_param(value)
+    if spec is not None and not get_covariance_type(covariance_type).supports_prior:
+        raise ValueError(
+            f"mclust has no conjugate prior for covariance_type={covariance_type!r}; use "
+            f"prior=None, or one of {list(PRIOR_MODELS)} (or scikit-learn's full, tied, diag, "
+            f"spherical)."
+        )
+    return spec
 
 
 def _check_default_scale(scale: torch.Tensor) -> None:

@@ -32,15 +32,13 @@ from .candidates import (
     SEARCH_DEFAULTS,
     SEARCH_PARAMS,
     STARTS,
-    check_prior_search,
     check_search,
     concurrent_applies,
     estimator_plans,
-    prior_plans,
     search_plans,
     worth_reseeding,
 )
-from .covariance import MCLUST_MODELS, PRIOR_MODELS, get_covariance_type
+from .covariance import MCLUST_MODELS, get_covariance_type
 from .data import check_in_memory, chunk_rows, iter_chunks
 from .em import e_step
 from .estimator import GaussianMixture
@@ -51,6 +49,7 @@ from .guard import (
     min_component_count,
 )
 from .prior import ConjugatePrior
+from .prior_selection import check_prior_search, prior_plans, types_with_prior
 
 __all__ = [
     "CPU_BATCH_MAX_SAMPLES",
@@ -232,32 +231,6 @@ def _check_initial_parameters(ks, types, n_features, estimator_params) -> None:
                 raise ValueError(f"{exc} (select_model candidate {cov_type} K={k}{hint})") from None
 
 
-def _types_with_prior(types, covariance_types, spec, n_features) -> list:
-    """The grid's types that have mclust's conjugate prior.
-
-    As mclust's ``mclustBIC(prior=)``, the models without one (VEE, EVE, VVE,
-    EVV) are dropped; a warning names them unless they came from ``"all"``.
-    Raises when none is left, or when a given scale does not fit a type.
-    """
-    kept = [t for t in types if get_covariance_type(t).supports_prior]
-    dropped = [t for t in types if t not in kept]
-    if not kept:
-        raise ValueError(
-            f"mclust has no conjugate prior for {dropped}; with a prior choose covariance types "
-            f"among {list(PRIOR_MODELS)} (or scikit-learn's full, tied, diag, spherical)."
-        )
-    if dropped and not (isinstance(covariance_types, str) and covariance_types == "all"):
-        warnings.warn(
-            f"mclust has no conjugate prior for {dropped}: left out of the grid, as mclust's "
-            f"mclustBIC does with a prior.", UserWarning, stacklevel=3)
-    for t in kept:
-        try:
-            spec.check(n_features, get_covariance_type(t).prior_scale_shape(n_features))
-        except ValueError as exc:
-            raise ValueError(f"{exc} (select_model candidate type {t})") from None
-    return kept
-
-
 def select_model(
     X,
     n_components=range(1, 10),
@@ -389,7 +362,7 @@ def select_model(
         raise ValueError(f"Invalid starts {starts!r}: choose one of {list(STARTS)}.")
     prior = ConjugatePrior.from_param(estimator_params.get("prior"))
     if prior is not None:
-        types = _types_with_prior(types, covariance_types, prior, _n_features(X))
+        types = types_with_prior(types, covariance_types, prior, _n_features(X))
     if starts == "search":
         if n_init != 1:
             raise ValueError(

@@ -20,27 +20,15 @@
 # log-likelihood at them, and me's log-likelihood and iterations.  Doubles are
 # written with "%.17g" (common.R).
 
-suppressPackageStartupMessages({
-  library(mclust)
-  library(jsonlite)
-})
-
-args <- commandArgs(trailingOnly = FALSE)
-script <- sub("^--file=", "", args[grep("^--file=", args)])
-ref_dir <- if (length(script) == 1) dirname(normalizePath(script)) else "tests/reference"
-data_dir <- file.path(ref_dir, "data")
+suppressPackageStartupMessages(library(mclust))
+# This script's folder (the repository's tests/reference when sourced).
+file_arg <- grep("^--file=", commandArgs(trailingOnly = FALSE), value = TRUE)
+ref_dir <- if (length(file_arg) == 1) dirname(normalizePath(sub("^--file=", "", file_arg))) else
+  "tests/reference"
 source(file.path(ref_dir, "common.R"))
 
 MODELS <- c("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE", "EEV", "VEV", "VVV")
 G <- 3L
-
-sigmas <- function(par, d) {
-  if (d == 1) {
-    s2 <- rep_len(par$variance$sigmasq, G)
-    return(lapply(s2, function(v) matrix(v, 1, 1)))
-  }
-  lapply(seq_len(G), function(k) par$variance$sigma[, , k])
-}
 
 one_fit <- function(model, X, z, pr) {
   d <- ncol(X)
@@ -49,7 +37,7 @@ one_fit <- function(model, X, z, pr) {
   fit <- me(modelName = model, data = X, z = z, prior = pr)
   list(mstep = list(pro = I(as.numeric(ms$parameters$pro)),
                     mean = t(matrix(ms$parameters$mean, nrow = d)),
-                    sigma = sigmas(ms$parameters, d)),
+                    sigma = component_sigmas(ms$parameters, d, G)),
        estep_loglik = es$loglik,
        me = list(loglik = fit$loglik, iterations = I(as.numeric(attr(fit, "info")))))
 }
@@ -57,11 +45,7 @@ one_fit <- function(model, X, z, pr) {
 one_set <- function(name, X) {
   d <- ncol(X)
   models <- if (d == 1) c("E", "V") else MODELS
-  # The partition of make_mclust_models.R.
-  start <- if (d == 1) "V" else "VVV"
-  z0 <- unmap(hclass(hc(X), G))
-  z <- estep(modelName = start, data = X,
-             parameters = mstep(modelName = start, data = X, z = z0)$parameters)$z
+  z <- fixed_soft_partition(X, G)  # that of make_mclust_models.R
   message(sprintf("%s (%d x %d)", name, nrow(X), d))
   mean_given <- as.numeric(X[1, ])
   settings <- list(
@@ -82,25 +66,14 @@ one_set <- function(name, X) {
 }
 
 sets <- list(
-  iris = read_data(file.path(data_dir, "iris.csv")),
-  thyroid = read_data(file.path(data_dir, "thyroid.csv"))
+  iris = read_data(file.path(ref_dir, "data", "iris.csv")),
+  thyroid = read_data(file.path(ref_dir, "data", "thyroid.csv"))
 )
-sets$eruptions <- read_data(file.path(data_dir, "faithful.csv"))[, 1, drop = FALSE]
+sets$eruptions <- read_data(file.path(ref_dir, "data", "faithful.csv"))[, 1, drop = FALSE]
 
 out_sets <- lapply(names(sets), function(nm) one_set(nm, sets[[nm]]))
 names(out_sets) <- names(sets)
 
-result <- list(
-  generator = "tests/reference/make_mclust_prior.R",
-  R_version = R.version.string,
-  mclust_version = as.character(packageVersion("mclust")),
-  date = format(Sys.time(), "%Y-%m-%dT%H:%M:%SZ", tz = "UTC"),
-  number_format = "%.17g",
-  G = G,
-  datasets = out_sets
-)
-
-json_path <- file.path(ref_dir, "mclust_prior.json")
-writeLines(to_json(result), json_path)
-invisible(jsonlite::fromJSON(json_path, simplifyVector = FALSE))
-cat(sprintf("wrote %s (%.0f kB)\n", json_path, file.size(json_path) / 1024))
+result <- c(provenance("tests/reference/make_mclust_prior.R"),
+            list(G = G, datasets = out_sets))
+write_reference(result, file.path(ref_dir, "mclust_prior.json"))
