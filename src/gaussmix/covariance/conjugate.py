@@ -17,10 +17,11 @@ c_k d_k d_k^T`` and ``[k>0]`` one when ``kappa > 0``:
 
 mclust has two variants, and both are here (``variant=``): ``"mstep"`` is
 its ``mstep(..., prior=)``, ``"me"`` the M-step inside its EM (``me``,
-which ``Mclust`` and its BIC use; EM in gaussmix uses it).  They differ for
-EII, EEI and EVI, EEV, and without shrinkage also VVV and (one dimension) E
-and V: in the constants of the denominators, in whether EEV shrinks its
-means, and in whether EII's residuals are about the shrunk means.  With one component mclust fits ``mvn``
+which ``Mclust`` and its BIC use; EM in gaussmix uses it).  With shrinkage
+they differ for EII, EEI, EVI and EEV, without for EII, EEI, EVI, VVV and
+(one dimension) E and V: in the constants of the denominators, in whether
+EEV shrinks its means, and in whether EII's residuals are about the shrunk
+means.  With one component mclust fits ``mvn``
 (models XII, XXI, XXX by orientation), and in one dimension it has only E
 and V; the template :meth:`ConjugateMStep.map_covariances` does the same.
 
