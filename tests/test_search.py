@@ -267,3 +267,47 @@ def test_small_cpu_search_restores_the_thread_count(iris, monkeypatch):
     _grid(iris[:60])
     assert seen and all(n == 1 for n in seen)
     assert torch.get_num_threads() == before
+
+
+def _same_partition(a, b):
+    """Whether two labellings group the rows identically (up to renaming)."""
+    pairs = set(zip(a.tolist(), b.tolist()))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+@pytest.mark.parametrize("units", [None, torch.tensor([0.5, 2.0, 1.0, 3.0], dtype=torch.float64)])
+def test_batched_splits_equal_the_per_run_splits(iris, units):
+    # The joint engine splits every parent run at once; each split must be
+    # the one _split_starts makes from the same run's MAP labels.
+    from gaussmix.joint import JointRun, fit_joint, hard_labels, quadratic_features, start_runs
+    from gaussmix.search import _joint_splits, _split_starts
+    X = torch.from_numpy(iris)
+    X = (X - X.mean(0)) / X.std(0)
+    phi = quadratic_features(X)
+    gen = torch.Generator().manual_seed(0)
+    parts = starting_partitions(X, [2, 3, 4], gen)
+    starts = [parts[k][1] for k in (2, 3, 4)]
+    runs = [JointRun("full", k, units) for k in (2, 3, 4)]
+    start_runs(phi, runs, None, reg_covar=1e-8, labels=[s.labels for s in starts])
+    fit_joint(phi, runs, reg_covar=1e-8, tol=1e-5, max_iter=5)
+    got = _joint_splits(phi, X, runs, [units] * 3)
+    labels = hard_labels(phi, runs)
+    for i, r in enumerate(runs):
+        assert torch.equal(labels[:, i], r.log_prob(X).argmax(1))
+    X_t = X if units is None else X * units
+    expected = [(i, st) for i, r in enumerate(runs) for st in _split_starts(X_t, labels[:, i], r.k)]
+    assert len(got) == len(expected) > 3
+    for (i, a), (j, b) in zip(got, expected):
+        assert i == j
+        assert _same_partition(a.labels, b.labels)
+
+
+def test_every_cells_criteria_are_its_estimators(iris_grid, iris):
+    # The search scores its runs in one batched pass; each row must equal the
+    # criteria recomputed from the returned estimator on the user's data.
+    from gaussmix.selection import information_criteria
+    r = iris_grid.results_
+    for i, est in enumerate(iris_grid.estimators_):
+        crit = information_criteria(est, iris)
+        for name in ("log_likelihood", "bic", "aic", "icl"):
+            assert r[name][i] == pytest.approx(crit[name], rel=1e-10, abs=1e-8), (i, name)

@@ -232,7 +232,10 @@ def _search_plans(probe, X, Xt, ks, types, search_params):
                 for run in cell.runs:
                     est = _search_estimator(probe, probe_params, k, cov_type, run, scaling, n,
                                             tensor_io)
-                    yield est, "", {"start": run.start, "reg": reg}
+                    info = {"start": run.start, "reg": reg}
+                    if run.score is not None:
+                        info["score"] = (run.score[0] + scaling.log_jacobian(n), run.score[1])
+                    yield est, "", info
 
             plans[(cov_type, k)] = Plan(
                 attempts, len(cell.runs) if cell is not None and cell.runs else 1,

@@ -47,7 +47,8 @@ from .data import chunk_rows, iter_chunks
 from .em import EMResult, e_step
 from .init import HC_SUBSET, hc_partition, one_hot
 from .kmeans import kmeans_many
-from .joint import JointRun, fit_joint, joint_applies, quadratic_features, start_runs
+from .joint import (JointRun, component_moments, fit_joint, hard_labels, joint_applies,
+                    quadratic_features, score_runs, start_runs)
 
 __all__ = ["Start", "Run", "starting_partitions", "search"]
 
@@ -95,6 +96,9 @@ class Run:
     cov_name : str
     state : JointRun or None
         Its state while the joint engine (:mod:`gaussmix.joint`) runs it.
+    score : tuple of float or None
+        Total log-likelihood (type's units) and entropy of the responsibilities
+        at the final parameters, where the engine computed them.
     """
 
     k: int
@@ -102,6 +106,7 @@ class Run:
     result: EMResult | None = None
     cov_name: str = ""
     state: JointRun | None = None
+    score: tuple | None = None
 
     @property
     def alive(self) -> bool:
@@ -249,6 +254,37 @@ def _split_starts(X, labels, k):
     return out
 
 
+def _joint_splits(phi, X, parents, units):
+    """:func:`_split_starts` of many fitted runs at once on the joint engine:
+    ``(parent index, Start)`` pairs, in the order of the parents and their
+    components.  ``units``: per parent, the units (D,) of its type or None;
+    the principal axis is the one of the type's units, as in
+    :func:`_split_starts`."""
+    if not parents:
+        return []
+    labels = hard_labels(phi, parents)
+    kmax = max(p.k for p in parents)
+    counts, means, scatter = component_moments(phi, labels, kmax)
+    u = torch.stack([torch.ones_like(means[0, 0]) if v is None else v.double() for v in units])
+    uu = u[:, None, :, None] * u[:, None, None, :]
+    axes = torch.linalg.eigh(scatter * uu).eigenvectors[..., -1] * u[:, None, :]
+    g = len(parents)
+    pick = torch.arange(g, device=labels.device) * kmax + labels
+    centre = means.reshape(g * kmax, -1)[pick]
+    side = ((X.double().unsqueeze(1) - centre) * axes.reshape(g * kmax, -1)[pick]).sum(-1) > 0
+    on_side = torch.bincount(pick[side], minlength=g * kmax).view(g, kmax)
+    ok = (counts >= 2) & (on_side > 0) & (on_side < counts)
+    pairs = torch.nonzero(ok).tolist()
+    if not pairs:
+        return []
+    ps = torch.tensor([p for p, _ in pairs], device=labels.device)
+    js = torch.tensor([j for _, j in pairs], device=labels.device)
+    ks = torch.tensor([parents[p].k for p, _ in pairs], device=labels.device)
+    old = labels[:, ps]
+    new = torch.where((old == js) & side[:, ps], ks, old)
+    return [(p, Start("split", labels=new[:, c])) for c, (p, _) in enumerate(pairs)]
+
+
 def _best(runs, k):
     """The best live run with ``k`` components, or None."""
     mine = [r for r in runs if r.k == k and r.alive]
@@ -345,7 +381,7 @@ def _search_joint(X, cov_names, partitions, units, *, reg_covar, tol, tol_type, 
     def begin(runs, starts):
         states = [r.state for r in runs]
         start_runs(phi, states, lambda i, a, b: starts[i].chunk(a, b, runs[i].k),
-                   reg_covar=reg_covar)
+                   reg_covar=reg_covar, labels=[st.labels for st in starts])
         fit_joint(phi, states, max_iter=screen, **em)
 
     # 1-2: every start of every type, a few iterations each.
@@ -358,20 +394,17 @@ def _search_joint(X, cov_names, partitions, units, *, reg_covar, tol, tol_type, 
     begin(runs, starts)
     # 3: splits of the best screened K-1 run of each type.
     split_runs, starts = [], []
+    parents = []
     for name in cov_names if split else ():
         mine = [r for r in runs if r.cov_name == name]
-        u = units.get(name)
-        X_t = X.double() if u is None else X.double() * u
-        for k in ks:
-            best = _best(mine, k - 1)
-            if k < 2 or best is None:
-                continue
-            labels = best.state.log_prob(X).argmax(1)
-            for st in _split_starts(X_t, labels, k - 1):
-                split_runs.append(Run(k, "split", cov_name=name,
-                                      state=JointRun(name, k, units.get(name))))
-                starts.append(st)
-                cells[name][k].n_starts += 1
+        parents += [(name, k, best) for k in ks
+                    if k >= 2 and (best := _best(mine, k - 1)) is not None]
+    for i, st in _joint_splits(phi, X, [best.state for *_, best in parents],
+                               [units.get(name) for name, *_ in parents]):
+        name, k, _ = parents[i]
+        split_runs.append(Run(k, "split", cov_name=name, state=JointRun(name, k, units.get(name))))
+        starts.append(st)
+        cells[name][k].n_starts += 1
     if split_runs:
         begin(split_runs, starts)
     # 4: continuation of every type's chosen runs, in one batch.
@@ -381,10 +414,11 @@ def _search_joint(X, cov_names, partitions, units, *, reg_covar, tol, tol_type, 
                             [r for r in split_runs if r.cov_name == name], ks, n_keep)
     fit_joint(phi, [r.state for r in keep], max_iter=max_iter,
               rivals=[(r.cov_name, r.k) for r in keep],
-              protected=[_protected(r) for r in keep], **em)
-    for r in keep:
-        if not r.state.failed:
-            r.result = r.state.result(X.dtype)
+              protected=[_protected(r) for r in keep], accelerate=True, **em)
+    # The criteria of every finished run, in one pass.
+    live = [r for r in keep if not r.state.failed]
+    for r, score in zip(live, score_runs(phi, [r.state for r in live])):
+        r.result, r.score = r.state.result(X.dtype), score
     _finish(keep, lambda r: cells[r.cov_name][r.k], max_iter)
     for by_k in cells.values():
         for c in by_k.values():

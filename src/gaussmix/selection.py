@@ -109,7 +109,12 @@ def _criteria(estimator: GaussianMixture, Xt: torch.Tensor) -> dict:
         plogp = torch.where(resp > 0, resp * log_resp, torch.zeros_like(resp))
         ll += float(log_prob.double().sum())
         entropy -= float(plogp.sum())
-    p = params.n_parameters()
+    return _criteria_from(ll, entropy, params.n_parameters(), n)
+
+
+def _criteria_from(ll: float, entropy: float, p: int, n: int) -> dict:
+    """The criteria of a model with total log-likelihood ``ll``, entropy of the
+    responsibilities ``entropy`` and ``p`` free parameters on ``n`` samples."""
     bic = -2.0 * ll + p * math.log(n)
     return {
         "log_likelihood": ll,
@@ -423,12 +428,16 @@ def select_model(
     X64 = (X.detach().double().cpu().numpy() if isinstance(X, torch.Tensor)
            else np.asarray(X, dtype=np.float64))
 
-    def examine(est, reg):
-        key = (est._device, est._dtype)
-        if key not in checked:
-            checked[key] = est._predict_input(X)
-        Xt = checked[key]
-        return _criteria(est, Xt), collapsed_components(est, X64, reg)
+    def examine(est, reg, score=None):
+        if score is not None:
+            # The search scored its runs in one batched pass.
+            crit = _criteria_from(*score, est._params.n_parameters(), X64.shape[0])
+        else:
+            key = (est._device, est._dtype)
+            if key not in checked:
+                checked[key] = est._predict_input(X)
+            crit = _criteria(est, checked[key])
+        return crit, collapsed_components(est, X64, reg)
 
     for i, (cov_type, k) in enumerate(grid):
         t0 = time.perf_counter()
@@ -444,7 +453,7 @@ def select_model(
                 outcome = (None, None, None, err)
             else:
                 reg = info.get("reg", est.reg_covar)
-                outcome = (est, *examine(est, reg), "")
+                outcome = (est, *examine(est, reg, info.get("score")), "")
             if first is None:
                 first, first_info = outcome, info
             if est is not None and not outcome[2]["components"]:

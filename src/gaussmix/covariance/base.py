@@ -113,6 +113,12 @@ class CovarianceType(ConjugateMStep):
     #: Whether the components share one covariance (one matrix per mixture).
     shared = False
 
+    #: Whether every affine combination of two of the model's covariance
+    #: sets that stays positive definite is again one of the model's (full,
+    #: tied, diagonal, spherical: their constraints are linear).  The joint
+    #: engine's over-relaxed steps extrapolate only such models.
+    affine_closed = False
+
     #: Whether the model stays the same model when each feature is scaled on
     #: its own (``x_j -> a_j x_j``).  False for a spherical covariance, which
     #: is only closed under one common scale.

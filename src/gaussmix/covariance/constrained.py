@@ -46,6 +46,9 @@ class Constrained(Full):
     covariance parameters (mclust's ``nVarParams``).
     """
 
+    # The constraints (equal volumes, shapes or orientations) are not linear.
+    affine_closed = False
+
     # A subclass with mclust's conjugate prior sets this and ``_map_covariances``.
     supports_prior = False
 

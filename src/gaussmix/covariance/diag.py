@@ -14,6 +14,7 @@ class Diag(CovarianceType):
     name = "diag"
     mclust_name = "VVI"
     supports_prior = True
+    affine_closed = True
 
     def n_cov_parameters(self, n_components, n_features):
         return n_components * n_features

@@ -21,6 +21,7 @@ class Full(CovarianceType):
     name = "full"
     mclust_name = "VVV"
     supports_prior = True
+    affine_closed = True
 
     def n_cov_parameters(self, n_components, n_features):
         return n_components * n_features * (n_features + 1) // 2

@@ -16,6 +16,7 @@ class Tied(CovarianceType):
     name = "tied"
     mclust_name = "EEE"
     supports_prior = True
+    affine_closed = True
 
     def n_cov_parameters(self, n_components, n_features):
         return n_features * (n_features + 1) // 2
