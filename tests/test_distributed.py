@@ -21,6 +21,8 @@ from gaussmix.distributed import Communicator
 COV_TYPES = ("full", "tied", "diag", "spherical")
 # mclust's models whose M-steps couple components (closed form and iterative).
 MCLUST_TYPES = ("EII", "VEI", "EEV", "VEV", "EVE", "VVE")
+# Fits under mclust's conjugate prior (see _model).
+PRIOR_CASES = ("EII+prior", "VEV+prior", "full+prior")
 WORLD = 2
 SPLIT = 700  # rank 0 gets rows [0, SPLIT), rank 1 the rest: uneven shards
 
@@ -78,6 +80,9 @@ def _far_model(**kw):
 
 
 def _model(cov_type, **kw):
+    if cov_type.endswith("+prior"):  # mclust's conjugate prior, from the moments of all shards
+        cov_type = cov_type[:-len("+prior")]
+        kw["prior"] = "default"
     return GaussianMixture(3, covariance_type=cov_type, tol=1e-8, max_iter=40, **_init(cov_type), **kw)
 
 
@@ -127,7 +132,7 @@ def _worker(rank, world, port, outdir):
     sl = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
     Xs, ws = X[sl], w[sl]
     out, errors = {}, {}
-    for ct in COV_TYPES + MCLUST_TYPES:
+    for ct in COV_TYPES + MCLUST_TYPES + PRIOR_CASES:
         gm = _model(ct, distributed=True).fit(Xs, sample_weight=ws)
         out[f"{ct}_means"], out[f"{ct}_weights"] = gm.means_, gm.weights_
         out[f"{ct}_cov"], out[f"{ct}_lb"] = gm.covariances_, np.array(gm.lower_bound_)
@@ -214,7 +219,7 @@ def _close(a, b, rtol=1e-10):
     np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * max(1.0, np.abs(b).max()))
 
 
-@pytest.mark.parametrize("cov_type", COV_TYPES + MCLUST_TYPES)
+@pytest.mark.parametrize("cov_type", COV_TYPES + MCLUST_TYPES + PRIOR_CASES)
 def test_two_ranks_equal_single_process_fit(ranks, cov_type):
     arrays, _ = ranks
     X, w = _data()

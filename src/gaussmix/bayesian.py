@@ -13,7 +13,7 @@ from .em import EMResult
 from .fitting import check_checkpoint_arguments
 from .init import initial_stats
 from .mixture import BaseMixture, check_real
-from .variational import WEIGHT_PRIORS, Priors, VariationalUpdate, data_moments
+from .variational import WEIGHT_PRIORS, Priors, VariationalUpdate
 
 __all__ = ["BayesianGaussianMixture"]
 
@@ -272,15 +272,7 @@ class BayesianGaussianMixture(BaseMixture):
     # ------------------------------------------------------------------ fitting
     def _prepare_fit(self, data, chunks, comm):
         """Resolve the priors (a pass over the data for their defaults)."""
-        X, w = data.init_X, data.init_w
-
-        def center():
-            c = X.mean(0) if w is None else (w.unsqueeze(1) * X).sum(0) / w.sum()
-            return c.to(device="cpu")
-
-        # Every rank takes its moments around the same point, so they add up.
-        c = comm.from_root(center, "initialising").to(device=data.device)
-        mean, data_cov = data_moments(chunks(), c, comm.reduce_stats if comm.enabled else None)
+        mean, data_cov = self._data_moments(data, chunks, comm)
         self._set_priors(self._resolve_priors(data.n_features, mean, data_cov))
 
     def _set_priors(self, priors: Priors):

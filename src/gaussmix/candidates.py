@@ -295,10 +295,12 @@ def batch_applies(estimator_params: dict) -> bool:
     """Whether fits with these :class:`GaussianMixture` parameters can be batched.
 
     Verbose output, distributed fits and ``max_iter=0`` take the sequential
-    path (they are about one fit's progress, ranks, or no EM at all).
+    path (they are about one fit's progress, ranks, or no EM at all), and so
+    do fits with a ``prior`` (the batched engine has none).
     """
     p = GaussianMixture(**estimator_params).get_params()
-    return not p["verbose"] and p["distributed"] is not True and p["max_iter"] > 0
+    return (not p["verbose"] and p["distributed"] is not True and p["max_iter"] > 0
+            and p["prior"] is None)  # the batched engine has no prior
 
 
 # On the CPU a batch does the same arithmetic as the loop it replaces; it
@@ -430,6 +432,8 @@ def fit_candidates(X, candidates, *, seed=None, n_init: int = 1, device=None,
                 return None, str(exc)
 
     out: list = [None] * len(candidates)
+    if estimator_params.get("prior") is not None:
+        return _fit_each(candidates, fit_one)
     by_type: dict = {}
     for i, (cov_type, _) in enumerate(candidates):
         by_type.setdefault(cov_type, []).append(i)
@@ -474,3 +478,15 @@ def fit_candidates(X, candidates, *, seed=None, n_init: int = 1, device=None,
                 est, err = fit_one(candidates[i][1], cov_type)
                 out[i] = BatchedFit(est, err, time.perf_counter() - t0, 0.0, False)
     return out
+
+
+def _fit_each(candidates, fit_one) -> list:
+    """:func:`fit_candidates` one candidate after the other (a fit the batched
+    engine cannot run, e.g. with a conjugate prior)."""
+    out = []
+    for cov_type, k in candidates:
+        t0 = time.perf_counter()
+        est, err = fit_one(k, cov_type)
+        out.append(BatchedFit(est, err, time.perf_counter() - t0, 0.0, False))
+    return out
+

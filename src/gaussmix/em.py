@@ -104,6 +104,7 @@ def run_em(
     gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
     tol_type: str = "absolute",
     update=None,
+    prior=None,
 ) -> EMResult:
     """The EM loop, shared by every way of feeding data.
 
@@ -142,6 +143,11 @@ def run_em(
         ``update.lower_bound(stats, params)`` the value the stopping rule
         watches.  Components are then never re-seeded: the posterior switching
         components off is the point of the variational fit.
+    prior : PriorParams, optional
+        mclust's conjugate prior: each M-step is the posterior mode (mclust's
+        ``me`` variant, see :func:`m_step`).  The stopping rule still watches
+        the data's log-likelihood, as mclust's does; the log prior is not
+        part of it.
 
     Returns
     -------
@@ -200,7 +206,7 @@ def run_em(
         if update is None:
             new = m_step(
                 stats, shift, params.covariance_type, reg_covar, eps,
-                reseed=reseed, events=step_events,
+                reseed=reseed, events=step_events, prior=prior,
             )
             lower_bound = stats.mean_log_likelihood
         else:

@@ -17,6 +17,7 @@ from .init import initial_params
 from .mixture import BaseMixture, check_integer
 from .online import online_step
 from .params import GMMParams
+from .prior import ConjugatePrior, check_prior, prior_to_json
 from .stopping import TOL_TYPES
 
 __all__ = ["GaussianMixture"]
@@ -97,6 +98,19 @@ class GaussianMixture(BaseMixture):
         With ``init_params="hc"``, the hierarchical clustering runs on a random
         subset of this many rows when the data have more (mclust's default);
         its cost is quadratic in the subset size.
+    prior : None, "default", True, mapping or ConjugatePrior, default=None
+        R mclust's conjugate prior (``priorControl()``; Fraley & Raftery
+        2007; :mod:`gaussmix.prior`): EM converges to the posterior mode,
+        which keeps components from collapsing.  ``"default"`` (or True):
+        mclust's ``defaultPrior`` from the data; a mapping or
+        :class:`~gaussmix.prior.ConjugatePrior` overrides ``shrinkage``,
+        ``mean``, ``dof`` or ``scale``.  Not for VEE, EVE, VVE, EVV (mclust
+        has none).  The M-step is mclust's inside its EM (``me``, see
+        :mod:`gaussmix.covariance.conjugate`); ``lower_bound_`` and the
+        stopping rule use the data's log-likelihood, as mclust's.
+        ``reg_covar`` is added to each component's scatter (``n_k *
+        reg_covar`` on its diagonal): ``reg_covar=0`` gives mclust's
+        numbers.  Sample weights count as copies.  Not with :meth:`partial_fit`.
 
     Attributes
     ----------
@@ -120,6 +134,9 @@ class GaussianMixture(BaseMixture):
         ``reg_covar``.  Empty for a well-posed fit.
     n_reseeds_ : int
         Number of component re-seeds in the best run.
+    prior_ : PriorParams or None
+        The conjugate prior's hyper-parameters of the fit (float64 tensors;
+        :class:`~gaussmix.prior.PriorParams`), None without a prior.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Set when fitted on a DataFrame with string column names.
@@ -159,6 +176,7 @@ class GaussianMixture(BaseMixture):
         learning_offset=2.0,
         tol_type="absolute",
         hc_subset=2000,
+        prior=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -182,6 +200,7 @@ class GaussianMixture(BaseMixture):
         self.learning_offset = learning_offset
         self.tol_type = tol_type
         self.hc_subset = hc_subset
+        self.prior = prior
 
     # ------------------------------------------------------------------ checks
     def _check_hyperparameters(self):
@@ -194,6 +213,28 @@ class GaussianMixture(BaseMixture):
                 f"change of the mean log-likelihood per sample) or 'relative' (mclust's relative "
                 f"change of the total log-likelihood)."
             )
+        check_prior(self.prior, self.covariance_type)
+
+    @property
+    def _relative_weights(self):
+        # Under a prior the counts weigh against it: weights keep their scale.
+        return ConjugatePrior.from_param(self.prior) is None
+
+    def _prepare_fit(self, data, chunks, comm):
+        """Resolve the conjugate prior's hyper-parameters (a pass over the data)."""
+        spec = ConjugatePrior.from_param(self.prior)
+        self.prior_ = None
+        if spec is None:
+            return
+        mean, data_cov = self._data_moments(data, chunks, comm)
+        n_total = float(comm.gather([data.weight_sum]).sum())
+        cov = get_covariance_type(self.covariance_type)
+        self.prior_ = spec.resolve(mean, data_cov, n_total, self.n_components,
+                                   cov.prior_scale_shape(data.n_features))
+
+    def _map_prior(self):
+        p = getattr(self, "prior_", None)
+        return None if p is None else p.to(self._device)
 
     def _check_initial_parameters(self, n_features, device, dtype):
         k = self.n_components
@@ -261,7 +302,7 @@ class GaussianMixture(BaseMixture):
             ).to(dtype=X.dtype)
         params = initial_params(
             X, k, self.covariance_type, self.init_params, self.reg_covar, gen, sample_weight, rows,
-            hc_subset=self.hc_subset,
+            hc_subset=self.hc_subset, prior=self._map_prior(),
         )
         cov = params.cov
         return GMMParams(
@@ -347,6 +388,7 @@ class GaussianMixture(BaseMixture):
             "checkpoint": checkpoint is not None,
             # Only when it differs from the default, so older checkpoints still match.
             **({"tol_type": str(self.tol_type)} if self.tol_type != "absolute" else {}),
+            **({"prior": prior_to_json(self.prior)} if self.prior is not None else {}),
         }
 
     def partial_fit(self, X, y=None, sample_weight=None):
@@ -376,6 +418,12 @@ class GaussianMixture(BaseMixture):
         """
         self._check_hyperparameters()
         self._check_scale_out_parameters()
+        if ConjugatePrior.from_param(self.prior) is not None:
+            raise ValueError(
+                "partial_fit does not support a prior: stepwise EM blends normalised statistics, "
+                "while the prior weighs absolute counts. Use fit (on a source of batches for "
+                "data that do not fit in memory), or prior=None."
+            )
         if self.distributed:
             raise ValueError(
                 "partial_fit does not support distributed=True; use fit on each rank's shard, or "
@@ -433,6 +481,8 @@ class GaussianMixture(BaseMixture):
         self.lower_bounds_ = [float(v) for v in result.lower_bounds]
         self.fit_events_ = list(result.events)
         self.n_reseeds_ = sum(len(e["components"]) for e in result.events if e["kind"] == "reseed")
+        # Set by _prepare_fit; results made without it (the search) had no prior.
+        self.prior_ = getattr(self, "prior_", None)
 
     # ---------------------------------------------------------------- inference
     def _n_parameters(self):
@@ -441,7 +491,9 @@ class GaussianMixture(BaseMixture):
     def bic(self, X):
         """Bayesian information criterion on ``X`` (lower is better).
 
-        ``-2 * log L + n_parameters * log(n_samples)``.
+        ``-2 * log L + n_parameters * log(n_samples)``.  With a prior, ``L`` is
+        the data's likelihood at the posterior mode and the parameter count
+        is the usual one, as in mclust (whose BIC is minus this).
         """
         Xt = self._predict_input(X)
         n = Xt.shape[0]

@@ -15,6 +15,8 @@ supplies only what differs between models, as methods:
 - ``_update_rule`` and ``_stopping_rule``: what replaces EM's M-step (``None``
   for EM itself) and which rule of :func:`gaussmix.stopping.has_converged`
   stops the loop;
+- ``_map_prior``: the conjugate prior of EM's M-step (``None``: maximum
+  likelihood);
 - ``_set_result``: the fitted attributes from the best run.
 """
 
@@ -48,6 +50,7 @@ from .data import RESERVOIR_SIZE, as_source, chunk_rows, iter_chunks, reservoir_
 from .distributed import Communicator
 from .em import EMResult, run_em
 from .guard import warn_if_reg_covar_dominates
+from .variational import data_moments
 
 __all__ = ["FitEngine", "check_checkpoint_arguments"]
 
@@ -118,6 +121,24 @@ class FitEngine:
     def _stopping_rule(self) -> str:
         """Hook: the ``tol_type`` of :func:`gaussmix.stopping.has_converged`."""
         return "absolute"
+
+    def _map_prior(self):
+        """Hook: the :class:`~gaussmix.prior.PriorParams` of EM's M-step (None:
+        maximum likelihood)."""
+        return None
+
+    def _data_moments(self, data, chunks, comm):
+        """The data's weighted mean and covariance (one pass; every rank's
+        totals summed), for priors whose defaults come from the data."""
+        X, w = data.init_X, data.init_w
+
+        def center():
+            c = X.mean(0) if w is None else (w.unsqueeze(1) * X).sum(0) / w.sum()
+            return c.to(device="cpu")
+
+        # Every rank takes its moments around the same point, so they add up.
+        c = comm.from_root(center, "initialising").to(device=data.device)
+        return data_moments(chunks(), c, comm.reduce_stats if comm.enabled else None)
 
     def _fit_validate(self, X, reset: bool, min_samples: int = 1):
         """X as a tensor on the compute device; sets n_features_in_ when reset."""
@@ -362,7 +383,7 @@ class FitEngine:
                 result = run_em(
                     chunks, params, reg_covar=self.reg_covar, tol=self.tol,
                     max_iter=self.max_iter, lower_bound=lower_bound, tol_type=self._stopping_rule(),
-                    update=self._update_rule(),
+                    update=self._update_rule(), prior=self._map_prior(),
                     reduce=comm.reduce_stats if comm.enabled else None,
                     gather=comm.all_gather_cat if comm.enabled else None,
                     callback=self._fit_callback(save, checkpoint_every, init, gen_state, best, current),

@@ -138,6 +138,7 @@ def initial_params(
     sample_weight: torch.Tensor | None = None,
     rows: int = 1 << 16,
     hc_subset: int = HC_SUBSET,
+    prior=None,
 ) -> GMMParams:
     """Initial parameters from an initial partition of the data: the M-step
     of :func:`initial_stats`.
@@ -147,6 +148,9 @@ def initial_params(
     X, n_components, covariance_type, init_params, gen, sample_weight, rows, hc_subset
         As in :func:`initial_stats`.
     reg_covar : float
+    prior : PriorParams, optional
+        mclust's conjugate prior: the initial M-step is then its posterior
+        mode, as mclust's ``me`` starts from its partition.
 
     Returns
     -------
@@ -156,7 +160,7 @@ def initial_params(
     stats, shift = initial_stats(X, n_components, covariance_type, init_params, gen,
                                  sample_weight, rows, hc_subset)
     eps = torch.finfo(X.dtype).eps
-    return m_step(stats, shift, covariance_type, reg_covar, eps).to(dtype=X.dtype)
+    return m_step(stats, shift, covariance_type, reg_covar, eps, prior=prior).to(dtype=X.dtype)
 
 
 def initial_stats(

@@ -87,6 +87,8 @@ def m_step(
     *,
     reseed: tuple[torch.Tensor, torch.Tensor] | None = None,
     events: list | None = None,
+    prior=None,
+    prior_variant: str = "me",
 ) -> GMMParams:
     """New parameters from summed statistics, computed in float64.
 
@@ -113,6 +115,16 @@ def m_step(
         the count-weighted mean covariance of the other components.
     events : list, optional
         Receives a record of every extra regularisation.
+    prior : PriorParams, optional
+        mclust's conjugate prior (:mod:`gaussmix.prior`): the means and
+        covariances are then the posterior mode, by the strategy's
+        :meth:`~gaussmix.covariance.conjugate.ConjugateMStep.map_covariances`
+        and ``map_means`` (``reg_covar`` is added to the data's scatter, per
+        sample); the weights stay ``n_k / n``.
+    prior_variant : {"me", "mstep"}, default="me"
+        Which of mclust's two M-steps under a prior: the one inside its EM
+        (``me``, what ``Mclust`` and its BIC use) or its stand-alone ``mstep``;
+        they differ in a few constants (:mod:`gaussmix.covariance.conjugate`).
 
     Returns
     -------
@@ -132,7 +144,13 @@ def m_step(
     nk = stats.nk + count_floor(stats, eps)
     means_c = stats.s1 / nk.unsqueeze(1)
     shift64 = shift.double()
-    covariances = cov.covariances_from_stats(nk, means_c, stats.s2, reg_covar)
+    if prior is None:
+        covariances = cov.covariances_from_stats(nk, means_c, stats.s2, reg_covar)
+    else:
+        diff = means_c - (prior.mean.to(means_c) - shift64)
+        covariances = cov.map_covariances(nk, means_c, stats.s2, diff, prior, reg_covar,
+                                          prior_variant)
+        means_c = cov.map_means(nk, means_c, diff, prior, prior_variant)
     if reseed is not None and bool(reseed[0].any()) and reseed[1].shape[0] > 0:
         empty, points = reseed
         nk, means_c, covariances = _reseed(

@@ -7,7 +7,10 @@ the format, the covariance type and sizes, feature names, the estimator's
 scalar parameters and the fit record.  A ``BayesianGaussianMixture`` file
 also names its estimator and carries the variational posterior and the
 priors (:mod:`gaussmix.posterior_file`); a file without an estimator name is
-a ``GaussianMixture`` (format 1, unchanged since it was introduced).
+a ``GaussianMixture`` (format 1, unchanged since it was introduced).  A
+``GaussianMixture`` fitted with mclust's conjugate prior adds a ``prior``
+record: its ``prior`` parameter and the resolved hyper-parameters
+(:mod:`gaussmix.prior`), as JSON numbers and lists.
 
 Every loaded array is checked before use (:func:`gaussmix.params.find_problem`
 and the covariance strategies' ``factor_problem``); a bad one is refused with
@@ -30,6 +33,7 @@ from .model_archive import (
     FORMAT_NAME, bad_file, open_archive, read_arrays, read_metadata, version, write_archive,
 )
 from .params import GMMParams, find_problem
+from .prior import ConjugatePrior, PriorParams, prior_from_json, prior_to_json
 
 __all__ = ["save_model", "load"]
 
@@ -133,6 +137,8 @@ def save_model(estimator, path, feature_names=None) -> None:
             "lower_bounds": [float(v) for v in estimator.lower_bounds_],
         },
     }
+    if params.get("prior") is not None:
+        meta["prior"] = prior_record(estimator)
     if isinstance(estimator, BayesianGaussianMixture):
         # Only these files name their estimator: format-1 files stay as they were.
         meta["estimator"] = name
@@ -246,6 +252,8 @@ def load(path, device=None):
     if (w < 0).any() or abs(float(w.astype(np.float64).sum()) - 1.0) > 1e-4:
         raise bad_file(path, "the weights are not a probability vector")
     params = _check_params(path, meta.get("estimator_params", {}), cls)
+    if "prior" in meta:
+        params["prior"], resolved = restore_prior(path, meta["prior"])
     # The fitting device of the saver's machine need not exist here.
     params.update(n_components=k, covariance_type=kind, device=device)
     est = cls(**params)
@@ -277,7 +285,28 @@ def load(path, device=None):
         params_t = posterior_file.restore(path, est, params_t, arrays, meta.get("priors"))
     params_t = params_t.to(device=dev)
     est._set_result(EMResult(params_t, converged, n_iter, lower_bound, lower_bounds))
+    if cls is GaussianMixture:
+        est.prior_ = resolved if "prior" in meta else None
     est.n_features_in_ = d
     if meta.get("feature_names_in") is not None:
         est.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
     return est
+
+
+def prior_record(estimator) -> dict:
+    """The metadata record of a fitted estimator's conjugate prior: its
+    ``prior`` parameter and the hyper-parameters the fit resolved."""
+    resolved = getattr(estimator, "prior_", None)
+    return {"param": prior_to_json(estimator.prior),
+            "resolved": None if resolved is None else resolved.to_json()}
+
+
+def restore_prior(path, record) -> tuple:
+    """``(prior parameter, PriorParams or None)`` from :func:`prior_record`'s record."""
+    try:
+        param = prior_from_json(record["param"])
+        ConjugatePrior.from_param(param)
+        resolved = record["resolved"]
+        return param, None if resolved is None else PriorParams.from_json(resolved)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise bad_file(path, f"the prior record is invalid ({exc})") from None

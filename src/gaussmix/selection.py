@@ -48,6 +48,8 @@ from .guard import (
     collapsed_components,
     min_component_count,
 )
+from .prior import ConjugatePrior
+from .prior_selection import check_prior_search, prior_plans, types_with_prior
 
 __all__ = [
     "CPU_BATCH_MAX_SAMPLES",
@@ -269,6 +271,16 @@ def select_model(
     ``GaussianMixture(K, covariance_type=..., random_state=seed, **params).fit(X)``,
     scikit-learn's defaults and weaknesses included.
 
+    With a ``prior`` (R mclust's conjugate prior, see
+    :class:`GaussianMixture`), selection is mclust's ``Mclust(prior=)``: the
+    models without a prior (VEE, EVE, VVE, EVV) are left out of the grid, and
+    ``starts="search"`` fits every candidate from mclust's one hierarchical
+    start, ``GaussianMixture(K, ..., prior=prior, init_params="hc")``, with
+    mclust's stopping rule and ``reg_covar=0`` (the batched search engines
+    have no prior; ``search_params`` do not apply).  BIC is then the data's
+    log-likelihood at the posterior mode with the usual parameter count, as
+    mclust's.
+
     A candidate whose fit has collapsed components is handled according to
     ``degenerate`` so that it cannot win on a spuriously high likelihood.
 
@@ -353,14 +365,20 @@ def select_model(
     ks, types = _check_grid(n_components, covariance_types, criterion, degenerate, n_reseed)
     if starts not in STARTS:
         raise ValueError(f"Invalid starts {starts!r}: choose one of {list(STARTS)}.")
+    prior = ConjugatePrior.from_param(estimator_params.get("prior"))
+    if prior is not None:
+        types = types_with_prior(types, covariance_types, prior, _n_features(X))
     if starts == "search":
         if n_init != 1:
             raise ValueError(
                 "n_init applies to starts='estimator'; the search sets its number of starts "
                 "with search_params (n_kmeans, n_random)."
             )
-        search_params = check_search(search_params, estimator_params)
-        estimator_params = {**SEARCH_DEFAULTS, **estimator_params}
+        if prior is not None:
+            estimator_params = check_prior_search(search_params, estimator_params)
+        else:
+            search_params = check_search(search_params, estimator_params)
+            estimator_params = {**SEARCH_DEFAULTS, **estimator_params}
     elif search_params is not None:
         raise ValueError("search_params applies to starts='search' only.")
     for name in ("n_components", "covariance_type", "random_state", "n_init", "device"):
@@ -397,7 +415,9 @@ def select_model(
     estimators: list = []
     events = []
     not_converged = 0
-    if starts == "search":
+    if starts == "search" and prior is not None:
+        plans = prior_plans(X, grid, base_seed, device, n_reseed, estimator_params)
+    elif starts == "search":
         plans = search_plans(X, ks, types, base_seed, device, search_params, estimator_params)
     else:
         plans = estimator_plans(X, grid, base_seed, n_init, device, concurrent, n_reseed,

@@ -41,19 +41,10 @@ MODELS <- c("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE",
             "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV")
 G <- 3L
 
-# Covariances as a list of G matrices (d = 1: 1 x 1).
-sigmas <- function(par, d) {
-  if (d == 1) {
-    s2 <- rep_len(par$variance$sigmasq, G)
-    return(lapply(s2, function(v) matrix(v, 1, 1)))
-  }
-  lapply(seq_len(G), function(k) par$variance$sigma[, , k])
-}
-
 params_json <- function(par, d) {
   list(pro = I(as.numeric(par$pro)),
        mean = t(matrix(par$mean, nrow = d)),  # G x d
-       sigma = sigmas(par, d))
+       sigma = component_sigmas(par, d, G))
 }
 
 with_prior <- function(model, X, z) {
@@ -91,11 +82,7 @@ one_model <- function(model, X, z) {
 one_set <- function(name, X) {
   d <- ncol(X)
   models <- if (d == 1) c("E", "V") else MODELS
-  cls <- hclass(hc(X), G)
-  z0 <- unmap(cls)
-  start <- if (d == 1) "V" else "VVV"
-  z <- estep(modelName = start, data = X,
-             parameters = mstep(modelName = start, data = X, z = z0)$parameters)$z
+  z <- fixed_soft_partition(X, G)
   message(sprintf("%s (%d x %d)", name, nrow(X), d))
   out <- lapply(models, function(m) {
     message("  ", m)
@@ -136,12 +123,7 @@ bic_p_rows <- lapply(with_p, function(m) I(as.numeric(bic_p[, m])))
 names(bic_p_rows) <- with_p
 
 ec <- emControl()
-result <- list(
-  generator = "tests/reference/make_mclust_models.R",
-  R_version = R.version.string,
-  mclust_version = as.character(packageVersion("mclust")),
-  date = format(Sys.time(), "%Y-%m-%dT%H:%M:%SZ", tz = "UTC"),
-  number_format = "%.17g",
+result <- c(provenance("tests/reference/make_mclust_models.R"), list(
   emControl = list(eps = ec$eps, tol = I(ec$tol), itmax = I(ec$itmax)),
   G = G,
   datasets = out_sets,
@@ -150,9 +132,6 @@ result <- list(
   iris_selection_prior = list(G = I(1:9), bic = bic_p_rows, best_model = best_p$modelName,
                               best_G = best_p$G, best_bic = best_p$bic,
                               best_loglik = best_p$loglik)
-)
+))
 
-json_path <- file.path(ref_dir, "mclust_models.json")
-writeLines(to_json(result), json_path)
-invisible(jsonlite::fromJSON(json_path, simplifyVector = FALSE))
-cat(sprintf("wrote %s (%.0f kB)\n", json_path, file.size(json_path) / 1024))
+write_reference(result, file.path(ref_dir, "mclust_models.json"))

@@ -99,6 +99,7 @@ def _cmd_fit(args) -> int:
         sel, caught = _run_selection(
             X, ks, types, args.criterion, args.seed, args.device, progress,
             degenerate=args.degenerate, dtype=args.dtype, starts=args.starts,
+            **({"prior": "default"} if args.prior else {}),
             **{name: getattr(args, name) for name in ("n_init", "max_iter", "tol", "reg_covar")
                if getattr(args, name) is not None},
         )

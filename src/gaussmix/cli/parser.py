@@ -145,6 +145,10 @@ def _build_parser() -> _Parser:
                    "search; 1e-6 absolute with estimator)")
     p.add_argument("--degenerate", choices=("reseed", "exclude", "flag"), default="reseed",
                    help="what to do with fits whose components collapse (default: reseed)")
+    p.add_argument("--prior", action="store_true",
+                   help="mclust's default conjugate prior (priorControl()): posterior-mode fits "
+                   "from one hierarchical start each, BIC at the posterior mode; models without "
+                   "a prior (VEE, EVE, VVE, EVV) are left out")
     p.add_argument("-o", "--output", metavar="MODEL", help="write the chosen model to this file (.npz)")
     p.add_argument("--plots", metavar="DIR", help="write criterion.png and clusters.png to DIR")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")

@@ -22,6 +22,10 @@ spherical   (K,)           (K,)
 mclust's ``VII``, ``VVI``, ``EEE`` and ``VVV`` are the strategies of
 spherical, diag, tied and full (their shapes); the other ten models have
 ``full``'s shapes.
+
+Under mclust's conjugate prior (:mod:`gaussmix.prior`) the M-step is each
+strategy's posterior mode (:mod:`.conjugate`), for the models of
+:data:`PRIOR_MODELS`.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ __all__ = [
     "CovarianceType",
     "COVARIANCE_TYPES",
     "MCLUST_MODELS",
+    "PRIOR_MODELS",
     "MODELS",
     "get_covariance_type",
     "CovarianceError",
@@ -85,6 +90,10 @@ for _cls in (EII, EEI, VEI, EVI, VEE, EVE, VVE, EEV, VEV, EVV):
     MODELS[_cls.name] = _cls()
 for _name, _same in _SAME.items():
     MODELS[_name] = COVARIANCE_TYPES[_same]
+
+#: mclust's models with its conjugate prior (:mod:`.conjugate`), in mclust's
+#: order: all but VEE, EVE, VVE and EVV.
+PRIOR_MODELS = tuple(m for m in MCLUST_MODELS if MODELS[m].supports_prior)
 
 
 def get_covariance_type(name: str) -> CovarianceType:

@@ -13,6 +13,8 @@ import warnings
 
 import torch
 
+from .conjugate import ConjugateMStep
+
 _LOG_2PI = math.log(2.0 * math.pi)
 
 #: How many times a covariance that cannot be factorised is retried with more
@@ -46,8 +48,11 @@ _FLOAT64_HINT = (
 )
 
 
-class CovarianceType:
+class CovarianceType(ConjugateMStep):
     """Interface of a covariance strategy.
+
+    The M-step under mclust's conjugate prior is the part inherited from
+    :class:`~gaussmix.covariance.conjugate.ConjugateMStep`.
 
     Attributes
     ----------

@@ -49,6 +49,13 @@ class Constrained(Full):
     # The constraints (equal volumes, shapes or orientations) are not linear.
     affine_closed = False
 
+    # A subclass with mclust's conjugate prior sets this and ``_map_covariances``.
+    supports_prior = False
+
+    @property
+    def mclust_name(self):
+        return self.name
+
     def min_count(self, n_features):
         # A component's own orientation needs a full-rank scatter; its own
         # volume or shape, two points; a model of equal parts only its mean.

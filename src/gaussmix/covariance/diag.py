@@ -5,12 +5,15 @@ from __future__ import annotations
 import torch
 
 from .base import CovarianceType
+from .conjugate import diagonal_mode
 
 
 class Diag(CovarianceType):
     """Each component has its own diagonal covariance matrix."""
 
     name = "diag"
+    mclust_name = "VVI"
+    supports_prior = True
     affine_closed = True
 
     def n_cov_parameters(self, n_components, n_features):
@@ -52,6 +55,12 @@ class Diag(CovarianceType):
 
     def full_form(self, nk, scatter, start=None):
         return torch.diag_embed(torch.diagonal(scatter, dim1=-2, dim2=-1))
+
+    def _map_scatter(self, nk, means_c, s2, reg_covar):
+        return nk[:, None] * Diag.covariances_from_stats(self, nk, means_c, s2, reg_covar)
+
+    def _map_covariances(self, nk, w, diff, prior, variant):
+        return diagonal_mode(nk, w, diff, prior)
 
     def from_full_form(self, covariances):
         return torch.diagonal(covariances, dim1=-2, dim2=-1).clone()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .conjugate import full_shrinkage, indicator
 from .constrained import Constrained, eig_desc, scatter_sums, total, zero_padding
 
 
@@ -15,13 +16,33 @@ class EEV(Constrained):
 
     name = "EEV"
     per_feature_scaling = False
+    supports_prior = True
 
     def n_cov_parameters(self, n_components, n_features):
         d = n_features
         return d + n_components * d * (d - 1) // 2
 
     def full_form(self, nk, scatter, start=None):
-        vals, vecs = eig_desc(scatter_sums(nk, scatter))
-        shape = vals.sum(-2, keepdim=True) / total(nk).squeeze(-1)  # lambda A, (G, 1, D)
-        cov = (vecs * shape.unsqueeze(-2)) @ vecs.transpose(-1, -2)
-        return zero_padding(nk, cov)
+        return zero_padding(nk, _common_shape(scatter_sums(nk, scatter), total(nk).squeeze(-1)))
+
+    def map_shrinks_means(self, variant):
+        return variant == "me"  # mclust's mseevp sets the shrinkage to 0
+
+    def _map_covariances(self, nk, w, diff, prior, variant):
+        # S_k = Lambda + W_k (+ M_k in me); lambda A = sum_k eig(S_k) / den with
+        # den = nu + D + 1 + n (+ [k>0] in me).
+        d = diff.shape[1]
+        den = prior.dof + d + 1 + nk.sum()
+        sums = prior.scale + w
+        if variant == "me":
+            sums = sums + full_shrinkage(nk, diff, prior)
+            den = den + indicator(prior)
+        return _common_shape(sums, den)
+
+
+def _common_shape(sums, den):
+    """``D_k (sum_k Omega_k / den) D_k^T`` from the eigen-decompositions of
+    ``sums`` (..., K, D, D) = ``D_k Omega_k D_k^T``."""
+    vals, vecs = eig_desc(sums)
+    shape = vals.sum(-2, keepdim=True) / den  # lambda A, (..., 1, D)
+    return (vecs * shape.unsqueeze(-2)) @ vecs.transpose(-1, -2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .base import CovarianceType
+from .conjugate import full_mode, indicator
 from .matrices import (
     _check_symmetric_pd,
     _cholesky_upper_inverse,
@@ -18,6 +19,8 @@ class Full(CovarianceType):
     """Each component has its own general covariance matrix."""
 
     name = "full"
+    mclust_name = "VVV"
+    supports_prior = True
     affine_closed = True
 
     def n_cov_parameters(self, n_components, n_features):
@@ -87,6 +90,13 @@ class Full(CovarianceType):
 
     def full_form(self, nk, scatter, start=None):
         return scatter
+
+    def _map_scatter(self, nk, means_c, s2, reg_covar):
+        return nk[:, None, None] * Full.covariances_from_stats(self, nk, means_c, s2, reg_covar)
+
+    def _map_covariances(self, nk, w, diff, prior, variant):
+        # mclust's mstepVVV adds [k>0] to the denominator, meVVV always 1.
+        return full_mode(nk, w, diff, prior, indicator(prior) if variant == "mstep" else 1.0)
 
     def from_full_form(self, covariances):
         return covariances

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .conjugate import spherical_mode
 from .diag import Diag
 
 
@@ -11,6 +12,7 @@ class Spherical(Diag):
     """Each component has its own single variance."""
 
     name = "spherical"
+    mclust_name = "VII"
 
     def n_cov_parameters(self, n_components, n_features):
         return n_components
@@ -36,6 +38,9 @@ class Spherical(Diag):
         var = torch.diagonal(scatter, dim1=-2, dim2=-1).mean(-1)
         eye = torch.eye(scatter.shape[-1], dtype=scatter.dtype, device=scatter.device)
         return var[..., None, None] * eye
+
+    def _map_covariances(self, nk, w, diff, prior, variant):
+        return spherical_mode(nk, w, diff, prior)
 
     def from_full_form(self, covariances):
         return torch.diagonal(covariances, dim1=-2, dim2=-1).mean(-1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .base import CovarianceType
+from .conjugate import full_shrinkage, indicator
 from .matrices import _check_symmetric_pd, row_sums
 from .full import Full
 
@@ -13,6 +14,8 @@ class Tied(CovarianceType):
     """All components share one general covariance matrix."""
 
     name = "tied"
+    mclust_name = "EEE"
+    supports_prior = True
     affine_closed = True
 
     def n_cov_parameters(self, n_components, n_features):
@@ -53,6 +56,16 @@ class Tied(CovarianceType):
 
     def from_full_form(self, covariances):
         return covariances[0]
+
+    def _map_scatter(self, nk, means_c, s2, reg_covar):
+        # The statistics hold only the pooled scatter: one entry.
+        return nk.sum() * Tied.covariances_from_stats(self, nk, means_c, s2, reg_covar)[None]
+
+    def _map_covariances(self, nk, w, diff, prior, variant):
+        # mclust's mseeep/meeeep: (Lambda + sum_k W_k + M_k) / (nu + n + D + 1 + G [k>0]).
+        k, d = diff.shape
+        num = prior.scale + w[0] + full_shrinkage(nk, diff, prior).sum(0)
+        return num / (prior.dof + nk.sum() + d + 1 + k * indicator(prior))
 
     def min_count(self, n_features):
         return 1  # pooled over components: each only needs its mean

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .conjugate import diagonal_shrinkage, diagonals, indicator
 from .constrained import (
     INNER_MAX_ITER,
     INNER_TOL,
@@ -30,6 +31,7 @@ class VEI(Constrained):
     """
 
     name = "VEI"
+    supports_prior = True
 
     def n_cov_parameters(self, n_components, n_features):
         return n_components + n_features - 1
@@ -37,10 +39,24 @@ class VEI(Constrained):
     def full_form(self, nk, scatter, start=None):
         d = scatter.shape[-1]
         w = torch.diagonal(scatter_sums(nk, scatter), dim1=-2, dim2=-1)  # (G, K, D)
+        return self._alternate(nk, w, d * nk)
+
+    def _map_covariances(self, nk, w, diff, prior, variant):
+        # mclust's msveip: the same iteration on w_k = Lambda + diag(W_k + M_k),
+        # the volumes over nu + D n_k + 2 + [k>0] instead of D n_k.
+        d = diff.shape[1]
+        sums = prior.scale + diagonals(w) + diagonal_shrinkage(nk, diff, prior)
+        den = prior.dof + d * nk + 2 + indicator(prior)
+        return self._alternate(nk[None], sums[None], den[None])[0]
+
+    def _alternate(self, nk, w, den):
+        """Volumes and shape from the diagonals ``w`` (G, K, D), the volumes
+        dividing by ``den`` (G, K)."""
+        d = w.shape[-1]
         shape = torch.ones(w.shape[0], 1, d, dtype=w.dtype, device=w.device)
         lam = torch.ones_like(nk)
         for _ in range(INNER_MAX_ITER + 1):
-            new_lam = on_real(nk, (w / shape).sum(-1) / (d * nk), 1.0)
+            new_lam = on_real(nk, (w / shape).sum(-1) / den, 1.0)
             new_shape = (w / new_lam.unsqueeze(-1)).sum(-2, keepdim=True)
             new_shape = new_shape / geometric_mean(new_shape).unsqueeze(-1)
             err = max(relative_change(lam, new_lam), relative_change(shape, new_shape))

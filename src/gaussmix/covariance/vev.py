@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .conjugate import full_shrinkage
 from .constrained import (
     INNER_MAX_ITER,
     INNER_TOL,
@@ -30,6 +31,7 @@ class VEV(Constrained):
 
     name = "VEV"
     per_feature_scaling = False
+    supports_prior = True
 
     def n_cov_parameters(self, n_components, n_features):
         d = n_features
@@ -56,3 +58,9 @@ class VEV(Constrained):
         values = lam.unsqueeze(-1) * shape  # (G, K, D)
         cov = (vecs * values.unsqueeze(-2)) @ vecs.transpose(-1, -2)
         return zero_padding(nk, cov)
+
+    def _map_covariances(self, nk, w, diff, prior, variant):
+        # mclust's msvevp: the prior-free iteration on S_k = Lambda + W_k + M_k
+        # (nu is not used).
+        sums = prior.scale + w + full_shrinkage(nk, diff, prior)
+        return self.full_form(nk[None], (sums / nk[:, None, None])[None])[0]
