@@ -118,6 +118,17 @@ def test_round_trip_property(tmp_path, kind, dtype, k, d, seed):
     _assert_same_model(a, gaussmix.load(path), X)
 
 
+def test_round_trip_of_a_nearly_singular_float32_component(tmp_path):
+    # Found by the property test: a float32 component with cond(Sigma) ~ 1e10,
+    # whose stored covariance and factor can only agree to eps32 * cond.
+    seed = 287
+    X = np.random.default_rng(seed).normal(size=(30, 4)) * 1000.0
+    a = GaussianMixture(3, covariance_type="full", dtype="float32", max_iter=5, random_state=seed,
+                        reg_covar=1e-3).fit(X)
+    a.save(tmp_path / "m.npz")
+    _assert_same_model(a, gaussmix.load(tmp_path / "m.npz"), X)
+
+
 # ------------------------------------------------------------------ security
 class _Payload:
     """Unpickling this creates the marker file: proof that code ran."""

@@ -546,10 +546,17 @@ class CovarianceType(ConjugateMStep):
         return None
 
     def factor_mismatch(self, covariances: torch.Tensor, prec_chol: torch.Tensor) -> float:
-        """Largest entry of ``|U^T Sigma U - I|``: zero when the covariances
-        are the inverses of the precisions ``U U^T``, up to rounding of
-        order ``eps * cond(Sigma)``."""
+        """Largest entry of ``|U^T Sigma U - I|``, each matrix's divided by
+        the rounding its conditioning allows (``100 eps cond(Sigma)`` where
+        that exceeds 1): zero when the covariances are the inverses of the
+        precisions ``U U^T``, and at most of order 1e-2 for a consistent pair
+        of any conditioning (a nearly singular float32 covariance and its
+        factor disagree by ``eps32 * cond``, which can exceed 1)."""
         mats = self._matrix_view(covariances).double()
         u = self._matrix_view(prec_chol).double()
         eye = torch.eye(mats.shape[-1], dtype=mats.dtype, device=mats.device)
-        return float((u.transpose(-1, -2) @ mats @ u - eye).abs().max())
+        gap = (u.transpose(-1, -2) @ mats @ u - eye).abs().amax((-1, -2))
+        eig = torch.linalg.eigvalsh(mats)
+        cond = torch.where(eig[..., 0] > 0, eig[..., -1] / eig[..., 0], torch.inf)
+        allowed = (100.0 * torch.finfo(prec_chol.dtype).eps * cond).clamp(min=1.0)
+        return float((gap / allowed).max())
