@@ -213,13 +213,19 @@ class _Pack:
         self.weights = torch.zeros(g, kmax, dtype=f64, device=device)
         self.means = torch.zeros(g, kmax, d, dtype=f64, device=device)
         self.covs = eye.repeat(g, kmax, 1, 1)
-        mask = torch.zeros(g, kmax, dtype=torch.bool, device=device)
-        for i, r in enumerate(runs):
-            mask[i, :r.k] = True
-            if r.weights is not None:
-                self.weights[i, :r.k] = r.weights
-                self.means[i, :r.k] = r.means
-                self.covs[i, :r.k] = r.covariances
+        # Each run's components go to flat slots i * K_max + j: one indexed
+        # copy per parameter for all runs.
+        slots = [i * kmax + j for i, r in enumerate(runs) for j in range(r.k)]
+        mask = torch.zeros(g * kmax, dtype=torch.bool, device=device)
+        mask[torch.tensor(slots, device=device)] = True
+        mask = mask.view(g, kmax)
+        have = [i for i, r in enumerate(runs) if r.weights is not None]
+        if have:
+            at = torch.tensor([i * kmax + j for i in have for j in range(runs[i].k)],
+                              device=device)
+            self.weights.view(-1)[at] = torch.cat([runs[i].weights for i in have])
+            self.means.view(-1, d)[at] = torch.cat([runs[i].means for i in have])
+            self.covs.view(-1, d, d)[at] = torch.cat([runs[i].covariances for i in have])
         self.blocks = []
         for i, r in enumerate(runs):
             if not self.blocks or self.blocks[-1][0].name != r.cov_name:
@@ -270,12 +276,16 @@ class _Pack:
                 blocks.append([strategy, inside[0], inside[-1] + 1, units])
         self.blocks = blocks
 
-    def store(self, i: int) -> None:
-        """Copy run ``i``'s current parameters into its :class:`JointRun`."""
-        r = self.runs[i]
-        r.weights = self.weights[i, :r.k].clone()
-        r.means = self.means[i, :r.k].clone()
-        r.covariances = self.covs[i, :r.k].clone()
+    def store(self, rows: list) -> None:
+        """Copy the current parameters of the listed runs (positions) into
+        their :class:`JointRun` (one gather per parameter)."""
+        if not rows:
+            return
+        idx = torch.tensor(rows, device=self.weights.device)
+        w, m, c = self.weights[idx], self.means[idx], self.covs[idx]
+        for j, i in enumerate(rows):
+            r = self.runs[i]
+            r.weights, r.means, r.covariances = w[j, :r.k], m[j, :r.k], c[j, :r.k]
 
     def params(self) -> tuple:
         """The current (weights, means, covariances, Cholesky factors)."""
@@ -562,10 +572,8 @@ def start_runs(phi: torch.Tensor, runs: list, resp_of, *, reg_covar: float,
     pack = _Pack(runs, _n_features(phi), phi.device, reg_covar)
     bad = pack.m_step(_resp_totals(phi, runs, resp_of, labels), fresh=True)
     for i, r in enumerate(runs):
-        if bad[i]:
-            r.failed = True
-        else:
-            pack.store(i)
+        r.failed = bad[i]
+    pack.store([i for i in range(len(runs)) if not bad[i]])
 
 
 #: Over-relaxed EM (:meth:`_Pack.extrapolate`): the step factor's growth per
@@ -637,7 +645,7 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
             for r, lb, u in zip(pack.runs, lls, undone):
                 if not u:
                     lead[label[id(r)]] = max(lead.get(label[id(r)], -math.inf), lb)
-        keep = []
+        keep, stopped = [], []
         for i, (r, lb) in enumerate(zip(pack.runs, lls)):
             if undone[i]:
                 # Its extrapolated point was worse: back at its last EM point.
@@ -645,8 +653,7 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
                 if r.n_iter < max_iter:
                     keep.append(i)
                     continue
-                pack.store(i)
-                finished(r)
+                stopped.append(i)
                 continue
             if bad[i] or not math.isfinite(lb):
                 r.failed = True
@@ -661,8 +668,10 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
                     and _hopeless(r.history, lead[label[id(r)]], float(n)))):
                 keep.append(i)
                 continue
-            pack.store(i)
-            finished(r)
+            stopped.append(i)
+        pack.store(stopped)
+        for i in stopped:
+            finished(pack.runs[i])
         if len(keep) < g:
             if not keep:
                 break
