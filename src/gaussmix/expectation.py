@@ -57,10 +57,13 @@ class _Pass:
     """What every chunk of one pass shares, computed once per pass.
 
     ``const[k] = log w_k + log det U_k - D/2 log(2 pi)``, so that the weighted
-    log-probabilities of a chunk are ``const - maha / 2`` (one fused op).
+    log-probabilities of a chunk are ``const - maha / 2`` (one fused op, or,
+    for a component-major type, part of the distance GEMM itself).
+    ``axis`` is where the components are in the chunk's log-probabilities:
+    1 for (B, K), 0 for a component-major type's (K, B).
     """
 
-    __slots__ = ("cov", "shift", "prep", "const", "offsets", "direct", "entropy", "raw")
+    __slots__ = ("cov", "shift", "prep", "const", "offsets", "direct", "entropy", "raw", "axis")
 
     def __init__(self, params: GMMParams, moments_at: torch.Tensor | None = None,
                  entropy: bool = False):
@@ -75,18 +78,28 @@ class _Pass:
         if cov.direct_below_float64 and self.offsets is not None:
             # float32 and a component far from the shift: distances per component too.
             self.direct = (params.means - self.shift, params.precisions_cholesky)
-        self.prep = cov.prepare(params.means - self.shift, params.precisions_cholesky)
         log_det = cov.log_det(params.precisions_cholesky, d)
         self.const = params.log_weight_terms() + (log_det - 0.5 * d * _LOG_2PI)
+        self.axis = 0 if cov.component_major else 1
+        if cov.component_major:
+            self.prep = cov.prepare(params.means - self.shift, params.precisions_cholesky,
+                                    self.const)
+        else:
+            self.prep = cov.prepare(params.means - self.shift, params.precisions_cholesky)
         self.entropy = entropy
         self.raw = None  # summed raw_moments_around of the pass's chunks
 
     def weighted_log_prob(self, X: torch.Tensor) -> tuple:
+        """Log-probabilities laid out along ``axis``, ``X - shift`` and the features."""
         if self.direct is not None:
             xc = X - self.shift
             maha = self.cov.mahalanobis(xc, *self.direct)
-            return torch.add(self.const, maha, alpha=-0.5), xc, xc
+            if self.axis == 0:
+                maha = maha.t()
+            return torch.add(self.const.unsqueeze(1 - self.axis), maha, alpha=-0.5), xc, xc
         xc, feats = self.cov.features(X, self.shift)
+        if self.axis == 0:
+            return self.cov.log_prob_prepared(feats, self.prep), xc, feats
         maha = self.cov.mahalanobis_prepared(feats, self.prep)
         return torch.add(self.const, maha, alpha=-0.5), xc, feats
 
@@ -104,7 +117,9 @@ def estimate_weighted_log_prob(X: torch.Tensor, params: GMMParams) -> torch.Tens
     -------
     Tensor (B, K)
     """
-    return _Pass(params).weighted_log_prob(X)[0]
+    ctx = _Pass(params)
+    wlp = ctx.weighted_log_prob(X)[0]
+    return wlp.t().contiguous() if ctx.axis == 0 else wlp
 
 
 def e_step(X: torch.Tensor, params: GMMParams) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,34 +183,38 @@ def _add_chunk(total: SuffStats, X: torch.Tensor, sample_weight, ctx: _Pass) -> 
     """E-step of one chunk; its statistics are added into ``total`` (all but
     ``weight`` and ``count``, which the caller keeps)."""
     wlp, xc, feats = ctx.weighted_log_prob(X)
+    comp = ctx.axis  # the components' axis of wlp; the rows are on the other
     # Normalise in place with a single exp: resp = exp(wlp - max) / sum, and
     # log p(x) = max + log(sum), the same numbers logsumexp gives.
     owner = None
     if ctx.offsets is None:
-        top = wlp.amax(1, keepdim=True)
+        top = wlp.amax(comp, keepdim=True)
     else:
         # Per-component moments want each row's most likely component too.
-        top, owner = wlp.max(1, keepdim=True)
+        top, owner = wlp.max(comp, keepdim=True)
     # The floor keeps exp out of the subnormal range, where it is up to 60x
     # slower on the CPU (separated clusters put most entries there); the
     # floored entries are below 1e-34 (float32) or 1e-280 (float64).
     resp = wlp.sub_(top).clamp_min_(_exp_floor(wlp.dtype)).exp_()
-    norm = row_sums(resp).unsqueeze(1)
+    norm = row_sums(resp).unsqueeze(1) if comp == 1 else resp.sum(0, keepdim=True)
     resp.div_(norm)
     log_prob_norm = norm.log_().add_(top).view(-1)
     if ctx.entropy:
         # sum_k r_ik log r_ik, before the sample weights scale the responsibilities.
-        neg_entropy = torch.special.xlogy(resp, resp).sum(1, dtype=torch.float64)
+        neg_entropy = torch.special.xlogy(resp, resp).sum(comp, dtype=torch.float64)
         w = None if sample_weight is None else sample_weight.double()
         total.entropy.add_(neg_entropy.sum() if w is None else neg_entropy @ w)
     if sample_weight is not None:
-        resp.mul_(sample_weight.unsqueeze(1))
+        resp.mul_(sample_weight.unsqueeze(comp))
         total.log_likelihood.add_(log_prob_norm.double() @ sample_weight.double())
     else:
         total.log_likelihood.add_(log_prob_norm.sum(dtype=torch.float64))
     if ctx.offsets is None:
         nk, s1, s2 = ctx.cov.moments(xc, resp, feats)
     else:
+        # The per-component forms take (B, K) responsibilities and (B,) owners.
+        if comp == 0:
+            resp, owner = resp.t(), owner.view(-1)
         raw = ctx.cov.raw_moments_around(xc, resp, ctx.offsets, owner)
         if raw is not None:
             # Additive; turned into moments once, at the end of the pass.

@@ -21,23 +21,31 @@ class Diag(CovarianceType):
     def second_moment(self, xc, resp):
         return resp.T @ (xc * xc)
 
+    #: The E-step's log-probabilities and responsibilities are (K, B): the
+    #: softmax then reduces over the outer axis (vectorised along the rows),
+    #: and both GEMMs below put the long chunk axis where BLAS is fastest.
+    component_major = True
+
     def features(self, X, shift):
-        # [x*x, x] written once into one buffer: the E-step's GEMM and the
-        # M-step's GEMM both read it (no torch.cat, no second copy).
+        # [x*x, 1, x] written once into one row-major buffer: the E-step's GEMM
+        # and the M-step's GEMM both read it; the column of ones carries the
+        # per-component constants into the first and the counts out of the second.
         b, d = X.shape
-        feats = torch.empty(b, 2 * d, dtype=X.dtype, device=X.device)
-        xc = feats[:, d:]
+        feats = torch.empty(b, 2 * d + 1, dtype=X.dtype, device=X.device)
+        xc = feats[:, d + 1 :]
         torch.sub(X, shift, out=xc)
         torch.mul(xc, xc, out=feats[:, :d])
+        feats[:, d].fill_(1.0)
         return xc, feats
 
     def moments(self, xc, resp, feats=None):
-        # s2 and s1 from one GEMM: resp^T @ [x*x, x].
+        """``(nk, s1, s2)`` from responsibilities ``resp`` (K, B), as one GEMM
+        ``resp @ [x*x, 1, x]``."""
         d = xc.shape[1]
         if feats is None:
             feats = self.features(xc, torch.zeros((), dtype=xc.dtype, device=xc.device))[1]
-        both = resp.T @ feats
-        return resp.sum(0), both[:, d:], both[:, :d]
+        both = resp @ feats[:, : 2 * d + 1]
+        return both[:, d], both[:, d + 1 :], both[:, :d]
 
     per_component_moments = True
 
@@ -114,18 +122,26 @@ class Diag(CovarianceType):
             z = (xc.unsqueeze(1) - means_c.unsqueeze(0)) * p.unsqueeze(0)
             return z.square_().sum(-1)
         feats = self.features(xc, torch.zeros((), dtype=xc.dtype, device=xc.device))[1]
-        return self.mahalanobis_prepared(feats, self.prepare(means_c, prec_chol))
+        half = self.log_prob_prepared(feats, self.prepare(means_c, prec_chol))
+        return half.t().mul(-2.0).clamp_min_(0.0)
 
-    def prepare(self, means_c, prec_chol):
-        p2 = prec_chol * prec_chol
-        coef = torch.cat([p2.T, -2.0 * (means_c * p2).T], dim=0)
-        return coef, (means_c * means_c * p2).sum(1)
+    def _precisions_per_feature(self, p2, n_features):
+        return p2
 
-    def mahalanobis_prepared(self, feats, prep):
-        coef, mean_sq = prep
-        # sum_d p_kd (x_d^2 - 2 x_d mu_kd) + sum_d p_kd mu_kd^2 as one GEMM
-        # [x*x, x] (B, 2D) @ (2D, K).
-        return torch.addmm(mean_sq, feats, coef).clamp_min_(0.0)
+    def prepare(self, means_c, prec_chol, const=None):
+        """Coefficients (K, 2D + 1) of ``const_k - maha_k / 2`` on the features
+        ``[x*x, 1, x]``: ``-p_kd / 2``, ``const_k - sum_d p_kd mu_kd^2 / 2`` and
+        ``p_kd mu_kd`` with ``p = prec_chol^2``."""
+        p2 = self._precisions_per_feature(prec_chol * prec_chol, means_c.shape[1])
+        weighted = means_c * p2
+        bias = -0.5 * (weighted * means_c).sum(1)
+        if const is not None:
+            bias = bias + const
+        return torch.cat([-0.5 * p2, bias.unsqueeze(1), weighted], dim=1)
+
+    def log_prob_prepared(self, feats, prep):
+        """``const_k - maha_k / 2`` (K, B) as one GEMM ``prep @ feats^T``."""
+        return prep @ feats[:, : prep.shape[1]].T
 
     def check_spd(self, mats, name):
         if bool((mats <= 0).any()):

@@ -47,13 +47,10 @@ class Spherical(Diag):
     def log_det(self, prec_chol, n_features):
         return n_features * torch.log(prec_chol)
 
-    def prepare(self, means_c, prec_chol):
-        # Diag's features [x*x, x] with p_k repeated over the x*x block: the
-        # same buffer then serves the E-step and the (K, D) second moments.
-        d = means_c.shape[1]
-        p2 = prec_chol * prec_chol
-        coef = torch.cat([p2.expand(d, -1), -2.0 * means_c.T * p2], dim=0)
-        return coef, (means_c * means_c).sum(1) * p2
+    def _precisions_per_feature(self, p2, n_features):
+        # Diag's coefficients with p_k repeated over the features: the same
+        # [x*x, 1, x] buffer then serves the E-step and the (K, D) moments.
+        return p2.unsqueeze(1).expand(-1, n_features)
 
     def covariance_prior_shape(self, n_features):
         return ()
