@@ -209,6 +209,12 @@ def _add_chunk(total: SuffStats, X: torch.Tensor, sample_weight, ctx: _Pass) -> 
         total.log_likelihood.add_(log_prob_norm.double() @ sample_weight.double())
     else:
         total.log_likelihood.add_(log_prob_norm.sum(dtype=torch.float64))
+    if ctx.offsets is None and comp == 0:
+        # Additive; split into (nk, s1, s2) once, at the end of the pass.
+        ctx.raw = ctx.cov.raw_moments(xc, resp, feats, ctx.raw)
+        if ctx.raw.dtype != torch.float64:
+            ctx.raw = ctx.raw.double()
+        return
     if ctx.offsets is None:
         nk, s1, s2 = ctx.cov.moments(xc, resp, feats)
     else:
@@ -286,7 +292,10 @@ def accumulate(chunks: Chunks, params: GMMParams, moments_at: torch.Tensor | Non
             else:
                 weight_sums.append(wb.sum(dtype=torch.float64))
     if ctx.raw is not None:
-        _add_moments(total, *ctx.cov.moments_from_raw(ctx.raw, ctx.offsets))
+        if ctx.offsets is None:
+            _add_moments(total, *ctx.cov.split_moments(ctx.raw, params.n_features))
+        else:
+            _add_moments(total, *ctx.cov.moments_from_raw(ctx.raw, ctx.offsets))
     total.count.fill_(float(rows))
     # An unweighted row has weight one.
     total.weight.fill_(float(unweighted_rows))

@@ -26,26 +26,85 @@ class Diag(CovarianceType):
     #: and both GEMMs below put the long chunk axis where BLAS is fastest.
     component_major = True
 
+    #: Columns after [x*x, x, 1] in the features (spherical adds |x|^2).
+    _extra_columns = 0
+
+    @staticmethod
+    def _moment_columns(n_features, dtype):
+        """Columns of the features the moment GEMM reads: [x*x, x], padded.
+
+        MKL's kernels on AVX2 run ``(K, B) @ (B, n)`` fastest when n is a
+        multiple of 12 (double) or 16 (single): measured at K = 16, n = 36
+        takes 60% of the time of n = 33 in double precision, and n = 32 60%
+        of n = 33 in single.  The padding columns' results are not read.
+        """
+        step = 12 if dtype == torch.float64 else 16
+        return -(-2 * n_features // step) * step
+
     def features(self, X, shift):
-        # [x*x, 1, x] written once into one row-major buffer: the E-step's GEMM
+        # [x*x, x, 1] written once into one row-major buffer: the E-step's GEMM
         # and the M-step's GEMM both read it; the column of ones carries the
-        # per-component constants into the first and the counts out of the second.
+        # per-component constants into the first and, where the second's
+        # padding reaches it, the counts out of the second.
         b, d = X.shape
-        feats = torch.empty(b, 2 * d + 1, dtype=X.dtype, device=X.device)
-        xc = feats[:, d + 1 :]
+        used = 2 * d + 1 + self._extra_columns
+        width = max(used, self._moment_columns(d, X.dtype))
+        feats = torch.empty(b, width, dtype=X.dtype, device=X.device)
+        xc = feats[:, d : 2 * d]
         torch.sub(X, shift, out=xc)
         torch.mul(xc, xc, out=feats[:, :d])
-        feats[:, d].fill_(1.0)
+        feats[:, 2 * d].fill_(1.0)
+        if width > used:
+            feats[:, used:].zero_()
         return xc, feats
 
-    def moments(self, xc, resp, feats=None):
-        """``(nk, s1, s2)`` from responsibilities ``resp`` (K, B), as one GEMM
-        ``resp @ [x*x, 1, x]``."""
+    def raw_moments(self, xc, resp, feats, into=None):
+        """The chunk's additive moments ``resp @ [x*x, x, 1]``.
+
+        Parameters
+        ----------
+        xc : Tensor (B, D)
+        resp : Tensor (K, B)
+            Responsibilities times the sample weights.
+        feats : Tensor
+            :meth:`features`' second result.
+        into : Tensor, optional
+            An earlier result (a running total, in any dtype) that this
+            chunk's moments are added into, in place.
+
+        Returns
+        -------
+        Tensor (K, C)
+            Columns ``[s2, s1, nk]`` and padding (:meth:`split_moments`).
+        """
         d = xc.shape[1]
+        n = self._moment_columns(d, resp.dtype)
+        cols = feats[:, :n]
+        if into is None:
+            into = torch.empty(resp.shape[0], max(n, 2 * d + 1), dtype=resp.dtype,
+                               device=resp.device)
+            torch.mm(resp, cols, out=into[:, :n])
+            if n == 2 * d:  # the ones column is past the padding
+                torch.sum(resp, 1, out=into[:, n])
+            return into
+        if into.dtype == resp.dtype:
+            into[:, :n].addmm_(resp, cols)
+        else:
+            into[:, :n].add_(resp @ cols)
+        if n == 2 * d:
+            into[:, n].add_(resp.sum(1))
+        return into
+
+    def split_moments(self, raw, n_features):
+        """``(nk, s1, s2)`` from (summed) :meth:`raw_moments`."""
+        d = n_features
+        return raw[:, 2 * d], raw[:, d : 2 * d], raw[:, :d]
+
+    def moments(self, xc, resp, feats=None):
+        """``(nk, s1, s2)`` from responsibilities ``resp`` (K, B)."""
         if feats is None:
             feats = self.features(xc, torch.zeros((), dtype=xc.dtype, device=xc.device))[1]
-        both = resp @ feats[:, : 2 * d + 1]
-        return both[:, d], both[:, d + 1 :], both[:, :d]
+        return self.split_moments(self.raw_moments(xc, resp, feats), xc.shape[1])
 
     per_component_moments = True
 
@@ -125,19 +184,16 @@ class Diag(CovarianceType):
         half = self.log_prob_prepared(feats, self.prepare(means_c, prec_chol))
         return half.t().mul(-2.0).clamp_min_(0.0)
 
-    def _precisions_per_feature(self, p2, n_features):
-        return p2
-
     def prepare(self, means_c, prec_chol, const=None):
         """Coefficients (K, 2D + 1) of ``const_k - maha_k / 2`` on the features
-        ``[x*x, 1, x]``: ``-p_kd / 2``, ``const_k - sum_d p_kd mu_kd^2 / 2`` and
-        ``p_kd mu_kd`` with ``p = prec_chol^2``."""
-        p2 = self._precisions_per_feature(prec_chol * prec_chol, means_c.shape[1])
+        ``[x*x, x, 1]``: ``-p_kd / 2``, ``p_kd mu_kd`` and
+        ``const_k - sum_d p_kd mu_kd^2 / 2``, with ``p = prec_chol^2``."""
+        p2 = prec_chol * prec_chol
         weighted = means_c * p2
         bias = -0.5 * (weighted * means_c).sum(1)
         if const is not None:
             bias = bias + const
-        return torch.cat([-0.5 * p2, bias.unsqueeze(1), weighted], dim=1)
+        return torch.cat([-0.5 * p2, weighted, bias.unsqueeze(1)], dim=1)
 
     def log_prob_prepared(self, feats, prep):
         """``const_k - maha_k / 2`` (K, B) as one GEMM ``prep @ feats^T``."""

@@ -47,10 +47,31 @@ class Spherical(Diag):
     def log_det(self, prec_chol, n_features):
         return n_features * torch.log(prec_chol)
 
-    def _precisions_per_feature(self, p2, n_features):
-        # Diag's coefficients with p_k repeated over the features: the same
-        # [x*x, 1, x] buffer then serves the E-step and the (K, D) moments.
-        return p2.unsqueeze(1).expand(-1, n_features)
+    _extra_columns = 1
+
+    def features(self, X, shift):
+        # Diag's [x*x, x, 1] (the (K, D) moments read them) and |x|^2: the
+        # distances then need [x, 1, |x|^2] only, D + 2 columns instead of 2D + 1.
+        xc, feats = Diag.features(self, X, shift)
+        d = X.shape[1]
+        ones = torch.ones(d, dtype=X.dtype, device=X.device)
+        torch.mv(feats[:, :d], ones, out=feats[:, 2 * d + 1])
+        return xc, feats
+
+    def prepare(self, means_c, prec_chol, const=None):
+        """Coefficients (K, D + 2) of ``const_k - maha_k / 2`` on the features
+        ``[x, 1, |x|^2]``: ``p_k mu_k``, ``const_k - p_k |mu_k|^2 / 2`` and
+        ``-p_k / 2``, with ``p = prec_chol^2``."""
+        p2 = (prec_chol * prec_chol).unsqueeze(1)
+        weighted = means_c * p2
+        bias = -0.5 * (weighted * means_c).sum(1, keepdim=True)
+        if const is not None:
+            bias = bias + const.unsqueeze(1)
+        return torch.cat([weighted, bias, -0.5 * p2], dim=1)
+
+    def log_prob_prepared(self, feats, prep):
+        d = prep.shape[1] - 2
+        return prep @ feats[:, d : 2 * d + 2].T
 
     def covariance_prior_shape(self, n_features):
         return ()
