@@ -27,6 +27,19 @@ Chunks = Iterable[tuple[torch.Tensor, "torch.Tensor | None"]]
 #: of the one-shift arithmetic at this distance: eps32 * 10).
 FAR_IN_FLOAT32 = 10.0
 
+#: Up to this squared distance, a float32 pass of a type that takes distances
+#: per component (diag, spherical) runs the one-shift GEMMs in float64
+#: instead: the shift then costs eps64 * 1e8 * few, below 1e-7 relative, no
+#: more than the float32 rounding of the per-component form.
+FAR_IN_FLOAT64 = 1e8
+
+
+def _farthest(params: GMMParams) -> float:
+    """Largest squared Mahalanobis distance from the mixture mean to a component's mean."""
+    means_c = params.means - params.shift
+    origin = torch.zeros(1, params.n_features, dtype=means_c.dtype, device=means_c.device)
+    return float(params.cov.mahalanobis(origin, means_c, params.precisions_cholesky).amax())
+
 
 def moment_shift(params: GMMParams) -> torch.Tensor:
     """Where the second moments of a pass are taken: (D,) or (K, D).
@@ -41,10 +54,7 @@ def moment_shift(params: GMMParams) -> torch.Tensor:
     """
     if params.means.dtype == torch.float64 or not params.cov.per_component_moments:
         return params.shift
-    means_c = params.means - params.shift
-    origin = torch.zeros(1, params.n_features, dtype=means_c.dtype, device=means_c.device)
-    far = params.cov.mahalanobis(origin, means_c, params.precisions_cholesky).amax()
-    return params.means if float(far) > FAR_IN_FLOAT32 else params.shift
+    return params.means if _farthest(params) > FAR_IN_FLOAT32 else params.shift
 
 
 def _exp_floor(dtype: torch.dtype) -> float:
@@ -76,8 +86,20 @@ class _Pass:
         self.offsets = None if moments_at.dim() == 1 else moments_at - self.shift
         self.direct = None
         if cov.direct_below_float64 and self.offsets is not None:
-            # float32 and a component far from the shift: distances per component too.
-            self.direct = (params.means - self.shift, params.precisions_cholesky)
+            if _farthest(params) <= FAR_IN_FLOAT64:
+                # float32, components far from the shift: the float64 GEMMs of one
+                # shift are exact enough, and the moments move to each component's
+                # mean once per pass (moments_from_raw).
+                params = params.to(dtype=torch.float64)
+                self.shift = params.shift
+                self.offsets = moments_at.double() - self.shift
+            else:
+                # Farther still: distances per component, in float32, and on the
+                # data as given: x - mu_k is then exact near mu_k, where a shift
+                # first would round x - shift to eps32 * |x - shift|.
+                self.shift = torch.zeros_like(self.shift)
+                self.offsets = moments_at
+                self.direct = (params.means, params.precisions_cholesky)
         log_det = cov.log_det(params.precisions_cholesky, d)
         self.const = params.log_weight_terms() + (log_det - 0.5 * d * _LOG_2PI)
         self.axis = 0 if cov.component_major else 1
@@ -119,7 +141,7 @@ def estimate_weighted_log_prob(X: torch.Tensor, params: GMMParams) -> torch.Tens
     """
     ctx = _Pass(params)
     wlp = ctx.weighted_log_prob(X)[0]
-    return wlp.t().contiguous() if ctx.axis == 0 else wlp
+    return (wlp.t().contiguous() if ctx.axis == 0 else wlp).to(X.dtype)
 
 
 def e_step(X: torch.Tensor, params: GMMParams) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,7 +209,8 @@ def _add_chunk(total: SuffStats, X: torch.Tensor, sample_weight, ctx: _Pass) -> 
     # Normalise in place with a single exp: resp = exp(wlp - max) / sum, and
     # log p(x) = max + log(sum), the same numbers logsumexp gives.
     owner = None
-    if ctx.offsets is None:
+    raw_gemm = comp == 0 and ctx.direct is None  # moments from raw_moments
+    if ctx.offsets is None or raw_gemm:
         top = wlp.amax(comp, keepdim=True)
     else:
         # Per-component moments want each row's most likely component too.
@@ -209,8 +232,8 @@ def _add_chunk(total: SuffStats, X: torch.Tensor, sample_weight, ctx: _Pass) -> 
         total.log_likelihood.add_(log_prob_norm.double() @ sample_weight.double())
     else:
         total.log_likelihood.add_(log_prob_norm.sum(dtype=torch.float64))
-    if ctx.offsets is None and comp == 0:
-        # Additive; split into (nk, s1, s2) once, at the end of the pass.
+    if raw_gemm:
+        # Additive; turned into (nk, s1, s2) once, at the end of the pass.
         ctx.raw = ctx.cov.raw_moments(xc, resp, feats, ctx.raw)
         if ctx.raw.dtype != torch.float64:
             ctx.raw = ctx.raw.double()

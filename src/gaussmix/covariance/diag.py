@@ -47,9 +47,11 @@ class Diag(CovarianceType):
         # per-component constants into the first and, where the second's
         # padding reaches it, the counts out of the second.
         b, d = X.shape
+        # float64 when the shift is: float32 data far from it (expectation.FAR_IN_FLOAT64).
+        dtype = torch.promote_types(X.dtype, shift.dtype)
         used = 2 * d + 1 + self._extra_columns
-        width = max(used, self._moment_columns(d, X.dtype))
-        feats = torch.empty(b, width, dtype=X.dtype, device=X.device)
+        width = max(used, self._moment_columns(d, dtype))
+        feats = torch.empty(b, width, dtype=dtype, device=X.device)
         xc = feats[:, d : 2 * d]
         torch.sub(X, shift, out=xc)
         torch.mul(xc, xc, out=feats[:, :d])
@@ -99,6 +101,15 @@ class Diag(CovarianceType):
         """``(nk, s1, s2)`` from (summed) :meth:`raw_moments`."""
         d = n_features
         return raw[:, 2 * d], raw[:, d : 2 * d], raw[:, :d]
+
+    def moments_from_raw(self, raw, offsets):
+        """``(nk, s1, s2)`` around ``offsets`` (K, D) from (summed) one-shift
+        :meth:`raw_moments`, in float64: moving from the shift costs about
+        ``eps64 * |offset|^2 / sigma^2`` of the second moments' accuracy."""
+        nk, s1, s2 = self.split_moments(raw, offsets.shape[1])
+        o = offsets.to(raw.dtype)
+        # sum_i r (x - o)^2 = s2 - 2 o s1 + nk o^2
+        return nk, s1 - nk.unsqueeze(1) * o, s2 - (2.0 * s1 - nk.unsqueeze(1) * o) * o
 
     def moments(self, xc, resp, feats=None):
         """``(nk, s1, s2)`` from responsibilities ``resp`` (K, B)."""

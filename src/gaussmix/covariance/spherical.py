@@ -54,7 +54,7 @@ class Spherical(Diag):
         # distances then need [x, 1, |x|^2] only, D + 2 columns instead of 2D + 1.
         xc, feats = Diag.features(self, X, shift)
         d = X.shape[1]
-        ones = torch.ones(d, dtype=X.dtype, device=X.device)
+        ones = torch.ones(d, dtype=feats.dtype, device=X.device)
         torch.mv(feats[:, :d], ones, out=feats[:, 2 * d + 1])
         return xc, feats
 
