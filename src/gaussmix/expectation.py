@@ -73,7 +73,8 @@ class _Pass:
     1 for (B, K), 0 for a component-major type's (K, B).
     """
 
-    __slots__ = ("cov", "shift", "prep", "const", "offsets", "direct", "entropy", "raw", "axis")
+    __slots__ = ("cov", "shift", "prep", "const", "offsets", "direct", "entropy", "raw", "axis",
+                 "_feats", "_wlp")
 
     def __init__(self, params: GMMParams, moments_at: torch.Tensor | None = None,
                  entropy: bool = False):
@@ -110,6 +111,9 @@ class _Pass:
             self.prep = cov.prepare(params.means - self.shift, params.precisions_cholesky)
         self.entropy = entropy
         self.raw = None  # summed raw_moments_around of the pass's chunks
+        # Component-major chunks reuse two buffers (flat, sized by the first
+        # chunk): no allocation, and the features' constant columns stay set.
+        self._feats = self._wlp = None
 
     def weighted_log_prob(self, X: torch.Tensor) -> tuple:
         """Log-probabilities laid out along ``axis``, ``X - shift`` and the features."""
@@ -119,11 +123,24 @@ class _Pass:
             if self.axis == 0:
                 maha = maha.t()
             return torch.add(self.const.unsqueeze(1 - self.axis), maha, alpha=-0.5), xc, xc
-        xc, feats = self.cov.features(X, self.shift)
         if self.axis == 0:
-            return self.cov.log_prob_prepared(feats, self.prep), xc, feats
+            return self._log_prob_major(X)
+        xc, feats = self.cov.features(X, self.shift)
         maha = self.cov.mahalanobis_prepared(feats, self.prep)
         return torch.add(self.const, maha, alpha=-0.5), xc, feats
+
+
+    def _log_prob_major(self, X: torch.Tensor) -> tuple:
+        b = X.shape[0]
+        k = self.prep.shape[0]
+        if self._feats is None or self._feats.shape[0] < b:
+            xc, feats = self.cov.features(X, self.shift)
+            self._feats = feats
+            self._wlp = torch.empty(k * b, dtype=feats.dtype, device=feats.device)
+        else:
+            xc, feats = self.cov.features(X, self.shift, self._feats[:b])
+        wlp = self.cov.log_prob_prepared(feats, self.prep, self._wlp[: k * b].view(k, b))
+        return wlp, xc, feats
 
 
 def estimate_weighted_log_prob(X: torch.Tensor, params: GMMParams) -> torch.Tensor:

@@ -41,23 +41,30 @@ class Diag(CovarianceType):
         step = 12 if dtype == torch.float64 else 16
         return -(-2 * n_features // step) * step
 
-    def features(self, X, shift):
+    def features(self, X, shift, reuse=None):
+        """``X - shift`` (B, D) and the features ``[x*x, x, 1]`` (B, >= 2D + 1).
+
+        ``reuse``, an earlier result of as many rows, is overwritten instead
+        of allocating (its constant columns are already in place).
+        """
         # [x*x, x, 1] written once into one row-major buffer: the E-step's GEMM
         # and the M-step's GEMM both read it; the column of ones carries the
         # per-component constants into the first and, where the second's
         # padding reaches it, the counts out of the second.
         b, d = X.shape
-        # float64 when the shift is: float32 data far from it (expectation.FAR_IN_FLOAT64).
-        dtype = torch.promote_types(X.dtype, shift.dtype)
-        used = 2 * d + 1 + self._extra_columns
-        width = max(used, self._moment_columns(d, dtype))
-        feats = torch.empty(b, width, dtype=dtype, device=X.device)
+        feats = reuse
+        if feats is None:
+            # float64 when the shift is: float32 data far from it
+            # (expectation.FAR_IN_FLOAT64).
+            dtype = torch.promote_types(X.dtype, shift.dtype)
+            used = 2 * d + 1 + self._extra_columns
+            width = max(used, self._moment_columns(d, dtype))
+            feats = torch.empty(b, width, dtype=dtype, device=X.device)
+            feats[:, 2 * d].fill_(1.0)
+            feats[:, used:].zero_()
         xc = feats[:, d : 2 * d]
         torch.sub(X, shift, out=xc)
         torch.mul(xc, xc, out=feats[:, :d])
-        feats[:, 2 * d].fill_(1.0)
-        if width > used:
-            feats[:, used:].zero_()
         return xc, feats
 
     def raw_moments(self, xc, resp, feats, into=None):
@@ -206,9 +213,10 @@ class Diag(CovarianceType):
             bias = bias + const
         return torch.cat([-0.5 * p2, weighted, bias.unsqueeze(1)], dim=1)
 
-    def log_prob_prepared(self, feats, prep):
-        """``const_k - maha_k / 2`` (K, B) as one GEMM ``prep @ feats^T``."""
-        return prep @ feats[:, : prep.shape[1]].T
+    def log_prob_prepared(self, feats, prep, out=None):
+        """``const_k - maha_k / 2`` (K, B) as one GEMM ``prep @ feats^T``
+        (into ``out`` when given)."""
+        return torch.mm(prep, feats[:, : prep.shape[1]].T, out=out)
 
     def check_spd(self, mats, name):
         if bool((mats <= 0).any()):

@@ -49,10 +49,10 @@ class Spherical(Diag):
 
     _extra_columns = 1
 
-    def features(self, X, shift):
+    def features(self, X, shift, reuse=None):
         # Diag's [x*x, x, 1] (the (K, D) moments read them) and |x|^2: the
         # distances then need [x, 1, |x|^2] only, D + 2 columns instead of 2D + 1.
-        xc, feats = Diag.features(self, X, shift)
+        xc, feats = Diag.features(self, X, shift, reuse)
         d = X.shape[1]
         ones = torch.ones(d, dtype=feats.dtype, device=X.device)
         torch.mv(feats[:, :d], ones, out=feats[:, 2 * d + 1])
@@ -69,9 +69,9 @@ class Spherical(Diag):
             bias = bias + const.unsqueeze(1)
         return torch.cat([weighted, bias, -0.5 * p2], dim=1)
 
-    def log_prob_prepared(self, feats, prep):
+    def log_prob_prepared(self, feats, prep, out=None):
         d = prep.shape[1] - 2
-        return prep @ feats[:, d : 2 * d + 2].T
+        return torch.mm(prep, feats[:, d : 2 * d + 2].T, out=out)
 
     def covariance_prior_shape(self, n_features):
         return ()
