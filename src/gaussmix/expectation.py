@@ -57,6 +57,10 @@ def moment_shift(params: GMMParams) -> torch.Tensor:
     return params.means if _farthest(params) > FAR_IN_FLOAT32 else params.shift
 
 
+_LOG2_E = 1.0 / math.log(2.0)
+_LN_2 = math.log(2.0)
+
+
 def _exp_floor(dtype: torch.dtype) -> float:
     """A log-responsibility floor whose exp, divided by up to 1000 components,
     is still a normal number of ``dtype``."""
@@ -74,7 +78,7 @@ class _Pass:
     """
 
     __slots__ = ("cov", "shift", "prep", "const", "offsets", "direct", "entropy", "raw", "axis",
-                 "_feats", "_wlp")
+                 "bits", "_feats", "_wlp")
 
     def __init__(self, params: GMMParams, moments_at: torch.Tensor | None = None,
                  entropy: bool = False):
@@ -104,9 +108,14 @@ class _Pass:
         log_det = cov.log_det(params.precisions_cholesky, d)
         self.const = params.log_weight_terms() + (log_det - 0.5 * d * _LOG_2PI)
         self.axis = 0 if cov.component_major else 1
+        # The component-major GEMM gives log-probabilities in bits (its
+        # coefficients times log2(e)): exp2 takes 20-40% less time than exp.
+        self.bits = cov.component_major and self.direct is None
         if cov.component_major:
             self.prep = cov.prepare(params.means - self.shift, params.precisions_cholesky,
                                     self.const)
+            if self.bits:
+                self.prep = self.prep * _LOG2_E
         else:
             self.prep = cov.prepare(params.means - self.shift, params.precisions_cholesky)
         self.entropy = entropy
@@ -116,7 +125,8 @@ class _Pass:
         self._feats = self._wlp = None
 
     def weighted_log_prob(self, X: torch.Tensor) -> tuple:
-        """Log-probabilities laid out along ``axis``, ``X - shift`` and the features."""
+        """Log-probabilities laid out along ``axis`` (in bits where ``bits``),
+        ``X - shift`` and the features."""
         if self.direct is not None:
             xc = X - self.shift
             maha = self.cov.mahalanobis(xc, *self.direct)
@@ -158,6 +168,8 @@ def estimate_weighted_log_prob(X: torch.Tensor, params: GMMParams) -> torch.Tens
     """
     ctx = _Pass(params)
     wlp = ctx.weighted_log_prob(X)[0]
+    if ctx.bits:
+        wlp = wlp * _LN_2
     return (wlp.t().contiguous() if ctx.axis == 0 else wlp).to(X.dtype)
 
 
@@ -235,10 +247,14 @@ def _add_chunk(total: SuffStats, X: torch.Tensor, sample_weight, ctx: _Pass) -> 
     # The floor keeps exp out of the subnormal range, where it is up to 60x
     # slower on the CPU (separated clusters put most entries there); the
     # floored entries are below 1e-34 (float32) or 1e-280 (float64).
-    resp = wlp.sub_(top).clamp_min_(_exp_floor(wlp.dtype)).exp_()
+    floor = _exp_floor(wlp.dtype)
+    if ctx.bits:
+        resp = wlp.sub_(top).clamp_min_(floor * _LOG2_E).exp2_()
+    else:
+        resp = wlp.sub_(top).clamp_min_(floor).exp_()
     norm = row_sums(resp).unsqueeze(1) if comp == 1 else resp.sum(0, keepdim=True)
     resp.div_(norm)
-    log_prob_norm = norm.log_().add_(top).view(-1)
+    log_prob_norm = norm.log_().add_(top, alpha=_LN_2 if ctx.bits else 1.0).view(-1)
     if ctx.entropy:
         # sum_k r_ik log r_ik, before the sample weights scale the responsibilities.
         neg_entropy = torch.special.xlogy(resp, resp).sum(comp, dtype=torch.float64)
