@@ -96,3 +96,17 @@ def test_separated_blobs_equal_scikit_learn(covariance_type):
     np.testing.assert_allclose(np.asarray(gm32.covariances_, dtype=np.float64), gm.covariances_,
                                rtol=1e-4)
     assert abs(gm32.lower_bound_ - gm.lower_bound_) < 1e-5 * abs(gm.lower_bound_)
+
+
+def test_longer_cpu_chunks_for_diag_and_spherical():
+    """No (B, K*D) intermediate on their one-shift path: longer CPU chunks,
+    the other types' sizes unchanged."""
+    from gaussmix.data import chunk_rows
+
+    base = chunk_rows(10**6, 16, 16)
+    assert chunk_rows(10**6, 16, 16, covariance_type="full") == base
+    for kind in TYPES:
+        rows = chunk_rows(10**6, 16, 16, covariance_type=kind)
+        assert rows > 2 * base
+        assert chunk_rows(100, 16, 16, covariance_type=kind) == 100
+        assert chunk_rows(10**6, 16, 16, batch_size=500, covariance_type=kind) == 500
