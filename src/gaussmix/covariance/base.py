@@ -420,9 +420,7 @@ class CovarianceType:
     #: Whether :meth:`mahalanobis` can take per-component differences directly
     #: (``direct=True``) instead of the prepared one-GEMM path.
     direct_below_float64 = False
-    #: Whether the E-step's log-probabilities are (K, B): ``prepare(means_c,
-    #: prec_chol, const)`` and ``log_prob_prepared`` give ``const - maha / 2``
-    #: directly, and ``moments`` takes (K, B) responsibilities.
+    #: Whether the E-step's log-probabilities and responsibilities are (K, B) (diag).
     component_major = False
 
     def moments_around(self, xc: torch.Tensor, resp: torch.Tensor, offsets: torch.Tensor,
