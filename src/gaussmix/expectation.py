@@ -119,7 +119,7 @@ class _Pass:
         else:
             self.prep = cov.prepare(params.means - self.shift, params.precisions_cholesky)
         self.entropy = entropy
-        self.raw = None  # summed raw_moments_around of the pass's chunks
+        self.raw = None  # summed raw_moments (or raw_moments_around) of the pass's chunks
         # Component-major chunks reuse two buffers (flat, sized by the first
         # chunk): no allocation, and the features' constant columns stay set.
         self._feats = self._wlp = None
@@ -139,8 +139,8 @@ class _Pass:
         maha = self.cov.mahalanobis_prepared(feats, self.prep)
         return torch.add(self.const, maha, alpha=-0.5), xc, feats
 
-
     def _log_prob_major(self, X: torch.Tensor) -> tuple:
+        """(K, B) log-probabilities from the distance GEMM, into the pass's buffers."""
         b = X.shape[0]
         k = self.prep.shape[0]
         if self._feats is None or self._feats.shape[0] < b:
