@@ -178,7 +178,7 @@ def time_gaussmix(Xt, k, kind, init, n_iter):
         kind,
     ).to(device=dev, dtype=dtype)
     n, d = Xt.shape
-    rows = chunk_rows(n, k, d, dev, dtype)
+    rows = chunk_rows(n, k, d, dev, dtype, covariance_type=kind)
 
     def chunks():
         return iter_chunks(Xt, None, rows)
@@ -196,7 +196,7 @@ def time_gaussmix(Xt, k, kind, init, n_iter):
 
 def time_gaussmix_init(Xt, k, kind):
     gen = torch.Generator(device=Xt.device if Xt.device.type == "cuda" else "cpu").manual_seed(0)
-    rows = chunk_rows(Xt.shape[0], k, Xt.shape[1], Xt.device, Xt.dtype)
+    rows = chunk_rows(Xt.shape[0], k, Xt.shape[1], Xt.device, Xt.dtype, covariance_type=kind)
     _sync(Xt.device)
     t = time.perf_counter()
     initial_params(Xt, k, kind, "kmeans", 1e-6, gen, None, rows)
@@ -320,7 +320,7 @@ def _params_after(Xt, k, kind, init, n_iter):
         cov.precisions_cholesky_from_precisions(torch.as_tensor(precisions, dtype=torch.float64)),
         kind,
     ).to(dtype=Xt.dtype)
-    rows = chunk_rows(Xt.shape[0], k, Xt.shape[1], Xt.device, Xt.dtype)
+    rows = chunk_rows(Xt.shape[0], k, Xt.shape[1], Xt.device, Xt.dtype, covariance_type=kind)
     return run_em(lambda: iter_chunks(Xt, None, rows), p, reg_covar=1e-6, tol=0.0,
                   max_iter=n_iter).params
 

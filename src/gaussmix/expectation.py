@@ -27,6 +27,19 @@ Chunks = Iterable[tuple[torch.Tensor, "torch.Tensor | None"]]
 #: of the one-shift arithmetic at this distance: eps32 * 10).
 FAR_IN_FLOAT32 = 10.0
 
+#: Up to this squared distance, a float32 pass of a type that takes distances
+#: per component (diag, spherical) runs the one-shift GEMMs in float64
+#: instead: the shift then costs eps64 * 1e8 * few, below 1e-7 relative, no
+#: more than the float32 rounding of the per-component form.
+FAR_IN_FLOAT64 = 1e8
+
+
+def _farthest(params: GMMParams) -> float:
+    """Largest squared Mahalanobis distance from the mixture mean to a component's mean."""
+    means_c = params.means - params.shift
+    origin = torch.zeros(1, params.n_features, dtype=means_c.dtype, device=means_c.device)
+    return float(params.cov.mahalanobis(origin, means_c, params.precisions_cholesky).amax())
+
 
 def moment_shift(params: GMMParams) -> torch.Tensor:
     """Where the second moments of a pass are taken: (D,) or (K, D).
@@ -41,10 +54,11 @@ def moment_shift(params: GMMParams) -> torch.Tensor:
     """
     if params.means.dtype == torch.float64 or not params.cov.per_component_moments:
         return params.shift
-    means_c = params.means - params.shift
-    origin = torch.zeros(1, params.n_features, dtype=means_c.dtype, device=means_c.device)
-    far = params.cov.mahalanobis(origin, means_c, params.precisions_cholesky).amax()
-    return params.means if float(far) > FAR_IN_FLOAT32 else params.shift
+    return params.means if _farthest(params) > FAR_IN_FLOAT32 else params.shift
+
+
+_LOG2_E = 1.0 / math.log(2.0)
+_LN_2 = math.log(2.0)
 
 
 def _exp_floor(dtype: torch.dtype) -> float:
@@ -57,10 +71,14 @@ class _Pass:
     """What every chunk of one pass shares, computed once per pass.
 
     ``const[k] = log w_k + log det U_k - D/2 log(2 pi)``, so that the weighted
-    log-probabilities of a chunk are ``const - maha / 2`` (one fused op).
+    log-probabilities of a chunk are ``const - maha / 2`` (one fused op, or,
+    for a component-major type, part of the distance GEMM itself).
+    ``axis`` is where the components are in the chunk's log-probabilities:
+    1 for (B, K), 0 for a component-major type's (K, B).
     """
 
-    __slots__ = ("cov", "shift", "prep", "const", "offsets", "direct", "entropy", "raw")
+    __slots__ = ("cov", "shift", "prep", "const", "offsets", "direct", "entropy", "raw", "axis",
+                 "bits", "_feats", "_wlp")
 
     def __init__(self, params: GMMParams, moments_at: torch.Tensor | None = None,
                  entropy: bool = False):
@@ -73,22 +91,66 @@ class _Pass:
         self.offsets = None if moments_at.dim() == 1 else moments_at - self.shift
         self.direct = None
         if cov.direct_below_float64 and self.offsets is not None:
-            # float32 and a component far from the shift: distances per component too.
-            self.direct = (params.means - self.shift, params.precisions_cholesky)
-        self.prep = cov.prepare(params.means - self.shift, params.precisions_cholesky)
+            if _farthest(params) <= FAR_IN_FLOAT64:
+                # float32, components far from the shift: the float64 GEMMs of one
+                # shift are exact enough, and the moments move to each component's
+                # mean once per pass (moments_from_raw).
+                params = params.to(dtype=torch.float64)
+                self.shift = params.shift
+                self.offsets = moments_at.double() - self.shift
+            else:
+                # Farther still: distances per component, in float32, and on the
+                # data as given: x - mu_k is then exact near mu_k, where a shift
+                # first would round x - shift to eps32 * |x - shift|.
+                self.shift = torch.zeros_like(self.shift)
+                self.offsets = moments_at
+                self.direct = (params.means, params.precisions_cholesky)
         log_det = cov.log_det(params.precisions_cholesky, d)
         self.const = params.log_weight_terms() + (log_det - 0.5 * d * _LOG_2PI)
+        self.axis = 0 if cov.component_major else 1
+        # The component-major GEMM gives log-probabilities in bits (its
+        # coefficients times log2(e)): exp2 takes 20-40% less time than exp.
+        self.bits = cov.component_major and self.direct is None
+        if cov.component_major:
+            self.prep = cov.prepare(params.means - self.shift, params.precisions_cholesky,
+                                    self.const)
+            if self.bits:
+                self.prep = self.prep * _LOG2_E
+        else:
+            self.prep = cov.prepare(params.means - self.shift, params.precisions_cholesky)
         self.entropy = entropy
-        self.raw = None  # summed raw_moments_around of the pass's chunks
+        self.raw = None  # summed raw_moments (or raw_moments_around) of the pass's chunks
+        # Component-major chunks reuse two buffers (flat, sized by the first
+        # chunk): no allocation, and the features' constant columns stay set.
+        self._feats = self._wlp = None
 
     def weighted_log_prob(self, X: torch.Tensor) -> tuple:
+        """Log-probabilities laid out along ``axis`` (in bits where ``bits``),
+        ``X - shift`` and the features."""
         if self.direct is not None:
             xc = X - self.shift
             maha = self.cov.mahalanobis(xc, *self.direct)
-            return torch.add(self.const, maha, alpha=-0.5), xc, xc
+            if self.axis == 0:
+                maha = maha.t()
+            return torch.add(self.const.unsqueeze(1 - self.axis), maha, alpha=-0.5), xc, xc
+        if self.axis == 0:
+            return self._log_prob_major(X)
         xc, feats = self.cov.features(X, self.shift)
         maha = self.cov.mahalanobis_prepared(feats, self.prep)
         return torch.add(self.const, maha, alpha=-0.5), xc, feats
+
+    def _log_prob_major(self, X: torch.Tensor) -> tuple:
+        """(K, B) log-probabilities from the distance GEMM, into the pass's buffers."""
+        b = X.shape[0]
+        k = self.prep.shape[0]
+        if self._feats is None or self._feats.shape[0] < b:
+            xc, feats = self.cov.features(X, self.shift)
+            self._feats = feats
+            self._wlp = torch.empty(k * b, dtype=feats.dtype, device=feats.device)
+        else:
+            xc, feats = self.cov.features(X, self.shift, self._feats[:b])
+        wlp = self.cov.log_prob_prepared(feats, self.prep, self._wlp[: k * b].view(k, b))
+        return wlp, xc, feats
 
 
 def estimate_weighted_log_prob(X: torch.Tensor, params: GMMParams) -> torch.Tensor:
@@ -104,7 +166,11 @@ def estimate_weighted_log_prob(X: torch.Tensor, params: GMMParams) -> torch.Tens
     -------
     Tensor (B, K)
     """
-    return _Pass(params).weighted_log_prob(X)[0]
+    ctx = _Pass(params)
+    wlp = ctx.weighted_log_prob(X)[0]
+    if ctx.bits:
+        wlp = wlp * _LN_2
+    return (wlp.t().contiguous() if ctx.axis == 0 else wlp).to(X.dtype)
 
 
 def e_step(X: torch.Tensor, params: GMMParams) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,34 +234,49 @@ def _add_chunk(total: SuffStats, X: torch.Tensor, sample_weight, ctx: _Pass) -> 
     """E-step of one chunk; its statistics are added into ``total`` (all but
     ``weight`` and ``count``, which the caller keeps)."""
     wlp, xc, feats = ctx.weighted_log_prob(X)
+    comp = ctx.axis  # the components' axis of wlp; the rows are on the other
     # Normalise in place with a single exp: resp = exp(wlp - max) / sum, and
     # log p(x) = max + log(sum), the same numbers logsumexp gives.
     owner = None
-    if ctx.offsets is None:
-        top = wlp.amax(1, keepdim=True)
+    raw_gemm = comp == 0 and ctx.direct is None  # moments from raw_moments
+    if ctx.offsets is None or raw_gemm:
+        top = wlp.amax(comp, keepdim=True)
     else:
         # Per-component moments want each row's most likely component too.
-        top, owner = wlp.max(1, keepdim=True)
+        top, owner = wlp.max(comp, keepdim=True)
     # The floor keeps exp out of the subnormal range, where it is up to 60x
     # slower on the CPU (separated clusters put most entries there); the
     # floored entries are below 1e-34 (float32) or 1e-280 (float64).
-    resp = wlp.sub_(top).clamp_min_(_exp_floor(wlp.dtype)).exp_()
-    norm = row_sums(resp).unsqueeze(1)
+    floor = _exp_floor(wlp.dtype)
+    if ctx.bits:
+        resp = wlp.sub_(top).clamp_min_(floor * _LOG2_E).exp2_()
+    else:
+        resp = wlp.sub_(top).clamp_min_(floor).exp_()
+    norm = row_sums(resp).unsqueeze(1) if comp == 1 else resp.sum(0, keepdim=True)
     resp.div_(norm)
-    log_prob_norm = norm.log_().add_(top).view(-1)
+    log_prob_norm = norm.log_().add_(top, alpha=_LN_2 if ctx.bits else 1.0).view(-1)
     if ctx.entropy:
         # sum_k r_ik log r_ik, before the sample weights scale the responsibilities.
-        neg_entropy = torch.special.xlogy(resp, resp).sum(1, dtype=torch.float64)
+        neg_entropy = torch.special.xlogy(resp, resp).sum(comp, dtype=torch.float64)
         w = None if sample_weight is None else sample_weight.double()
         total.entropy.add_(neg_entropy.sum() if w is None else neg_entropy @ w)
     if sample_weight is not None:
-        resp.mul_(sample_weight.unsqueeze(1))
+        resp.mul_(sample_weight.unsqueeze(comp))
         total.log_likelihood.add_(log_prob_norm.double() @ sample_weight.double())
     else:
         total.log_likelihood.add_(log_prob_norm.sum(dtype=torch.float64))
+    if raw_gemm:
+        # Additive; turned into (nk, s1, s2) once, at the end of the pass.
+        ctx.raw = ctx.cov.raw_moments(xc, resp, feats, ctx.raw)
+        if ctx.raw.dtype != torch.float64:
+            ctx.raw = ctx.raw.double()
+        return
     if ctx.offsets is None:
         nk, s1, s2 = ctx.cov.moments(xc, resp, feats)
     else:
+        # The per-component forms take (B, K) responsibilities and (B,) owners.
+        if comp == 0:
+            resp, owner = resp.t(), owner.view(-1)
         raw = ctx.cov.raw_moments_around(xc, resp, ctx.offsets, owner)
         if raw is not None:
             # Additive; turned into moments once, at the end of the pass.
@@ -267,7 +348,10 @@ def accumulate(chunks: Chunks, params: GMMParams, moments_at: torch.Tensor | Non
             else:
                 weight_sums.append(wb.sum(dtype=torch.float64))
     if ctx.raw is not None:
-        _add_moments(total, *ctx.cov.moments_from_raw(ctx.raw, ctx.offsets))
+        if ctx.offsets is None:
+            _add_moments(total, *ctx.cov.split_moments(ctx.raw, params.n_features))
+        else:
+            _add_moments(total, *ctx.cov.moments_from_raw(ctx.raw, ctx.offsets))
     total.count.fill_(float(rows))
     # An unweighted row has weight one.
     total.weight.fill_(float(unweighted_rows))

@@ -198,7 +198,8 @@ class FitEngine:
             device, dtype = Xt.device, Xt.dtype
             w = (check_sample_weight(sample_weight, n, device, dtype,
                                      rescale=self._relative_weights) if n > 0 else None)
-            rows = chunk_rows(n, self.n_components, d, device, dtype, self.batch_size)
+            rows = chunk_rows(n, self.n_components, d, device, dtype, self.batch_size,
+                              self.covariance_type)
 
             def chunks():
                 return iter_chunks(Xt, w, rows)
@@ -250,7 +251,8 @@ class FitEngine:
                 f"Expected n_samples >= max(2, n_components) but got n_components = "
                 f"{self.n_components}, n_samples = {n}. Use fewer components or more data."
             )
-        rows = chunk_rows(n, self.n_components, d, device, dtype, self.batch_size)
+        rows = chunk_rows(n, self.n_components, d, device, dtype, self.batch_size,
+                          self.covariance_type)
         src.set_rows(rows)
         return SimpleNamespace(
             Xt=None, device=device, dtype=dtype, n_samples=n, n_features=d,

@@ -431,6 +431,8 @@ class CovarianceType(ConjugateMStep):
     #: Whether :meth:`mahalanobis` can take per-component differences directly
     #: (``direct=True``) instead of the prepared one-GEMM path.
     direct_below_float64 = False
+    #: Whether the E-step's log-probabilities and responsibilities are (K, B) (diag).
+    component_major = False
 
     def moments_around(self, xc: torch.Tensor, resp: torch.Tensor, offsets: torch.Tensor,
                        owner: torch.Tensor | None = None) -> tuple:

@@ -52,13 +52,31 @@ class Spherical(Diag):
     def log_det(self, prec_chol, n_features):
         return n_features * torch.log(prec_chol)
 
-    def prepare(self, means_c, prec_chol):
-        # Diag's features [x*x, x] with p_k repeated over the x*x block: the
-        # same buffer then serves the E-step and the (K, D) second moments.
-        d = means_c.shape[1]
-        p2 = prec_chol * prec_chol
-        coef = torch.cat([p2.expand(d, -1), -2.0 * means_c.T * p2], dim=0)
-        return coef, (means_c * means_c).sum(1) * p2
+    _extra_columns = 1
+
+    def features(self, X, shift, reuse=None):
+        # Diag's [x*x, x, 1] (the (K, D) moments read them) and |x|^2: the
+        # distances then need [x, 1, |x|^2] only, D + 2 columns instead of 2D + 1.
+        xc, feats = Diag.features(self, X, shift, reuse)
+        d = X.shape[1]
+        ones = torch.ones(d, dtype=feats.dtype, device=X.device)
+        torch.mv(feats[:, :d], ones, out=feats[:, 2 * d + 1])
+        return xc, feats
+
+    def prepare(self, means_c, prec_chol, const=None):
+        """Coefficients (K, D + 2) of ``const_k - maha_k / 2`` on the features
+        ``[x, 1, |x|^2]``: ``p_k mu_k``, ``const_k - p_k |mu_k|^2 / 2`` and
+        ``-p_k / 2``, with ``p = prec_chol^2``."""
+        p2 = (prec_chol * prec_chol).unsqueeze(1)
+        weighted = means_c * p2
+        bias = -0.5 * (weighted * means_c).sum(1, keepdim=True)
+        if const is not None:
+            bias = bias + const.unsqueeze(1)
+        return torch.cat([weighted, bias, -0.5 * p2], dim=1)
+
+    def log_prob_prepared(self, feats, prep, out=None):
+        d = prep.shape[1] - 2
+        return torch.mm(prep, feats[:, d : 2 * d + 2].T, out=out)
 
     def covariance_prior_shape(self, n_features):
         return ()
