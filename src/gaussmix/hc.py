@@ -25,14 +25,17 @@ with those of R's ``hc()``:
   factors it stores, which differ from the true ones in one respect (see
   ``criterion`` of :func:`hierarchical_merges`).
 
-Time is O(m^2) cost evaluations in all (each O(p^3) once a merged cluster has
-more than ``p`` points); memory is O(m^2) for the pair costs plus O(m p^2) for
-the scatter matrices, ``m`` being the number of initial clusters.
+Time is O(m^2 p) for lower bounds of the pair costs (the cost without its
+determinant), plus O(p^3) for each determinant computed, about one per
+merge (see :mod:`gaussmix.agglomeration`); memory is O(m^2) for the pair
+costs plus O(m p^2) for the scatter matrices, ``m`` being the number of
+initial clusters.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,11 +50,22 @@ _EPS = float(np.finfo(np.float64).eps)
 
 
 def _one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - installed with scikit-learn
+    controller = _blas_controller()
+    if controller is None:  # pragma: no cover - installed with scikit-learn
         return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    return controller.limit(limits=1, user_api="blas")
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_controller():
+    # threadpool_limits() looks up the loaded libraries on every call (a
+    # millisecond or more, a tenth of a small run); one controller, made once
+    # numpy's BLAS is loaded, serves every later call.
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - installed with scikit-learn
+        return None
+    return ThreadpoolController()
 
 
 def _as_data(X) -> np.ndarray:
@@ -235,17 +249,22 @@ class HCTree:
                     f"hc needs at least {k} {what} (initial clusters) to form {k} "
                     f"clusters, got {g}; ask for at most {g} clusters."
                 )
-        # current[l] is the label that initial label l carries after the merges.
-        current = np.arange(g + 1)
+        # Merge s puts label b = pairs[s, 1] under a = pairs[s, 0]; after the
+        # first g - k merges a label's cluster carries the label at the top
+        # of its chain of such links, found by pointer doubling.
+        merged_at = np.full(g + 1, g, dtype=np.int64)
+        merged_at[self.pairs[:, 1]] = np.arange(g - 1)
+        parent = np.arange(g + 1)
+        parent[self.pairs[:, 1]] = self.pairs[:, 0]
         out = {}
-        todo = sorted(set(ks), reverse=True)
-        done = 0
-        for k in todo:
-            while done < g - k:
-                a, b = self.pairs[done]
-                current[current == b] = a
-                done += 1
-            out[k] = _consecutive(current[self.initial_partition])
+        for k in set(ks):
+            top = np.where(merged_at < g - k, parent, np.arange(g + 1))
+            while True:
+                up = top[top]
+                if np.array_equal(up, top):
+                    break
+                top = up
+            out[k] = _consecutive(top[self.initial_partition])
         return out
 
 
@@ -324,8 +343,10 @@ def hierarchical_merges(X, use: str = "SVD", *, partition=None, criterion: str =
     Memory is O(g^2) for the pair costs (8 g^2 bytes: 32 MB for g = 2000
     initial clusters) plus O(g p^2) for the scatter matrices, ``p`` being the
     number of transformed columns.  After each merge only the merged
-    cluster's costs are recomputed, vectorised over the other clusters, with a
-    log-determinant only where the merged pair has more than ``p`` points.
+    cluster's costs are recomputed, vectorised over the other clusters and
+    first without their determinants, a lower bound; a pair's determinant
+    is computed only when its bound is the least of all, about once per
+    merge.
     """
     if criterion not in ("mclust", "exact"):
         raise ValueError(f"criterion must be 'mclust' or 'exact', got {criterion!r}.")
@@ -334,11 +355,9 @@ def hierarchical_merges(X, use: str = "SVD", *, partition=None, criterion: str =
     with _one_blas_thread():
         Z, part, alpha = _prepare(X, use, partition)
         merger = _Merger(Z, part, alpha, mclust=criterion == "mclust")
-        g = merger.m
-        pairs = np.empty((g - 1, 2), dtype=np.int64)
-        costs = np.empty(g - 1)
-        for s in range(g - 1):
-            pairs[s, 0], pairs[s, 1], costs[s] = merger.step()
+        steps = [merger.step() for _ in range(merger.m - 1)]
+    pairs = np.array([s[:2] for s in steps], dtype=np.int64).reshape(-1, 2)
+    costs = np.array([s[2] for s in steps], dtype=np.float64)
     initial = part + 1
     for arr in (pairs, initial, costs):
         arr.flags.writeable = False
