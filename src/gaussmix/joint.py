@@ -641,10 +641,11 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
             if any(undone):
                 pack.fall_back(undone)
         lead = dict(done)
+        labs = [label[id(r)] for r in pack.runs]
         if rivals is not None:
-            for r, lb, u in zip(pack.runs, lls, undone):
-                if not u:
-                    lead[label[id(r)]] = max(lead.get(label[id(r)], -math.inf), lb)
+            for lab, lb, u in zip(labs, lls, undone):
+                if not u and lb > lead.get(lab, -math.inf):
+                    lead[lab] = lb
         keep, stopped = [], []
         for i, (r, lb) in enumerate(zip(pack.runs, lls)):
             if undone[i]:
@@ -658,14 +659,14 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
             if bad[i] or not math.isfinite(lb):
                 r.failed = True
                 continue
-            prev = r.lower_bound
+            prev = r.history[-1] if r.history else -math.inf
             r.n_iter += 1
             r.history.append(lb)
             if has_converged(prev, lb, tol, tol_type, float(n)):
                 r.converged = True
             elif not (r.n_iter >= max_iter or (
                     rivals is not None and id(r) not in guarded
-                    and _hopeless(r.history, lead[label[id(r)]], float(n)))):
+                    and _hopeless(r.history, lead[labs[i]], float(n)))):
                 keep.append(i)
                 continue
             stopped.append(i)
