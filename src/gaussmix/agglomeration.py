@@ -93,8 +93,8 @@ class _Merger:
         colmin = np.full(g, np.inf)
         colarg = np.full(g, -1, dtype=np.int64)
         # Column k above the diagonal is row k left of it (C is symmetric);
-        # row blocks keep the temporaries small.
-        step_rows = max(1, (1 << 18) // g)
+        # row blocks keep the temporaries small and in cache.
+        step_rows = max(1, min(64, (1 << 18) // g))
         for s in range(1, g, step_rows):
             e = min(s + step_rows, g)
             rows = np.arange(s, e)

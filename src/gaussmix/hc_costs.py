@@ -41,13 +41,16 @@ def _first_row_scatter(W: np.ndarray, mult: np.ndarray) -> np.ndarray:
     result is ``min(a, b, rows - 1) + 1`` times ``R[0, a] R[0, b]`` (``mult``,
     from :func:`_row_multiplicities`), and ``R[0] = W[0] / sqrt(W[0, 0])``.
     """
-    w00 = float(W[0, 0])
+    r1 = W[0]
+    w00 = float(r1[0])
     if not w00 > 0.0:
         # No spread along the first axis: in practice a cluster of exact
         # duplicates, whose scatter and factor are zero.
         return np.zeros_like(W)
-    r1 = W[0] / math.sqrt(w00)
-    return mult * (r1[:, None] * r1)
+    r1 = r1 / math.sqrt(w00)
+    out = np.multiply.outer(r1, r1)
+    out *= mult
+    return out
 
 
 def _logdets(W: np.ndarray) -> np.ndarray:
@@ -266,9 +269,11 @@ class _Clusters:
         diff = mb - ma
         c = na * nb / n
         iold = self.iold
-        W = (R[a] if a == iold else self.stored(a)) + (R[b] if b == iold else self.stored(b))
-        W += c * (diff[:, None] * diff)
-        R[a] = W
+        W = R[a]
+        if a != iold:
+            W[...] = self.stored(a)
+        W += R[b] if b == iold else self.stored(b)
+        W += c * np.multiply.outer(diff, diff)
         tr[a] = (tr[a] + tr[b]) + c * float(diff @ diff)
         # hcvvv's term of the union: the one its cost was computed with.
         term[a] = cost + (term[a] + term[b])
@@ -304,9 +309,10 @@ def _singleton_costs(Z: np.ndarray, alpha: float, beta: float) -> np.ndarray:
     ablog2 = 2.0 * np.log(beta * alpha)
     C = np.empty((g, g))
     # Blocks of rows against the columns up to the block's end (the lower
-    # triangle), small enough to stay in cache; differences rather than the
-    # Gram expansion keep the small distances, which decide, exact.
-    rows = max(1, (1 << 16) // g)
+    # triangle, so that about half the logarithms are taken), small enough
+    # to stay in cache; differences rather than the Gram expansion keep the
+    # small distances, which decide, exact.
+    rows = max(1, min(32, (1 << 16) // g))
     Zt = np.ascontiguousarray(Z.T)
     for s in range(0, g, rows):
         e = min(s + rows, g)
