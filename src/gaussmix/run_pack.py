@@ -1,0 +1,215 @@
+"""Many mixtures' parameters in one padded layout: the state of the joint EM
+engine's batch (:mod:`gaussmix.joint`), its M-step and its over-relaxed steps.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .covariance import get_covariance_type
+from .covariance.base import _LOG_2PI
+from .em import EMPTY_FRACTION
+from .quadratic import _n_features, _pairs, _unpack
+
+__all__: list = []
+
+
+class _Pack:
+    """The active runs' parameters padded to one (G, K_max) layout; ``blocks``
+    (strategy, first, end, units) are the stretches of consecutive runs of one
+    type, each constrained by one call in the M-step."""
+
+    def __init__(self, runs: list, d: int, device, reg_covar: float):
+        self.runs = runs
+        g, kmax = len(runs), max(r.k for r in runs)
+        self.kmax = kmax
+        f64 = torch.float64
+        eye = torch.eye(d, dtype=f64, device=device)
+        self.weights = torch.zeros(g, kmax, dtype=f64, device=device)
+        self.means = torch.zeros(g, kmax, d, dtype=f64, device=device)
+        self.covs = eye.repeat(g, kmax, 1, 1)
+        # Each run's components go to flat slots i * K_max + j: one indexed
+        # copy per parameter for all runs.
+        slots = [i * kmax + j for i, r in enumerate(runs) for j in range(r.k)]
+        mask = torch.zeros(g * kmax, dtype=torch.bool, device=device)
+        mask[torch.tensor(slots, device=device)] = True
+        mask = mask.view(g, kmax)
+        have = [i for i, r in enumerate(runs) if r.weights is not None]
+        if have:
+            at = torch.tensor([i * kmax + j for i in have for j in range(runs[i].k)],
+                              device=device)
+            self.weights.view(-1)[at] = torch.cat([runs[i].weights for i in have])
+            self.means.view(-1, d)[at] = torch.cat([runs[i].means for i in have])
+            self.covs.view(-1, d, d)[at] = torch.cat([runs[i].covariances for i in have])
+        self.blocks = []
+        for i, r in enumerate(runs):
+            if not self.blocks or self.blocks[-1][0].name != r.cov_name:
+                self.blocks.append([get_covariance_type(r.cov_name), i, i + 1, r.units])
+            else:
+                self.blocks[-1][2] = i + 1
+        # Per component, what the M-step adds: to the counts 10 eps (1 on
+        # padding, which then never looks empty); to the scatter, before the
+        # type's constraint, the regularisation in the type's units; to the
+        # padding's covariances the identity.
+        self.real = mask.to(f64)
+        self.count_pad = torch.where(mask, 10.0 * torch.finfo(f64).eps, 1.0)
+        reg = torch.zeros(g, kmax, d, d, dtype=f64, device=device)
+        for _, a, b, units in self.blocks:
+            r = reg_covar * eye
+            if units is not None:
+                r = r / (units.unsqueeze(1) * units.unsqueeze(0))
+            reg[a:b] = r
+        zero = torch.zeros((), dtype=f64, device=device)
+        self.reg = torch.where(mask[..., None, None], reg, zero)
+        self.pad_eye = torch.where(mask[..., None, None], zero, eye)
+        self.chol = None
+        # Over-relaxation (:meth:`extrapolate`): each run's step factor,
+        # whether its current parameters are an extrapolated point, and the
+        # plain EM point it falls back to.
+        self.affine = torch.tensor([get_covariance_type(r.cov_name).affine_closed for r in runs],
+                                   device=device)
+        self.eta = torch.ones(g, dtype=f64, device=device)
+        self.jumped = torch.zeros(g, dtype=torch.bool, device=device)
+        self.safe = None
+
+    def keep(self, rows: list) -> None:
+        """Keep the listed runs (positions, in order) only, and only as many
+        component slots as the largest of them has."""
+        idx = torch.tensor(rows, device=self.weights.device)
+        self.runs = [self.runs[i] for i in rows]
+        self.kmax = max(r.k for r in self.runs)
+        for name in ("weights", "means", "covs", "chol", "real", "count_pad", "reg", "pad_eye"):
+            setattr(self, name, getattr(self, name)[idx, :self.kmax].contiguous())
+        for name in ("affine", "eta", "jumped"):
+            setattr(self, name, getattr(self, name)[idx])
+        if self.safe is not None:
+            self.safe = tuple(t[idx, :self.kmax].contiguous() for t in self.safe)
+        blocks, pos = [], {old: new for new, old in enumerate(rows)}
+        for strategy, a, b, units in self.blocks:
+            inside = [pos[i] for i in range(a, b) if i in pos]
+            if inside:
+                blocks.append([strategy, inside[0], inside[-1] + 1, units])
+        self.blocks = blocks
+
+    def store(self, rows: list) -> None:
+        """Copy the current parameters of the listed runs (positions) into
+        their :class:`JointRun` (one gather per parameter)."""
+        if not rows:
+            return
+        idx = torch.tensor(rows, device=self.weights.device)
+        w, m, c = self.weights[idx], self.means[idx], self.covs[idx]
+        for j, i in enumerate(rows):
+            r = self.runs[i]
+            r.weights, r.means, r.covariances = w[j, :r.k], m[j, :r.k], c[j, :r.k]
+
+    def params(self) -> tuple:
+        """The current (weights, means, covariances, Cholesky factors)."""
+        return self.weights, self.means, self.covs, self.chol
+
+    def _set(self, mask: torch.Tensor, params: tuple) -> None:
+        """Replace the current parameters of the runs in ``mask`` (G,) by ``params``."""
+        cur = self.params()
+        new = [torch.where(mask.view(-1, *([1] * (c.dim() - 1))), p, c) for c, p in zip(cur, params)]
+        self.weights, self.means, self.covs, self.chol = new
+
+    def fall_back(self, rejected: list) -> None:
+        """Return the listed runs (G bools) from their extrapolated point to
+        the plain EM point it was extrapolated from, with step factor 1."""
+        mask = torch.tensor(rejected, device=self.eta.device)
+        self._set(mask, self.safe)
+        self.eta = torch.where(mask, 1.0, self.eta)
+        self.jumped = self.jumped & ~mask
+
+    def extrapolate(self, before: tuple, accepted: list, growth: float, eta_max: float) -> None:
+        """Over-relaxed EM (Salakhutdinov & Roweis 2003): move each accepted
+        run from ``before`` (the parameters its E-step used) past its new EM
+        point, ``before + eta (EM - before)``, with ``eta`` grown by
+        ``growth`` at each accepted step up to ``eta_max``.  A run whose
+        extrapolated point is not a valid mixture (a weight <= 0, a
+        covariance that cannot be factorised), or whose type is not
+        :attr:`~gaussmix.covariance.CovarianceType.affine_closed`, stays at
+        its EM point with factor 1.  The EM point is kept for
+        :meth:`fall_back`."""
+        acc = torch.tensor(accepted, device=self.eta.device) & self.affine
+        eta = torch.where(acc, (self.eta * growth).clamp_(max=eta_max), 1.0)
+        self.safe = self.params()
+        e = eta.view(-1, 1)
+        # One kernel per parameter: lerp(a, b, eta) = a + eta (b - a).
+        w = torch.lerp(before[0], self.weights, e)
+        m = torch.lerp(before[1], self.means, e.unsqueeze(-1))
+        c = torch.lerp(before[2], self.covs, e.unsqueeze(-1).unsqueeze(-1))
+        chol, info = torch.linalg.cholesky_ex(c)
+        # Padding weights are 0 before and after: 1 - real lifts them.
+        positive = (w + (1.0 - self.real)).amin(1) > 0
+        jump = acc & (eta > 1) & (info.amax(1) == 0) & positive
+        if bool(info.any()):
+            # A failed factorisation may spoil others of the same call.
+            chol = chol.clone()
+            chol[jump] = torch.linalg.cholesky_ex(c[jump])[0]
+        self._set(jump, (w, m, c, chol))
+        self.eta = torch.where(jump, eta, 1.0)
+        self.jumped = jump
+
+    def coefficients(self) -> torch.Tensor:
+        """``W`` (P, K_max * G): ``phi @ W`` is every component's
+        weighted log-density (``-inf`` on padding), slot-major: column
+        ``j * G + i`` is component ``j`` of run ``i``, so that the per-run
+        reductions of :func:`_totals` run over the leading axis of
+        contiguous rows (a reduction over a trailing axis of length K_max is
+        several times slower)."""
+        g, kmax, d = self.means.shape
+        prec = torch.cholesky_inverse(self.chol)
+        pm = torch.bmm(prec.view(-1, d, d), self.means.view(-1, d, 1)).view(g, kmax, d)
+        half_log_det = torch.log(torch.diagonal(self.chol, dim1=-2, dim2=-1)).sum(-1)
+        const = (torch.log(self.weights) - half_log_det - 0.5 * d * _LOG_2PI
+                 - 0.5 * (self.means * pm).sum(-1))
+        flat, twice = _pairs(d, prec.device)[2::2]
+        quad = prec.reshape(g, kmax, d * d)[..., flat] * (-0.5 * twice)
+        w = torch.cat([const.unsqueeze(-1), pm, quad], dim=-1)
+        return w.transpose(0, 1).reshape(kmax * g, -1).T
+
+    def m_step(self, totals: torch.Tensor, fresh: bool = False) -> list:
+        """New parameters from the totals (G, K_max, P) of every component;
+        returns, per run, whether it failed (an emptied component or a
+        covariance that cannot be factorised; its parameters are then junk).
+        ``fresh``: the runs have no parameters yet, and an iterative M-step
+        starts from the components' own scatter matrices.
+        Non-finite totals show as a non-finite log-likelihood at the next pass."""
+        g, kmax, d = self.means.shape
+        t = totals
+        nk = t[..., 0] + self.count_pad
+        means = t[..., 1:1 + d] / nk.unsqueeze(-1)
+        scatter = (_unpack(t[..., 1 + d:], d) / nk[..., None, None]
+                   - means.unsqueeze(-1) * means.unsqueeze(-2))
+        w = nk * self.real  # padding counts nothing
+        # Regularised before the constraint, so that a model whose M-step
+        # divides by a determinant stays defined on a degenerate scatter.
+        scatter = scatter + self.reg
+        parts = []
+        for strategy, a, b, units in self.blocks:
+            # The current covariances are where an iterative M-step starts
+            # (a fresh run: its components' own scatter).
+            start = scatter[a:b] if fresh else self.covs[a:b]
+            if units is None:
+                parts.append(strategy.full_form(w[a:b], scatter[a:b], start=start))
+            else:
+                uu = units.unsqueeze(1) * units.unsqueeze(0)
+                parts.append(strategy.full_form(w[a:b], scatter[a:b] * uu, start=start * uu) / uu)
+        covs = (parts[0] if len(parts) == 1 else torch.cat(parts)) + self.pad_eye
+        chol, info = torch.linalg.cholesky_ex(covs)
+        bad = ((nk < EMPTY_FRACTION) | (info > 0)).any(1).tolist()
+        if any(bad) and bool(info.any()):
+            # A failed factorisation may spoil others of the same call.
+            good = info.eq(0).all(1)
+            chol = chol.clone()
+            chol[good] = torch.linalg.cholesky_ex(covs[good])[0]
+        self.weights = w / w.sum(1, keepdim=True)
+        self.means, self.covs, self.chol = means, covs, chol
+        return bad
+
+
+def _factored_pack(phi: torch.Tensor, runs: list, reg_covar: float = 0.0) -> "_Pack":
+    """The runs' current parameters packed, with their covariances factorised."""
+    pack = _Pack(runs, _n_features(phi), phi.device, reg_covar)
+    pack.chol = torch.linalg.cholesky(pack.covs)
+    return pack
