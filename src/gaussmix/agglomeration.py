@@ -47,7 +47,6 @@ def _take_row(C: np.ndarray, colmin: np.ndarray, colarg: np.ndarray, dirty: np.n
     """
     v = C[r, r + 1:m]
     cm, ca, dt = colmin[r + 1:m], colarg[r + 1:m], dirty[r + 1:m]
-    lost = ca == r
     better = v < cm
     tie = v == cm
     if np.count_nonzero(tie):
@@ -56,11 +55,11 @@ def _take_row(C: np.ndarray, colmin: np.ndarray, colarg: np.ndarray, dirty: np.n
         tie &= ca <= r
         tie &= ~dt
         better |= tie
+    # Minima in row r are lost unless row r's new entry is still the least.
+    np.putmask(dt, ca == r, True)
+    np.putmask(dt, better, False)
     np.putmask(cm, better, v)
     np.putmask(ca, better, r)
-    lost |= dt
-    lost &= ~better
-    dt[...] = lost
 
 
 class _Merger:
