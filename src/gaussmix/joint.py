@@ -215,12 +215,12 @@ def _by_component(totals: torch.Tensor, g: int, kmax: int) -> torch.Tensor:
     return totals.view(-1, kmax, g).permute(2, 1, 0).contiguous()
 
 
-def _resp_totals(phi: torch.Tensor, runs: list, resp_of, labels=None) -> torch.Tensor:
-    """Totals (G, K_max, P) of the runs' starting responsibilities: hard
-    ``labels[i]`` (N,) where given (``-1``: the row counts for no component),
-    else ``resp_of(i, a, b)``."""
+def _resp_totals(phi: torch.Tensor, ks: list, resp_of, labels=None) -> torch.Tensor:
+    """Totals (G, K_max, P) of G runs' starting responsibilities (``ks``: their
+    numbers of components): hard ``labels[i]`` (N,) where given (``-1``: the
+    row counts for no component), else ``resp_of(i, a, b)``."""
     n = phi.shape[0]
-    g, kmax = len(runs), max(r.k for r in runs)
+    g, kmax = len(ks), max(ks)
     hard = [i for i in range(g) if labels is not None and labels[i] is not None]
     soft = [i for i in range(g) if i not in set(hard)]
     if hard:
@@ -238,7 +238,7 @@ def _resp_totals(phi: torch.Tensor, runs: list, resp_of, labels=None) -> torch.T
             resp.scatter_(1, cols[a:b], ones[a:b])
         view = resp.view(b - a, kmax, g)
         for i in soft:
-            view[:, :runs[i].k, i] = resp_of(i, a, b)
+            view[:, :ks[i], i] = resp_of(i, a, b)
         part = phi[a:b].T @ resp
         totals = part if totals is None else totals + part
     return _by_component(totals, g, kmax)
@@ -283,8 +283,7 @@ def component_moments(phi: torch.Tensor, labels: torch.Tensor, k: int):
     """
     d = _n_features(phi)
     g = labels.shape[1]
-    runs = [JointRun("full", k) for _ in range(g)]
-    t = _resp_totals(phi, runs, None, list(labels.T))
+    t = _resp_totals(phi, [k] * g, None, list(labels.T))
     counts = t[..., 0]
     safe = counts.clamp(min=1.0).unsqueeze(-1)
     means = t[..., 1:1 + d] / safe
@@ -322,7 +321,7 @@ def start_runs(phi: torch.Tensor, runs: list, resp_of, *, reg_covar: float,
     if not runs:
         return
     pack = _Pack(runs, _n_features(phi), phi.device, reg_covar)
-    bad = pack.m_step(_resp_totals(phi, runs, resp_of, labels), fresh=True)
+    bad = pack.m_step(_resp_totals(phi, [r.k for r in runs], resp_of, labels), fresh=True)
     for i, r in enumerate(runs):
         r.failed = bad[i]
     pack.store([i for i in range(len(runs)) if not bad[i]])
