@@ -194,3 +194,29 @@ def test_kmeans_many_same_generator_same_labels(iris_z):
     a = kmeans_many(iris_z, [3, 4], torch.Generator().manual_seed(5))
     b = kmeans_many(iris_z, [3, 4], torch.Generator().manual_seed(5))
     assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_structured_factors_equal_one_batched_cholesky(iris_z, monkeypatch):
+    # Diagonal and tied types factorise their own structure in the joint
+    # engine (from STRUCTURED_MIN_FEATURES features); forced on at D = 4,
+    # every run must follow the same EM path as with one batched Cholesky of
+    # every matrix, a spherical type in its own units included.
+    import gaussmix.run_pack as run_pack_mod
+    gen = torch.Generator().manual_seed(0)
+    parts = starting_partitions(iris_z, [1, 3, 5], gen)
+    phi = quadratic_features(iris_z)
+    names = ("full", "tied", "diag", "spherical", "EII", "EEI", "VEI", "EVI")
+    units = {"spherical": torch.tensor([1.0, 2.0, 0.5, 1.5], dtype=torch.float64)}
+    outcome = {}
+    for threshold in (100, 1):
+        monkeypatch.setattr(run_pack_mod, "STRUCTURED_MIN_FEATURES", threshold)
+        runs = [JointRun(name, k, units.get(name)) for name in names for k in (1, 3, 5)]
+        start_runs(phi, runs, None, reg_covar=1e-8,
+                   labels=[parts[r.k][0].labels for r in runs])
+        fit_joint(phi, runs, reg_covar=1e-8, tol=1e-10, max_iter=40, accelerate=True)
+        outcome[threshold] = runs
+    for a, b in zip(outcome[100], outcome[1]):
+        assert not a.failed and not b.failed
+        assert a.n_iter == b.n_iter
+        assert b.lower_bound == pytest.approx(a.lower_bound, rel=1e-12, abs=1e-12)
+        torch.testing.assert_close(b.covariances, a.covariances, rtol=1e-9, atol=1e-12)

@@ -189,6 +189,18 @@ class CovarianceType(ConjugateMStep):
         satisfy its constraint."""
         raise NotImplementedError
 
+    def full_form_cholesky(self, covariances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lower Cholesky factors of full-form covariances (..., D, D) of this
+        type and, per matrix, ``info`` as :func:`torch.linalg.cholesky_ex`
+        gives it (0 where factorised).  A type whose matrices have structure
+        (diagonal, shared) factorises only what it needs."""
+        return torch.linalg.cholesky_ex(covariances)
+
+    def full_form_precisions(self, chol: torch.Tensor) -> torch.Tensor:
+        """Inverses (..., D, D) of the full-form covariances whose
+        :meth:`full_form_cholesky` factors are ``chol``."""
+        return torch.cholesky_inverse(chol)
+
     def min_count(self, n_features: int) -> int:
         """Smallest effective count of a component for which its own
         covariance parameters are defined (see :mod:`gaussmix.guard`)."""

@@ -6,9 +6,10 @@ import torch
 
 from .base import CovarianceType
 from .conjugate import diagonal_mode
+from .diagonal_form import DiagonalFullForm
 
 
-class Diag(CovarianceType):
+class Diag(DiagonalFullForm, CovarianceType):
     """Each component has its own diagonal covariance matrix."""
 
     name = "diag"

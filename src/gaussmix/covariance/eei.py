@@ -6,9 +6,10 @@ import torch
 
 from .conjugate import diagonal_shrinkage, diagonals, indicator
 from .constrained import Constrained, diag_matrix, scatter_sums, total, zero_padding
+from .diagonal_form import DiagonalFullForm
 
 
-class EEI(Constrained):
+class EEI(DiagonalFullForm, Constrained):
     """Equal volume and shape, axis-aligned: ``Sigma = diag(sum_k W_k) / n``."""
 
     name = "EEI"

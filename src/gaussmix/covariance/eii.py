@@ -6,9 +6,10 @@ import torch
 
 from .conjugate import diagonal_shrinkage, diagonals, indicator
 from .constrained import Constrained, scatter_sums, zero_padding
+from .diagonal_form import DiagonalFullForm
 
 
-class EII(Constrained):
+class EII(DiagonalFullForm, Constrained):
     """Equal volume, spherical: ``lambda = tr(sum_k W_k) / (n D)``."""
 
     name = "EII"

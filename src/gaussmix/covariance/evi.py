@@ -7,9 +7,10 @@ import torch
 from .conjugate import diagonal_shrinkage, diagonals
 from .constrained import Constrained, diag_matrix, geometric_mean, scatter_sums, zero_padding
 from .eei import map_volume_denominator
+from .diagonal_form import DiagonalFullForm
 
 
-class EVI(Constrained):
+class EVI(DiagonalFullForm, Constrained):
     """Equal volume, variable shape, axis-aligned.
 
     With ``w_k = diag(W_k)``: ``B_k = w_k / |w_k|^(1/D)`` and ``lambda =

@@ -57,6 +57,15 @@ class Tied(CovarianceType):
     def from_full_form(self, covariances):
         return covariances[0]
 
+    # In full form every real component holds the one shared matrix (the
+    # first is always real): factorise it once per mixture.
+    def full_form_cholesky(self, covariances):
+        chol, info = torch.linalg.cholesky_ex(covariances[..., :1, :, :])
+        return chol.expand_as(covariances), info.expand(covariances.shape[:-2])
+
+    def full_form_precisions(self, chol):
+        return torch.cholesky_inverse(chol[..., :1, :, :]).expand_as(chol)
+
     def _map_scatter(self, nk, means_c, s2, reg_covar):
         # The statistics hold only the pooled scatter: one entry.
         return nk.sum() * Tied.covariances_from_stats(self, nk, means_c, s2, reg_covar)[None]

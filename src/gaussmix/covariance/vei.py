@@ -17,9 +17,10 @@ from .constrained import (
     scatter_sums,
     zero_padding,
 )
+from .diagonal_form import DiagonalFullForm
 
 
-class VEI(Constrained):
+class VEI(DiagonalFullForm, Constrained):
     """Variable volume, equal shape, axis-aligned.
 
     No closed form: with ``w_k = diag(W_k)``, alternate (Celeux & Govaert
