@@ -107,8 +107,26 @@ def test_results_say_which_start_won_and_how_many_ran(iris_grid):
         if k == 1:
             assert s == "single" and n == 1
         else:
-            assert n >= 5  # hc + 3 k-means + 1 random at least
+            assert n >= 4  # hc + 3 k-means at least (+ the splits)
     assert all(it >= 1 for it in r["n_iter"])
+
+
+def test_random_starts_on_request(iris):
+    # Off by default; each one asked for is one more screened start per K >= 2,
+    # a soft partition whose rows sum to one.
+    X = torch.from_numpy(iris)
+    parts = starting_partitions(X, [1, 2, 3], torch.Generator().manual_seed(0), n_random=2)
+    for k in (2, 3):
+        rand = [s for s in parts[k] if s.name == "random"]
+        assert len(rand) == 2
+        for s in rand:
+            assert s.resp.shape == (X.shape[0], k) and bool((s.resp >= 0).all())
+            torch.testing.assert_close(s.resp.sum(1), torch.ones(X.shape[0], dtype=torch.float64))
+    assert [s.name for s in parts[1]] == ["single"]
+    base = select_model(iris, [2, 3], "full", random_state=0).results_["n_starts"]
+    more = select_model(iris, [2, 3], "full", random_state=0,
+                        search_params={"n_random": 2}).results_["n_starts"]
+    assert [m - b for b, m in zip(base, more)] == [2, 2]
 
 
 def test_best_run_is_at_least_as_good_as_its_hierarchical_start(iris):

@@ -9,7 +9,8 @@ grid, :func:`search` runs:
    (one merge tree for the whole grid, :mod:`gaussmix.hc`; R mclust's start),
    ``n_kmeans`` k-means partitions from k-means++ seeds (all clusterings at
    once, :func:`gaussmix.kmeans.kmeans_many`), and ``n_random`` random soft
-   partitions.
+   partitions (none by default: on the reference data of
+   ``docs/SELECTION.md`` they never won a cell).
 2. **Screening** ("em-EM", Biernacki, Celeux & Govaert 2003): ``screen_iter``
    EM iterations from every start of every ``K``, batched.
 3. **Splits**: for every ``K >= 2``, each component of the best screened
@@ -134,7 +135,7 @@ class CellRuns:
 
 
 def starting_partitions(X: torch.Tensor, ks, gen: torch.Generator, *, n_kmeans: int = 3,
-                        n_random: int = 1, hc_subset: int = HC_SUBSET) -> dict:
+                        n_random: int = 0, hc_subset: int = HC_SUBSET) -> dict:
     """Starting partitions for every ``K`` of a grid.
 
     Parameters

@@ -258,8 +258,9 @@ def select_model(
     By default (``starts="search"``) every candidate is fitted from several
     starts and the best is kept: the model-based hierarchical clustering cut
     at ``K`` (R mclust's start, one merge tree for the whole grid), k-means
-    and random partitions, and splits of the best ``K - 1`` fit, screened by
-    a few EM iterations and continued to convergence in batches
+    partitions (and random ones on request), and splits of the best
+    ``K - 1`` fit, screened by a few EM iterations and continued to
+    convergence in batches
     (:mod:`gaussmix.search`).  EM stops on mclust's rule (relative change of
     the total log-likelihood below ``tol=1e-5``) and ``reg_covar`` (default
     1e-8) is relative to each feature's variance, so that shifting the data
@@ -297,7 +298,8 @@ def select_model(
         How candidates are started (see above).
     search_params : dict, optional
         Settings of the search: ``n_kmeans`` (k-means starts per ``K``,
-        default 3), ``n_random`` (random starts, 1), ``screen_iter`` (EM
+        default 3), ``n_random`` (random soft starts, 0: on the reference
+        data they never won a cell), ``screen_iter`` (EM
         iterations of the screening, 5), ``n_keep`` (screened starts that
         continue besides the hierarchical one, 1) and ``split`` (try splits
         of the best ``K - 1`` fit, True).
