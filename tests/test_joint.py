@@ -220,3 +220,21 @@ def test_structured_factors_equal_one_batched_cholesky(iris_z, monkeypatch):
         assert a.n_iter == b.n_iter
         assert b.lower_bound == pytest.approx(a.lower_bound, rel=1e-12, abs=1e-12)
         torch.testing.assert_close(b.covariances, a.covariances, rtol=1e-9, atol=1e-12)
+
+
+def test_screening_in_k_bands_changes_nothing(iris_z, monkeypatch):
+    # Screened runs do not interact, so batching them by K (done from
+    # BANDED_MIN_FEATURES features) must leave every run where one batch does.
+    gen = torch.Generator().manual_seed(0)
+    parts = starting_partitions(iris_z, range(1, 8), gen)
+    out = {}
+    for threshold in (100, 1):
+        monkeypatch.setattr(search_mod, "BANDED_MIN_FEATURES", threshold)
+        out[threshold] = search(iris_z, TYPES, parts, reg_covar=1e-8, tol=1e-5)
+    for t in TYPES:
+        for k in range(1, 8):
+            a = [(r.start, r.state.n_iter, r.lower_bound) for r in out[100][t][k].runs]
+            b = [(r.start, r.state.n_iter, r.lower_bound) for r in out[1][t][k].runs]
+            assert [x[:2] for x in a] == [x[:2] for x in b]
+            for x, y in zip(a, b):
+                assert y[2] == pytest.approx(x[2], rel=1e-12)
