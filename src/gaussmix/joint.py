@@ -50,7 +50,7 @@ from .covariance.base import _LOG_2PI
 from .em import EMResult
 from .params import GMMParams
 from .quadratic import _n_features, _unpack, quadratic_features
-from .run_pack import _factored_pack, _Pack
+from .run_pack import _factored_pack, _Pack, take_runs
 from .stopping import has_converged
 
 __all__ = ["JOINT_MAX_FEATURES", "JOINT_MAX_SAMPLES", "JointRun", "fit_joint", "joint_applies",
@@ -429,7 +429,7 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
                 break
             pack.keep(keep)
             idx = torch.tensor(keep, device=phi.device)
-            before = tuple(t[idx, :pack.kmax] for t in before)
+            before = tuple(take_runs(t, idx, pack.kmax) for t in before)
             undone = [undone[i] for i in keep]
         if accelerate:
             pack.extrapolate(before, [not u for u in undone], OVERRELAX_GROWTH, OVERRELAX_MAX)

@@ -4,6 +4,8 @@ engine's batch (:mod:`gaussmix.joint`), its M-step and its over-relaxed steps.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .covariance import get_covariance_type
@@ -22,8 +24,9 @@ STRUCTURED_MIN_FEATURES = 8
 
 class _Pack:
     """The active runs' parameters padded to one (G, K_max) layout; ``blocks``
-    (strategy, first, end, units) are the stretches of consecutive runs of one
-    type, each constrained by one call in the M-step."""
+    (strategy, first, end, scale) are the stretches of consecutive runs of one
+    type, each constrained by one call in the M-step (``scale``: the outer
+    product ``u u^T`` of the type's units ``u``, or None)."""
 
     def __init__(self, runs: list, d: int, device, reg_covar: float):
         self.runs = runs
@@ -50,7 +53,8 @@ class _Pack:
         self.blocks = []
         for i, r in enumerate(runs):
             if not self.blocks or self.blocks[-1][0].name != r.cov_name:
-                self.blocks.append([get_covariance_type(r.cov_name), i, i + 1, r.units])
+                scale = None if r.units is None else r.units.unsqueeze(1) * r.units.unsqueeze(0)
+                self.blocks.append([get_covariance_type(r.cov_name), i, i + 1, scale])
             else:
                 self.blocks[-1][2] = i + 1
         # Per component, what the M-step adds: to the counts 10 eps (1 on
@@ -60,11 +64,8 @@ class _Pack:
         self.real = mask.to(f64)
         self.count_pad = torch.where(mask, 10.0 * torch.finfo(f64).eps, 1.0)
         reg = torch.zeros(g, kmax, d, d, dtype=f64, device=device)
-        for _, a, b, units in self.blocks:
-            r = reg_covar * eye
-            if units is not None:
-                r = r / (units.unsqueeze(1) * units.unsqueeze(0))
-            reg[a:b] = r
+        for _, a, b, scale in self.blocks:
+            reg[a:b] = reg_covar * eye if scale is None else reg_covar * eye / scale
         zero = torch.zeros((), dtype=f64, device=device)
         self.reg = torch.where(mask[..., None, None], reg, zero)
         self.pad_eye = torch.where(mask[..., None, None], zero, eye)
@@ -105,16 +106,16 @@ class _Pack:
         self.runs = [self.runs[i] for i in rows]
         self.kmax = max(r.k for r in self.runs)
         for name in ("weights", "means", "covs", "chol", "real", "count_pad", "reg", "pad_eye"):
-            setattr(self, name, getattr(self, name)[idx, :self.kmax].contiguous())
+            setattr(self, name, take_runs(getattr(self, name), idx, self.kmax))
         for name in ("affine", "eta", "jumped"):
-            setattr(self, name, getattr(self, name)[idx])
+            setattr(self, name, getattr(self, name).index_select(0, idx))
         if self.safe is not None:
-            self.safe = tuple(t[idx, :self.kmax].contiguous() for t in self.safe)
+            self.safe = tuple(take_runs(t, idx, self.kmax) for t in self.safe)
         blocks, pos = [], {old: new for new, old in enumerate(rows)}
-        for strategy, a, b, units in self.blocks:
+        for strategy, a, b, scale in self.blocks:
             inside = [pos[i] for i in range(a, b) if i in pos]
             if inside:
-                blocks.append([strategy, inside[0], inside[-1] + 1, units])
+                blocks.append([strategy, inside[0], inside[-1] + 1, scale])
         self.blocks = blocks
 
     def store(self, rows: list) -> None:
@@ -189,8 +190,8 @@ class _Pack:
         half_log_det = torch.log(torch.diagonal(self.chol, dim1=-2, dim2=-1)).sum(-1)
         const = (torch.log(self.weights) - half_log_det - 0.5 * d * _LOG_2PI
                  - 0.5 * (self.means * pm).sum(-1))
-        flat, twice = _pairs(d, prec.device)[2::2]
-        quad = prec.reshape(g, kmax, d * d)[..., flat] * (-0.5 * twice)
+        quad = prec.reshape(g, kmax, d * d)[..., _pairs(d, prec.device)[2]]
+        quad *= _minus_half_weights(d, prec.device)
         w = torch.cat([const.unsqueeze(-1), pm, quad], dim=-1)
         return w.transpose(0, 1).reshape(kmax * g, -1).T
 
@@ -212,14 +213,13 @@ class _Pack:
         # divides by a determinant stays defined on a degenerate scatter.
         scatter = scatter + self.reg
         parts = []
-        for strategy, a, b, units in self.blocks:
+        for strategy, a, b, uu in self.blocks:
             # The current covariances are where an iterative M-step starts
             # (a fresh run: its components' own scatter).
             start = scatter[a:b] if fresh else self.covs[a:b]
-            if units is None:
+            if uu is None:
                 parts.append(strategy.full_form(w[a:b], scatter[a:b], start=start))
             else:
-                uu = units.unsqueeze(1) * units.unsqueeze(0)
                 parts.append(strategy.full_form(w[a:b], scatter[a:b] * uu, start=start * uu) / uu)
         covs = (parts[0] if len(parts) == 1 else torch.cat(parts)) + self.pad_eye
         chol, info = self.factor(covs)
@@ -232,6 +232,18 @@ class _Pack:
         self.weights = w / w.sum(1, keepdim=True)
         self.means, self.covs, self.chol = means, covs, chol
         return bad
+
+
+def take_runs(t: torch.Tensor, idx: torch.Tensor, kmax: int) -> torch.Tensor:
+    """Rows ``idx`` of a (G, K_max, ...) parameter, its first ``kmax`` slots, contiguous."""
+    t = t.index_select(0, idx)
+    return t if t.shape[1] == kmax else t[:, :kmax].contiguous()
+
+
+@functools.lru_cache(maxsize=None)
+def _minus_half_weights(d: int, device) -> torch.Tensor:
+    """``-A / 2`` in packed form: each packed entry's weight in ``x^T A x``, times -1/2."""
+    return -0.5 * _pairs(d, device)[4]
 
 
 def _factored_pack(phi: torch.Tensor, runs: list, reg_covar: float = 0.0) -> "_Pack":
