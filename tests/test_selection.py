@@ -16,6 +16,7 @@ from gaussmix.selection import (
     DegenerateFitWarning,
     collapsed_components,
     information_criteria,
+    min_component_count,
 )
 
 TYPES = ("full", "tied", "diag", "spherical")
@@ -284,6 +285,10 @@ def test_too_few_points_rule():
     found = collapsed_components(est, X)
     assert found["too_few"] == [1]
     assert "fewer than 4 effective points" in found["detail"]
+
+
+def test_min_component_count_per_type():
+    assert [min_component_count(t, 3) for t in TYPES] == [4, 1, 2, 2]
 
 
 def test_constant_feature_does_not_flag_everything():

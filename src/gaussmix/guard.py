@@ -13,6 +13,8 @@ import warnings
 import numpy as np
 import torch
 
+from .covariance import get_covariance_type
+
 __all__ = ["VARIANCE_RTOL", "DegenerateFitWarning", "RegularizationWarning", "collapsed_components",
            "min_component_count", "warn_if_reg_covar_dominates"]
 
