@@ -141,6 +141,29 @@ def test_search_on_joint_engine_equals_per_type_engine(iris_z, monkeypatch):
                 assert a[start] == pytest.approx(b[start], rel=1e-5)
 
 
+def test_finished_runs_make_their_results_when_read(iris_z):
+    # The joint search's finished runs make their EMResult on first read; the
+    # cell order, by the lower bound each result will report, is the same.
+    gen = torch.Generator().manual_seed(0)
+    parts = starting_partitions(iris_z, [1, 2, 3], gen)
+    units = {"spherical": torch.tensor([1.0, 2.0, 0.5, 1.5], dtype=torch.float64)}
+    cells = search(iris_z, TYPES, parts, reg_covar=1e-8, tol=1e-5, units=units)
+    for t in TYPES:
+        for k in (1, 2, 3):
+            runs = cells[t][k].runs
+            before = [r.lower_bound for r in runs]
+            results = [r.result for r in runs]
+            assert before == [res.lower_bound for res in results] == sorted(before, reverse=True)
+            assert [r.lower_bound for r in runs] == before
+            for r, res in zip(runs, results):
+                assert r.result is res  # made once
+                again = r.state.result(iris_z.dtype)
+                assert torch.equal(res.params.precisions_cholesky,
+                                   again.params.precisions_cholesky)
+                assert res.lower_bounds == again.lower_bounds
+                assert res.converged == r.state.converged and res.n_iter == r.state.n_iter
+
+
 @pytest.mark.parametrize("cov_name", TYPES + ("VEV",))
 def test_overrelaxed_em_reaches_plain_ems_optimum_in_fewer_passes(iris_z, cov_name):
     # From the same starts, over-relaxed EM ends where plain EM ends (the

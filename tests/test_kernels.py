@@ -262,3 +262,17 @@ def test_lloyd_pass_and_kmeans(weighted):
         np.testing.assert_allclose(sums[j].numpy(), (X[sel] * ww[sel, None]).sum(0).numpy(), rtol=1e-10, atol=1e-9)
     got = kmeans(X + 1e6, k, torch.Generator().manual_seed(0), w, rows=128)
     assert adjusted_rand_score(truth.numpy(), got.numpy()) == 1.0
+
+
+def test_params_to_keeps_the_bundle_when_nothing_moves():
+    f64 = dict(dtype=torch.float64)
+    p = GMMParams(torch.full((2,), 0.5, **f64), torch.zeros(2, 3, **f64), torch.ones(2, 3, **f64),
+                  "diag", covariances=torch.ones(2, 3, **f64))
+    assert p.to() is p
+    assert p.to(dtype=torch.float64, device=torch.device("cpu")) is p
+    q = p.to(dtype=torch.float32)
+    assert q is not p and all(t.dtype == torch.float32
+                              for t in (q.weights, q.means, q.precisions_cholesky, q.covariances))
+    # A device given by name takes the general path; the tensors stay the same.
+    r = p.to(device="cpu")
+    assert r.means is p.means and r.covariances is p.covariances

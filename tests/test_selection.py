@@ -12,10 +12,12 @@ from sklearn.mixture import GaussianMixture as SkGM
 
 import gaussmix.candidates as candidates
 from gaussmix import GaussianMixture, select_model
+from gaussmix.guard import DataScale
 from gaussmix.selection import (
     DegenerateFitWarning,
     collapsed_components,
     information_criteria,
+    min_component_count,
 )
 
 TYPES = ("full", "tied", "diag", "spherical")
@@ -284,6 +286,27 @@ def test_too_few_points_rule():
     found = collapsed_components(est, X)
     assert found["too_few"] == [1]
     assert "fewer than 4 effective points" in found["detail"]
+
+
+def test_guard_on_data_scale_equals_guard_on_data(sklearn_collapsed_winner):
+    # DataScale: the data's part of the test computed once, the same answers.
+    rng = np.random.default_rng(1)
+    X = np.c_[_blobs(), np.full(600, 2.0)]  # a constant feature: a sub-matrix is tested
+    scale = DataScale(X)
+    for cov_type in TYPES:
+        for k in (1, 3, 6):
+            est = GaussianMixture(k, covariance_type=cov_type, random_state=0).fit(X)
+            for reg in (None, 1e-3, rng.uniform(1e-8, 1e-6, X.shape[1])):
+                assert collapsed_components(est, scale, reg) == collapsed_components(est, X, reg)
+    Xc, sk = sklearn_collapsed_winner
+    ours = GaussianMixture(sk.n_components, covariance_type=sk.covariance_type,
+                           random_state=0).fit(Xc)
+    found = collapsed_components(ours, DataScale(Xc))
+    assert found["pinned"] and found == collapsed_components(ours, Xc)
+
+
+def test_min_component_count_per_type():
+    assert [min_component_count(t, 3) for t in TYPES] == [4, 1, 2, 2]
 
 
 def test_constant_feature_does_not_flag_everything():

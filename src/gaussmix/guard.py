@@ -13,8 +13,10 @@ import warnings
 import numpy as np
 import torch
 
-__all__ = ["VARIANCE_RTOL", "DegenerateFitWarning", "RegularizationWarning", "collapsed_components",
-           "min_component_count", "warn_if_reg_covar_dominates"]
+from .covariance import get_covariance_type
+
+__all__ = ["VARIANCE_RTOL", "DataScale", "DegenerateFitWarning", "RegularizationWarning",
+           "collapsed_components", "min_component_count", "warn_if_reg_covar_dominates"]
 
 # Relative size, against the data's own variance along the same direction, below
 # which a component's variance (net of reg_covar) counts as collapsed.  A
@@ -81,6 +83,49 @@ def _feature_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return var, varying
 
 
+class DataScale:
+    """What the collapse test needs of the data, computed once for every fit
+    examined on the same data (model selection examines dozens).
+
+    Parameters
+    ----------
+    X : array-like or Tensor of shape (n_samples, n_features)
+
+    Attributes
+    ----------
+    n_samples, n_features : int
+    """
+
+    def __init__(self, X):
+        Xn = (X.detach().double().cpu().numpy() if isinstance(X, torch.Tensor)
+              else np.asarray(X, dtype=np.float64))
+        self.n_samples, self.n_features = Xn.shape
+        self._var, varying = _feature_scale(Xn)
+        self._idx = np.flatnonzero(varying)
+        # Every feature varies (the usual case): no sub-matrices to gather.
+        self._every = self._idx.size == self.n_features
+        self._cache = {}
+
+    def _outer(self, per_feature: bool) -> np.ndarray:
+        """``s s^T`` of the varying features' standard deviations: per feature,
+        or one common scale (the mean variance)."""
+        key = ("s", per_feature)
+        if key not in self._cache:
+            v = self._var[self._idx]
+            s = np.sqrt(v if per_feature else np.full(self._idx.size, v.mean()))
+            self._cache[key] = s[:, None] * s[None, :]
+        return self._cache[key]
+
+    def _net(self, reg: np.ndarray, per_feature: bool) -> np.ndarray:
+        """``diag(reg)`` on the varying features (one common value, the mean,
+        without per-feature scaling); cached per regularisation."""
+        key = ("r", per_feature, reg.tobytes())
+        if key not in self._cache:
+            net = reg[self._idx] if per_feature else np.full(self._idx.size, reg.mean())
+            self._cache[key] = np.diag(net)
+        return self._cache[key]
+
+
 def collapsed_components(estimator, X, reg_covar=None) -> dict:
     """Find components that collapsed during the fit.
 
@@ -98,8 +143,9 @@ def collapsed_components(estimator, X, reg_covar=None) -> dict:
     ----------
     estimator : GaussianMixture
         A fitted mixture.
-    X : array-like or Tensor of shape (n_samples, n_features)
-        The data it was fitted on.
+    X : array-like or Tensor of shape (n_samples, n_features), or DataScale
+        The data it was fitted on (a :class:`DataScale` of them, to test many
+        fits on the same data).
     reg_covar : float or array of shape (n_features,), optional
         Regularisation used in the fit (default: the estimator's); one value
         per feature when the fit regularised relative to each feature's
@@ -112,37 +158,40 @@ def collapsed_components(estimator, X, reg_covar=None) -> dict:
         ``too_few`` and ``pinned`` (the indices caught by each rule) and
         ``detail`` (a short human-readable reason, empty when none).
     """
+    data = X if isinstance(X, DataScale) else DataScale(X)
     params = estimator._params
+    n, d = data.n_samples, data.n_features
     reg_arg = estimator.reg_covar if reg_covar is None else reg_covar
-    Xn = X.detach().double().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X, dtype=np.float64)
-    n, d = Xn.shape
-    reg = np.broadcast_to(np.asarray(reg_arg, dtype=np.float64), (d,))
-    weights = params.weights.detach().double().cpu().numpy()
-    cov = params.get_covariances().detach().double().cpu().numpy()
-    counts = weights * n
-    need = params.cov.min_count(d)
-    too_few = [int(k) for k in np.flatnonzero(~(counts >= need))]
+    reg = np.asarray(reg_arg, dtype=np.float64)
+    if reg.shape != (d,):
+        reg = np.broadcast_to(reg, (d,))
+    strategy = params.cov
+    need = strategy.min_count(d)
+    # Python floats: the same IEEE products as NumPy's, without its per-call cost.
+    too_few = [k for k, w in enumerate(params.weights.detach().double().cpu().tolist())
+               if not w * n >= need]
 
-    var, varying = _feature_scale(Xn)
     pinned: list[int] = []
-    if varying.any():
-        idx = np.flatnonzero(varying)
-        strategy = params.cov
+    if data._idx.size:
         # Variances are measured against the data's own: per feature for a
         # model closed under per-feature scaling, else on one common scale
         # (the mean variance); the test is the smallest eigenvalue of each
         # standardised covariance net of the regularisation.
-        s = np.sqrt(var[idx] if strategy.per_feature_scaling
-                    else np.full(idx.size, var[idx].mean()))
-        net = reg[idx] if strategy.per_feature_scaling else np.full(idx.size, reg.mean())
-        mats = strategy.matrices(torch.as_tensor(cov), d).numpy()
-        sub = mats[:, idx[:, None], idx[None, :]] - np.diag(net)
-        std = sub / (s[:, None] * s[None, :])
+        per_feature = strategy.per_feature_scaling
+        cov = params.get_covariances().detach().double().cpu()
+        mats = strategy.matrices(cov, d).numpy()
+        if not data._every:
+            idx = data._idx
+            mats = mats[:, idx[:, None], idx[None, :]]
+        std = (mats - data._net(reg, per_feature)) / data._outer(per_feature)
         with np.errstate(invalid="ignore"):
             finite = np.isfinite(std).all(axis=(1, 2))
-        low = np.full(std.shape[0], -np.inf)
-        if finite.any():
-            low[finite] = np.linalg.eigvalsh(std[finite]).min(axis=1)
+        if finite.all():
+            low = np.linalg.eigvalsh(std).min(axis=1)
+        else:
+            low = np.full(std.shape[0], -np.inf)
+            if finite.any():
+                low[finite] = np.linalg.eigvalsh(std[finite]).min(axis=1)
         bad = ~(low > VARIANCE_RTOL)
         if strategy.shared:
             pinned = list(range(params.n_components)) if bad[0] else []
@@ -163,5 +212,3 @@ def collapsed_components(estimator, X, reg_covar=None) -> dict:
         "pinned": pinned,
         "detail": "; ".join(parts),
     }
-
-

@@ -63,7 +63,14 @@ class GMMParams:
         return self.weights.to(self.means.dtype) @ self.means
 
     def to(self, device=None, dtype=None) -> "GMMParams":
-        """Move every tensor to ``device`` and/or ``dtype``."""
+        """Move every tensor to ``device`` and/or ``dtype`` (``self`` when they
+        are there already: the same tensors, without the copy of the bundle)."""
+        held = [t for t in (self.weights, self.means, self.precisions_cholesky, self.covariances)
+                if t is not None]
+        if ((dtype is None or all(t.dtype == dtype for t in held))
+                and (device is None or (isinstance(device, torch.device)
+                                        and all(t.device == device for t in held)))):
+            return self
 
         def mv(t):
             return None if t is None else t.to(device=device, dtype=dtype)

@@ -94,6 +94,8 @@ class Run:
         The name of its :class:`Start`.
     result : EMResult or None
         In the type's units; None while it has not been run, or when it failed.
+        A finished run of the joint engine makes it from its state when first
+        read (see :meth:`finish`).
     cov_name : str
     state : JointRun or None
         Its state while the joint engine (:mod:`gaussmix.joint`) runs it.
@@ -104,10 +106,29 @@ class Run:
 
     k: int
     start: str
-    result: EMResult | None = None
+    _result: EMResult | None = field(default=None, repr=False)
     cov_name: str = ""
     state: JointRun | None = None
     score: tuple | None = None
+    # The dtype of the result a finished joint run owes (see finish); None once made.
+    _pending: torch.dtype | None = field(default=None, repr=False)
+
+    @property
+    def result(self) -> EMResult | None:
+        if self._pending is not None:
+            self._result, self._pending = self.state.result(self._pending), None
+        return self._result
+
+    @result.setter
+    def result(self, value: EMResult | None) -> None:
+        self._result, self._pending = value, None
+
+    def finish(self, dtype: torch.dtype) -> None:
+        """Mark a joint run as finished: its :attr:`result` (in ``dtype``) is
+        made from its state when first read.  Most finished runs are never
+        read (model selection examines the best of each cell), and making one
+        costs a factorisation of its covariances."""
+        self._pending = dtype
 
     @property
     def alive(self) -> bool:
@@ -120,9 +141,12 @@ class Run:
     def lower_bound(self) -> float:
         if not self.alive:
             return -float("inf")
+        if self._pending is not None:
+            # What its result will report, without making it.
+            return self.state.lower_bound + self.state.log_jacobian()
         # The joint engine's state is in the data's coordinates, the result in
         # the type's units; they differ by a constant within a type.
-        return self.result.lower_bound if self.result is not None else self.state.lower_bound
+        return self._result.lower_bound if self._result is not None else self.state.lower_bound
 
 
 @dataclass
@@ -441,8 +465,11 @@ def _search_joint(X, cov_names, partitions, units, *, reg_covar, tol, tol_type, 
     # The criteria of every finished run, in one pass.
     live = [r for r in keep if not r.state.failed]
     for r, score in zip(live, score_runs(phi, [r.state for r in live])):
-        r.result, r.score = r.state.result(X.dtype), score
-    _finish(keep, lambda r: cells[r.cov_name][r.k], max_iter)
+        r.score = score
+        r.finish(X.dtype)
+        # As _finish: a run stopped as hopeless is not a finished fit.
+        if r.state.converged or r.state.n_iter >= max_iter:
+            cells[r.cov_name][r.k].runs.append(r)
     for by_k in cells.values():
         for c in by_k.values():
             c.runs.sort(key=lambda r: -r.lower_bound)

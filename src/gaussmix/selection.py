@@ -44,6 +44,7 @@ from .em import e_step
 from .estimator import GaussianMixture
 from .guard import (
     VARIANCE_RTOL,
+    DataScale,
     DegenerateFitWarning,
     collapsed_components,
     min_component_count,
@@ -424,22 +425,22 @@ def select_model(
     else:
         plans = estimator_plans(X, grid, base_seed, n_init, device, concurrent, n_reseed,
                                 estimator_params)
-    # The data, validated once per device and dtype, and as float64 NumPy for
-    # the guard: every candidate is examined on the same data.
+    # The data, validated once per device and dtype, and the guard's view of
+    # them (feature variances) computed once: every candidate is examined on
+    # the same data.
     checked = {}
-    X64 = (X.detach().double().cpu().numpy() if isinstance(X, torch.Tensor)
-           else np.asarray(X, dtype=np.float64))
+    data_scale = DataScale(X)
 
     def examine(est, reg, score=None):
         if score is not None:
             # The search scored its runs in one batched pass.
-            crit = _criteria_from(*score, est._params.n_parameters(), X64.shape[0])
+            crit = _criteria_from(*score, est._params.n_parameters(), data_scale.n_samples)
         else:
             key = (est._device, est._dtype)
             if key not in checked:
                 checked[key] = est._predict_input(X)
             crit = _criteria(est, checked[key])
-        return crit, collapsed_components(est, X64, reg)
+        return crit, collapsed_components(est, data_scale, reg)
 
     for i, (cov_type, k) in enumerate(grid):
         t0 = time.perf_counter()
