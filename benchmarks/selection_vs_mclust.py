@@ -20,7 +20,7 @@ into ``docs/PERFORMANCE.md`` (between marker comments), and prints both.
 
 Usage::
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/selection_vs_mclust.py [--with-r] [--repeat 3]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/selection_vs_mclust.py [--with-r] [--repeat 3] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -97,6 +97,24 @@ def run_ours(X, repeat: int):
     return sel, statistics.median(times)
 
 
+def side_by_side(X, csv_path, args):
+    """Our selection and its time, mclust's time and the ratio (mclust / ours),
+    timed in ``args.rounds`` alternating rounds of ``args.repeat`` runs each
+    (mclust only with ``args.with_r``): a load that drifts during the run
+    then weighs on both sides."""
+    ours, theirs, ratios = [], [], []
+    sel = None
+    for _ in range(args.rounds if args.with_r else 1):
+        sel, t_o = run_ours(X, args.repeat)
+        ours.append(t_o)
+        t_r = time_mclust(csv_path, args.repeat) if args.with_r else None
+        if t_r is not None:
+            theirs.append(t_r)
+            ratios.append(t_r / t_o)
+    med = statistics.median
+    return (sel, med(ours), med(theirs) if theirs else None, med(ratios) if ratios else None)
+
+
 def compare(sel, entry) -> dict:
     """Acceptance numbers of one data set (mclust's BIC sign)."""
     r = sel.results_
@@ -153,8 +171,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--with-r", action="store_true", help="time mclust in the same run")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per data set (median)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="alternations of gaussmix and mclust per data set (with --with-r): "
+                         "the ratio is the median of the rounds' ratios, robust to load drift")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     ref = load_reference()
     sets = ref["datasets"]
     select_model(np.random.default_rng(0).normal(size=(50, 2)), [1, 2], "diag", random_state=0)
@@ -163,14 +186,13 @@ def main(argv=None) -> int:
     total_kept = total_reached = 0
     for name, entry in sets.items():
         X = load_data(entry)
-        sel, t_ours = run_ours(X, args.repeat)
+        sel, t_ours, t_r, ratio = side_by_side(X, REFERENCE.parent / entry["csv"], args)
         c = compare(sel, entry)
         total_kept += c["kept"]
         total_reached += c["reached"]
         quality.append((name, entry, c))
-        t_r = time_mclust(REFERENCE.parent / entry["csv"], args.repeat) if args.with_r else None
         stored = (entry.get("timing") or {}).get("mclust_4_models", {}).get("median_s")
-        timing.append((name, entry, t_ours, t_r, stored))
+        timing.append((name, entry, t_ours, t_r, ratio, stored))
         print(f"{name}: ours {c['ours']} vs mclust {c['mclust']}; cells {c['reached']}/{c['kept']}; "
               f"{t_ours:.3f} s" + (f" vs mclust {t_r:.3f} s" if t_r is not None else ""),
               flush=True)
@@ -178,15 +200,12 @@ def main(argv=None) -> int:
     # Larger synthetic data (timing only): six well-separated 5-D clusters.
     for n in SYNTHETIC_SIZES:
         X = synthetic(n)
-        _, t_ours = run_ours(X, args.repeat)
-        t_r = None
-        if args.with_r:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "synthetic.csv"
-                np.savetxt(path, X, delimiter=",", header=",".join(f"x{j}" for j in range(5)),
-                           comments="", fmt="%.17g")
-                t_r = time_mclust(path, args.repeat)
-        timing.append((f"synthetic {n}", {"n": n, "d": X.shape[1]}, t_ours, t_r, None))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "synthetic.csv"
+            np.savetxt(path, X, delimiter=",", header=",".join(f"x{j}" for j in range(5)),
+                       comments="", fmt="%.17g")
+            _, t_ours, t_r, ratio = side_by_side(X, path, args)
+        timing.append((f"synthetic {n}", {"n": n, "d": X.shape[1]}, t_ours, t_r, ratio, None))
         print(f"synthetic {n}: {t_ours:.3f} s" + (f" vs mclust {t_r:.3f} s" if t_r else ""),
               flush=True)
 
@@ -214,15 +233,19 @@ def main(argv=None) -> int:
 
     rows = ["| data set | n x d | gaussmix [s] | mclust, same run [s] | ratio (mclust / gaussmix) "
             "| mclust, stored [s] |", "|---|---|---|---|---|---|"]
-    for name, entry, t_o, t_r, stored in timing:
+    for name, entry, t_o, t_r, ratio, stored in timing:
         same = f"{t_r:.3f}" if t_r is not None else "-"
-        ratio = f"{t_r / t_o:.2f}" if t_r is not None else "-"
+        ratio = f"{ratio:.2f}" if ratio is not None else "-"
         kept = f"{stored:.3f}" if stored is not None else "-"
         rows.append(f"| {name} | {entry['n']} x {entry['d']} | {t_o:.3f} | {same} | {ratio} | "
                     f"{kept} |")
     rows.append("")
-    rows.append(f"K = 1..9, four covariance types (mclust: VVV, EEE, VVI, VII), median of "
-                f"{args.repeat} runs, {torch.get_num_threads()} threads (the search itself runs on "
+    rounds = f"median of {args.repeat} runs"
+    if args.rounds > 1 and args.with_r:
+        rounds = (f"{args.rounds} alternating rounds of {args.repeat} runs each (times: the "
+                  f"median of the rounds' medians; ratio: the median of the rounds' ratios)")
+    rows.append(f"K = 1..9, four covariance types (mclust: VVV, EEE, VVI, VII), {rounds}, "
+                f"{torch.get_num_threads()} threads (the search itself runs on "
                 f"one up to 10 000 samples), "
                 f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}.  A ratio above 1 "
                 f"means gaussmix is faster.  'stored' is the time in "
