@@ -37,16 +37,15 @@ class _Pack:
         self.weights = torch.zeros(g, kmax, dtype=f64, device=device)
         self.means = torch.zeros(g, kmax, d, dtype=f64, device=device)
         self.covs = eye.repeat(g, kmax, 1, 1)
-        # Each run's components go to flat slots i * K_max + j: one indexed
-        # copy per parameter for all runs.
-        slots = [i * kmax + j for i, r in enumerate(runs) for j in range(r.k)]
-        mask = torch.zeros(g * kmax, dtype=torch.bool, device=device)
-        mask[torch.tensor(slots, device=device)] = True
-        mask = mask.view(g, kmax)
+        # Each run's components go to flat slots i * K_max + j, j < K_i: one
+        # indexed copy per parameter for all runs.
+        ks = torch.tensor([r.k for r in runs], device=device)
+        mask = torch.arange(kmax, device=device) < ks.unsqueeze(1)
         have = [i for i, r in enumerate(runs) if r.weights is not None]
         if have:
-            at = torch.tensor([i * kmax + j for i in have for j in range(runs[i].k)],
-                              device=device)
+            sub = mask if len(have) == g else mask[torch.tensor(have, device=device)]
+            rows, cols = sub.nonzero(as_tuple=True)  # row-major: the runs' own order
+            at = (rows if len(have) == g else torch.tensor(have, device=device)[rows]) * kmax + cols
             self.weights.view(-1)[at] = torch.cat([runs[i].weights for i in have])
             self.means.view(-1, d)[at] = torch.cat([runs[i].means for i in have])
             self.covs.view(-1, d, d)[at] = torch.cat([runs[i].covariances for i in have])
