@@ -261,3 +261,28 @@ def test_screening_in_k_bands_changes_nothing(iris_z, monkeypatch):
             assert [x[:2] for x in a] == [x[:2] for x in b]
             for x, y in zip(a, b):
                 assert y[2] == pytest.approx(x[2], rel=1e-12)
+
+
+def test_totals_equal_a_direct_softmax_with_padding_and_far_components():
+    # The E-step floors log-responsibilities before exp (the slow path of -inf
+    # and of underflowing values); against logsumexp and softmax over each
+    # run's real components, with padding slots and components hundreds of
+    # nats away, the log-likelihoods and totals must not move.
+    gen = torch.Generator().manual_seed(1)
+    n, g, kmax, p = 40, 3, 4, 6
+    phi = torch.randn(n, p, generator=gen, dtype=torch.float64)
+    phi[:, 0] = 1.0  # the constant feature, which carries log(weight) = -inf on padding
+    W = torch.randn(p, kmax * g, generator=gen, dtype=torch.float64)
+    W[0, 1 * g + 2] -= 900.0  # component 1 of run 2: far below the rest
+    ks = [4, 2, 3]
+    for i, k in enumerate(ks):
+        for j in range(k, kmax):
+            W[0, j * g + i] = -math.inf  # padding
+    ll, totals = joint_mod._totals(phi, W, g, kmax)
+    grid = (phi @ W).view(n, kmax, g)
+    for i, k in enumerate(ks):
+        lp = grid[:, :k, i]
+        assert float(ll[i]) == pytest.approx(float(torch.logsumexp(lp, 1).sum()), rel=1e-14)
+        resp = torch.softmax(lp, 1)
+        # The far component's totals: exp(floor) ~ 1e-277 per row instead of 0.
+        torch.testing.assert_close(totals[i, :k], resp.T @ phi, rtol=1e-13, atol=1e-250)

@@ -30,6 +30,7 @@ import torch
 from .covariance import get_covariance_type
 from .data import chunk_rows, iter_chunks
 from .em import EMPTY_FRACTION, EMResult, moment_shift
+from .expectation import _exp_floor
 from .stopping import has_converged
 from .params import GMMParams
 
@@ -214,7 +215,10 @@ def _normalise(wlp, slot, n_groups, kmax):
 
     The groups are laid out padded to ``kmax`` columns with ``-inf`` (which
     adds exactly zero), so every step is a contiguous operation; ``exp`` is
-    taken once (it dominates the cost on the CPU).
+    taken once (it dominates the cost on the CPU), on values floored as in
+    :func:`gaussmix.expectation.e_step`: ``-inf`` and values that underflow
+    take ``exp``'s slow path, and ``exp`` of the floor cannot move a sum that
+    holds the row's largest term, 1.
     """
     b = wlp.shape[0]
     if slot is None:
@@ -224,7 +228,7 @@ def _normalise(wlp, slot, n_groups, kmax):
         padded.index_copy_(1, slot, wlp)
     grid = padded.view(b, n_groups, kmax)
     top = grid.amax(2, keepdim=True)
-    e = grid.sub_(top).exp_()
+    e = grid.sub_(top).clamp_min_(_exp_floor(grid.dtype)).exp_()
     norm = e.sum(2, keepdim=True)
     e.div_(norm)
     resp = e.view(b, -1) if slot is None else e.view(b, -1).index_select(1, slot)

@@ -48,6 +48,7 @@ from .batched import _hopeless
 from .covariance import get_covariance_type
 from .covariance.base import _LOG_2PI
 from .em import EMResult
+from .expectation import _exp_floor
 from .params import GMMParams
 from .quadratic import _n_features, _unpack, quadratic_features
 from .run_pack import _factored_pack, _Pack, take_runs
@@ -70,6 +71,9 @@ JOINT_MAX_SAMPLES = 10_000
 
 #: Elements of one chunk's (rows, components) matrices.
 _CHUNK_ELEMENTS = 1 << 21
+
+#: The floor of the E-step's log-responsibilities (see :func:`_totals`).
+_EXP_FLOOR = _exp_floor(torch.float64)
 
 
 
@@ -171,7 +175,11 @@ def _totals(phi: torch.Tensor, W: torch.Tensor, g: int, kmax: int, entropy: bool
         b = ph.shape[0]
         grid = (ph @ W).view(b, kmax, g)
         top = grid.amax(1, keepdim=True)
-        e = grid.sub_(top).exp_()
+        # Floored before exp: the padding's -inf and far components' large
+        # negative values take exp's slow path (measured 1.8x and 3x the time
+        # of normal values); exp(floor) is a normal number too small to move
+        # any sum that holds the row's largest term, exp(0) = 1.
+        e = grid.sub_(top).clamp_min_(_EXP_FLOOR).exp_()
         norm = e.sum(1, keepdim=True)
         e.div_(norm)
         part_ll = norm.log_().add_(top).sum(0).view(g)
