@@ -79,7 +79,7 @@ def check_search(search_params, estimator_params) -> dict:
     if given:
         raise ValueError(
             f"{given} choose the start of every fit, but starts='search' chooses its own "
-            f"(hierarchical, k-means, random and split starts). Pass starts='estimator' to fit "
+            f"(hierarchical, k-means and split starts). Pass starts='estimator' to fit "
             f"every candidate as GaussianMixture(**params)."
         )
     if estimator_params.get("distributed") is True:

@@ -130,7 +130,7 @@ def _build_parser() -> _Parser:
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--starts", choices=("search", "estimator"), default="search",
-                   help="search: hierarchical, k-means, random and split starts per candidate, "
+                   help="search: hierarchical, k-means and split starts per candidate, "
                    "mclust's stopping rule, regularisation relative to each feature's variance; "
                    "estimator: one scikit-learn-style k-means start per candidate (default: search)")
     p.add_argument("--n-init", type=int, default=None,
