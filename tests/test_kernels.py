@@ -276,3 +276,30 @@ def test_params_to_keeps_the_bundle_when_nothing_moves():
     # A device given by name takes the general path; the tensors stay the same.
     r = p.to(device="cpu")
     assert r.means is p.means and r.covariances is p.covariances
+
+
+def test_shared_partitions_return_what_a_separate_kmeans_returns():
+    # Inside shared_partitions a repeated k-means (same data, K, generator
+    # state) is computed once; the labels and the generator's state after
+    # the call must equal an uncached call's, and anything else that differs
+    # (K, the generator's state, the data) must be computed afresh.
+    from gaussmix.kmeans import kmeans, shared_partitions
+    X = torch.from_numpy(np.random.default_rng(0).normal(size=(300, 3)))
+
+    def run(k, seed, data=X):
+        gen = torch.Generator().manual_seed(seed)
+        labels = kmeans(data, k, gen)
+        return labels, torch.rand(3, generator=gen)  # the generator's next draws
+
+    other = X.flip(0)  # the same rows in reverse: other labels, same multiset of values
+    plain = {(k, s): run(k, s) for k in (3, 4) for s in (0, 1)}
+    plain_other = run(3, 0, other)[0]
+    assert not torch.equal(plain_other, plain[(3, 0)][0])
+    with shared_partitions():
+        for _ in range(2):
+            for (k, s), (labels, after) in plain.items():
+                got, got_after = run(k, s)
+                assert torch.equal(got, labels) and torch.equal(got_after, after)
+            assert torch.equal(run(3, 0, other)[0], plain_other)
+    import gaussmix.kmeans as kmeans_mod
+    assert kmeans_mod._SHARED.get() is None

@@ -32,6 +32,7 @@ from .em import EMResult
 from .estimator import GaussianMixture
 from ._validation import resolve_device
 from .scaling import feature_scaling
+from .kmeans import shared_partitions
 from .search import search, starting_partitions
 
 __all__ = [
@@ -445,47 +446,56 @@ def fit_candidates(X, candidates, *, seed=None, n_init: int = 1, device=None,
     by_type: dict = {}
     for i, (cov_type, _) in enumerate(candidates):
         by_type.setdefault(cov_type, []).append(i)
-    for cov_type, idx in by_type.items():
-        prepared = {}
-        for i in idx:
-            t0 = time.perf_counter()
-            try:
-                est, Xt, inits = _prepare(X, candidates[i][1], cov_type, seed, n_init, device,
-                                          estimator_params)
-            except ValueError:
-                prepared[i] = None  # its own fit reports the error
-            else:
-                prepared[i] = (est, Xt, inits, time.perf_counter() - t0)
-        ready = [i for i in idx if prepared[i] is not None]
-        flat = [p for i in ready for p in prepared[i][2]]
-        t0 = time.perf_counter()
-        results = []
-        if ready:
-            est0 = prepared[ready[0]][0]
-            results = fit_batched(prepared[ready[0]][1], flat, reg_covar=est0.reg_covar,
-                                  tol=est0.tol, max_iter=est0.max_iter, batch_size=est0.batch_size,
-                                  tol_type=est0.tol_type)
-        share = (time.perf_counter() - t0) / max(len(ready), 1)
-        pos = 0
-        for i in ready:
-            est, _, inits, init_time = prepared[i]
-            mine = results[pos:pos + len(inits)]
-            pos += len(inits)
-            if any(r is None for r in mine):
-                continue
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ConvergenceWarning)
-                    _finish(est, mine)
-            except ValueError:
-                continue
-            out[i] = BatchedFit(est, "", init_time + share, init_time, True)
-        for i in idx:
-            if out[i] is None:
-                t0 = time.perf_counter()
-                est, err = fit_one(candidates[i][1], cov_type)
-                out[i] = BatchedFit(est, err, time.perf_counter() - t0, 0.0, False)
+    # Every type of one K starts from the same seed, so from one k-means partition.
+    with shared_partitions():
+        for cov_type, idx in by_type.items():
+            _fit_type(X, candidates, cov_type, idx, out, seed, n_init, device, fit_one,
+                      estimator_params)
     return out
+
+
+def _fit_type(X, candidates, cov_type, idx, out, seed, n_init, device, fit_one, estimator_params):
+    """:func:`fit_candidates` for the candidates ``idx`` of one covariance type
+    (results into ``out``)."""
+    prepared = {}
+    for i in idx:
+        t0 = time.perf_counter()
+        try:
+            est, Xt, inits = _prepare(X, candidates[i][1], cov_type, seed, n_init, device,
+                                      estimator_params)
+        except ValueError:
+            prepared[i] = None  # its own fit reports the error
+        else:
+            prepared[i] = (est, Xt, inits, time.perf_counter() - t0)
+    ready = [i for i in idx if prepared[i] is not None]
+    flat = [p for i in ready for p in prepared[i][2]]
+    t0 = time.perf_counter()
+    results = []
+    if ready:
+        est0 = prepared[ready[0]][0]
+        results = fit_batched(prepared[ready[0]][1], flat, reg_covar=est0.reg_covar,
+                              tol=est0.tol, max_iter=est0.max_iter, batch_size=est0.batch_size,
+                              tol_type=est0.tol_type)
+    share = (time.perf_counter() - t0) / max(len(ready), 1)
+    pos = 0
+    for i in ready:
+        est, _, inits, init_time = prepared[i]
+        mine = results[pos:pos + len(inits)]
+        pos += len(inits)
+        if any(r is None for r in mine):
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                _finish(est, mine)
+        except ValueError:
+            continue
+        out[i] = BatchedFit(est, "", init_time + share, init_time, True)
+    for i in idx:
+        if out[i] is None:
+            t0 = time.perf_counter()
+            est, err = fit_one(candidates[i][1], cov_type)
+            out[i] = BatchedFit(est, err, time.perf_counter() - t0, 0.0, False)
 
 
 def _fit_each(candidates, fit_one) -> list:

@@ -6,13 +6,44 @@ scikit-learn's greedy variant) and Lloyd's iterations, for one clustering
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import hashlib
 import math
 
 import torch
 
 from .data import iter_chunks
 
-__all__ = ["kmeans", "kmeans_many", "kmeans_plusplus"]
+__all__ = ["kmeans", "kmeans_many", "kmeans_plusplus", "shared_partitions"]
+
+#: Partitions already computed inside :func:`shared_partitions` (None outside).
+_SHARED: contextvars.ContextVar = contextvars.ContextVar("gaussmix_kmeans_shared", default=None)
+
+
+@contextlib.contextmanager
+def shared_partitions():
+    """Within the block, :func:`kmeans` computes each partition once.
+
+    A grid of fits (:func:`gaussmix.candidates.fit_candidates`) starts every
+    covariance type of one ``K`` from the same seed, hence from the same
+    k-means partition; inside this block the later calls return the first
+    one's labels and leave the generator in the state the computation would
+    have left it in, so every result is exactly what a separate fit gives.
+    """
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def _fingerprint(t: torch.Tensor | None):
+    """Content key of a tensor (None for None)."""
+    if t is None:
+        return None
+    data = t.detach().contiguous().cpu().numpy().tobytes()
+    return (tuple(t.shape), str(t.dtype), str(t.device), hashlib.sha1(data).digest())
 
 # Elements of the (rows, n_clusters) distance block of one k-means chunk.
 _KMEANS_ELEMENTS = 1 << 20
@@ -141,6 +172,21 @@ def kmeans(
     # The widest intermediate here is (rows, n_clusters), far narrower than the
     # EM chunk's (rows, K*D): longer chunks cut the per-chunk overhead.
     rows = max(rows, _KMEANS_ELEMENTS // max(n_clusters, 1))
+    shared = _SHARED.get()
+    if shared is None:
+        return _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows)
+    # Everything the result depends on, the chunking as far as it splits X.
+    key = (_fingerprint(X), n_clusters, _fingerprint(sample_weight), max_iter, tol,
+           min(rows, X.shape[0]), gen.get_state().numpy().tobytes(), str(gen.device))
+    if key not in shared:
+        labels = _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows)
+        shared[key] = (labels, gen.get_state())
+    labels, state = shared[key]
+    gen.set_state(state)
+    return labels.clone()
+
+
+def _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows):
     centers, _ = kmeans_plusplus(X, n_clusters, gen, sample_weight, rows)
     var = X.double().var(0, unbiased=False).mean() if X.shape[0] > 1 else torch.zeros((), dtype=torch.float64)
     threshold = float(tol * var)
