@@ -279,11 +279,11 @@ def test_params_to_keeps_the_bundle_when_nothing_moves():
 
 
 def test_shared_partitions_return_what_a_separate_kmeans_returns():
-    # Inside shared_partitions a repeated k-means (same data, K, generator
+    # Inside _shared_partitions a repeated k-means (same data, K, generator
     # state) is computed once; the labels and the generator's state after
     # the call must equal an uncached call's, and anything else that differs
     # (K, the generator's state, the data) must be computed afresh.
-    from gaussmix.kmeans import kmeans, shared_partitions
+    from gaussmix.kmeans import _shared_partitions, kmeans
     X = torch.from_numpy(np.random.default_rng(0).normal(size=(300, 3)))
 
     def run(k, seed, data=X):
@@ -295,7 +295,7 @@ def test_shared_partitions_return_what_a_separate_kmeans_returns():
     plain = {(k, s): run(k, s) for k in (3, 4) for s in (0, 1)}
     plain_other = run(3, 0, other)[0]
     assert not torch.equal(plain_other, plain[(3, 0)][0])
-    with shared_partitions():
+    with _shared_partitions():
         for _ in range(2):
             for (k, s), (labels, after) in plain.items():
                 got, got_after = run(k, s)

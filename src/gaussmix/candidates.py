@@ -32,7 +32,7 @@ from .em import EMResult
 from .estimator import GaussianMixture
 from ._validation import resolve_device
 from .scaling import feature_scaling
-from .kmeans import shared_partitions
+from .kmeans import _shared_partitions
 from .search import search, starting_partitions
 
 __all__ = [
@@ -447,7 +447,7 @@ def fit_candidates(X, candidates, *, seed=None, n_init: int = 1, device=None,
     for i, (cov_type, _) in enumerate(candidates):
         by_type.setdefault(cov_type, []).append(i)
     # Every type of one K starts from the same seed, so from one k-means partition.
-    with shared_partitions():
+    with _shared_partitions():
         for cov_type, idx in by_type.items():
             _fit_type(X, candidates, cov_type, idx, out, seed, n_init, device, fit_one,
                       estimator_params)

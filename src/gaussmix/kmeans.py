@@ -15,21 +15,28 @@ import torch
 
 from .data import iter_chunks
 
-__all__ = ["kmeans", "kmeans_many", "kmeans_plusplus", "shared_partitions"]
+__all__ = ["kmeans", "kmeans_many", "kmeans_plusplus"]
 
-#: Partitions already computed inside :func:`shared_partitions` (None outside).
+#: Partitions already computed inside :func:`_shared_partitions` (None outside).
 _SHARED: contextvars.ContextVar = contextvars.ContextVar("gaussmix_kmeans_shared", default=None)
+
+#: Rows of the data that key a shared partition (:func:`_data_key`).
+_KEY_ROWS = 4096
 
 
 @contextlib.contextmanager
-def shared_partitions():
+def _shared_partitions():
     """Within the block, :func:`kmeans` computes each partition once.
 
-    A grid of fits (:func:`gaussmix.candidates.fit_candidates`) starts every
-    covariance type of one ``K`` from the same seed, hence from the same
-    k-means partition; inside this block the later calls return the first
-    one's labels and leave the generator in the state the computation would
-    have left it in, so every result is exactly what a separate fit gives.
+    For fits of one data set only (the grid of
+    :func:`gaussmix.candidates.fit_candidates`, where every covariance type
+    of one ``K`` starts from the same seed, hence from the same partition):
+    a later call with the same number of clusters and generator state
+    returns the first one's labels and leaves the generator in the state the
+    computation would have left it in, so every result is exactly what a
+    separate fit gives.  The data are recognised by their shape, dtype,
+    device and up to ``_KEY_ROWS`` evenly spaced rows, which costs nothing
+    next to a k-means on large data; labels are kept as int16 where K allows.
     """
     token = _SHARED.set({})
     try:
@@ -38,12 +45,14 @@ def shared_partitions():
         _SHARED.reset(token)
 
 
-def _fingerprint(t: torch.Tensor | None):
-    """Content key of a tensor (None for None)."""
+def _data_key(t: torch.Tensor | None):
+    """Key of a data tensor inside :func:`_shared_partitions` (None for None)."""
     if t is None:
         return None
-    data = t.detach().contiguous().cpu().numpy().tobytes()
-    return (tuple(t.shape), str(t.dtype), str(t.device), hashlib.sha1(data).digest())
+    step = max(1, t.shape[0] // _KEY_ROWS)
+    rows = t[::step].detach().contiguous().cpu().numpy().tobytes()
+    return (tuple(t.shape), str(t.dtype), str(t.device), hashlib.sha1(rows).digest())
+
 
 # Elements of the (rows, n_clusters) distance block of one k-means chunk.
 _KMEANS_ELEMENTS = 1 << 20
@@ -176,14 +185,16 @@ def kmeans(
     if shared is None:
         return _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows)
     # Everything the result depends on, the chunking as far as it splits X.
-    key = (_fingerprint(X), n_clusters, _fingerprint(sample_weight), max_iter, tol,
+    key = (_data_key(X), n_clusters, _data_key(sample_weight), max_iter, tol,
            min(rows, X.shape[0]), gen.get_state().numpy().tobytes(), str(gen.device))
     if key not in shared:
         labels = _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows)
-        shared[key] = (labels, gen.get_state())
+        small = labels.to(torch.int16) if n_clusters <= torch.iinfo(torch.int16).max else labels
+        shared[key] = (small, gen.get_state())
+        return labels
     labels, state = shared[key]
     gen.set_state(state)
-    return labels.clone()
+    return labels.to(torch.int64)
 
 
 def _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows):
