@@ -84,8 +84,9 @@ class _Pack:
         the results joined: a type with structure skips the per-matrix LAPACK
         calls that dominate small data."""
         if mats.shape[-1] < STRUCTURED_MIN_FEATURES:
-            # Small matrices: one batched call costs less than one per block.
-            return getattr(CovarianceType, method)(None, mats)
+            # Small matrices: one batched call (the general form, right for
+            # every type) costs less than one per block.
+            return getattr(CovarianceType, method)(self.blocks[0][0], mats)
         if len(self.blocks) == 1:
             return getattr(self.blocks[0][0], method)(mats)
         parts = [getattr(s, method)(mats[a:b]) for s, a, b, _ in self.blocks]
