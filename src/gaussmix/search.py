@@ -123,6 +123,13 @@ class Run:
     def result(self, value: EMResult | None) -> None:
         self._result, self._pending = value, None
 
+    def ended(self, max_iter: int) -> bool:
+        """Whether it is a finished fit: converged or out of iterations (a run
+        stopped as hopeless is neither), read from its state while its result
+        is not made."""
+        done = self.state if self._pending is not None else self._result
+        return done is not None and (done.converged or done.n_iter >= max_iter)
+
     def finish(self, dtype: torch.dtype) -> None:
         """Mark a joint run as finished: its :attr:`result` (in ``dtype``) is
         made from its state when first read.  Most finished runs are never
@@ -392,7 +399,7 @@ def _finish(keep, cells_of, max_iter):
     (not converged before ``max_iter``) is left out: a better run of its K
     exists, and it is not a finished fit."""
     for r in keep:
-        if r.result is not None and (r.result.converged or r.result.n_iter >= max_iter):
+        if r.ended(max_iter):
             cells_of(r).runs.append(r)
 
 
@@ -467,9 +474,7 @@ def _search_joint(X, cov_names, partitions, units, *, reg_covar, tol, tol_type, 
     for r, score in zip(live, score_runs(phi, [r.state for r in live])):
         r.score = score
         r.finish(X.dtype)
-        # As _finish: a run stopped as hopeless is not a finished fit.
-        if r.state.converged or r.state.n_iter >= max_iter:
-            cells[r.cov_name][r.k].runs.append(r)
+    _finish(live, lambda r: cells[r.cov_name][r.k], max_iter)
     for by_k in cells.values():
         for c in by_k.values():
             c.runs.sort(key=lambda r: -r.lower_bound)
