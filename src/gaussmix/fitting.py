@@ -100,12 +100,14 @@ def check_checkpoint_arguments(checkpoint, checkpoint_every) -> None:
         raise ValueError(f"Invalid value for 'checkpoint_every': {v!r}. It must be an integer >= 1.")
 
 
-@functools.lru_cache(maxsize=256)
-def _torch_seed(random_state: int) -> int:
-    """The generator seed an int ``random_state`` stands for: the first draw of
-    its RandomState (the same as for a RandomState passed in), memoised
-    because building a RandomState costs about 0.3 ms, once per fit of a grid."""
+def _torch_seed(random_state) -> int:
+    """The generator seed of a ``random_state``: the first draw of its RandomState."""
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+#: :func:`_torch_seed` of an int, memoised: building a RandomState costs about
+#: 0.3 ms, once per fit of a grid.
+_int_torch_seed = functools.lru_cache(maxsize=256)(_torch_seed)
 
 
 class FitEngine:
@@ -180,10 +182,8 @@ class FitEngine:
 
     def _make_generator(self, device):
         rs = self.random_state
-        if isinstance(rs, numbers.Integral) and not isinstance(rs, bool):
-            seed = _torch_seed(int(rs))
-        else:
-            seed = int(check_random_state(rs).randint(np.iinfo(np.int32).max))
+        integral = isinstance(rs, numbers.Integral) and not isinstance(rs, bool)
+        seed = _int_torch_seed(int(rs)) if integral else _torch_seed(rs)
         gen_device = device if device.type == "cuda" else torch.device("cpu")
         gen = torch.Generator(device=gen_device)
         gen.manual_seed(seed)
