@@ -170,9 +170,7 @@ class _Pack:
         positive = (w + (1.0 - self.real)).amin(1) > 0
         jump = acc & (eta > 1) & (info.amax(1) == 0) & positive
         if bool(info.any()):
-            # A failed factorisation may spoil others of the same call.
-            chol = chol.clone()
-            chol[jump] = torch.linalg.cholesky_ex(c[jump])[0]
+            chol = _refactor(chol, c, jump)
         self._set(jump, (w, m, c, chol))
         self.eta = torch.where(jump, eta, 1.0)
         self.jumped = jump
@@ -225,13 +223,18 @@ class _Pack:
         chol, info = self.factor(covs)
         bad = ((nk < EMPTY_FRACTION) | (info > 0)).any(1).tolist()
         if any(bad) and bool(info.any()):
-            # A failed factorisation may spoil others of the same call.
-            good = info.eq(0).all(1)
-            chol = chol.clone()
-            chol[good] = torch.linalg.cholesky_ex(covs[good])[0]
+            chol = _refactor(chol, covs, info.eq(0).all(1))
         self.weights = w / w.sum(1, keepdim=True)
         self.means, self.covs, self.chol = means, covs, chol
         return bad
+
+
+def _refactor(chol: torch.Tensor, covs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``chol`` with the runs in ``rows`` (G,) factorised again on their own:
+    a failed factorisation may spoil others of the same call."""
+    chol = chol.clone()
+    chol[rows] = torch.linalg.cholesky_ex(covs[rows])[0]
+    return chol
 
 
 def take_runs(t: torch.Tensor, idx: torch.Tensor, kmax: int) -> torch.Tensor:
