@@ -12,7 +12,7 @@ from sklearn.mixture import GaussianMixture as SkGM
 
 import gaussmix.candidates as candidates
 from gaussmix import GaussianMixture, select_model
-from gaussmix.guard import DataScale
+from gaussmix.guard import VARIANCE_RTOL, DataScale
 from gaussmix.selection import (
     DegenerateFitWarning,
     collapsed_components,
@@ -288,16 +288,46 @@ def test_too_few_points_rule():
     assert "fewer than 4 effective points" in found["detail"]
 
 
-def test_guard_on_data_scale_equals_guard_on_data(sklearn_collapsed_winner):
-    # DataScale: the data's part of the test computed once, the same answers.
+def _pinned_by_the_rule(est, X, reg):
+    """The documented rule written out in NumPy: per covariance matrix, the
+    smallest eigenvalue of (covariance - reg) standardised by the varying
+    features' deviations (per feature, or their mean variance for spherical)."""
+    n, d = X.shape
+    var = X.var(0)
+    idx = np.flatnonzero((var > (1e-7 * np.abs(X).max(0)) ** 2) & (var > 0))
+    reg = np.broadcast_to(np.asarray(est.reg_covar if reg is None else reg, float), (d,))
+    c = np.asarray(est.covariances_)
+    mats = {"full": lambda: c, "tied": lambda: c[None], "diag": lambda: np.stack(
+        [np.diag(v) for v in c]), "spherical": lambda: c[:, None, None] * np.eye(d)}[
+        est.covariance_type]()
+    per_feature = est.covariance_type != "spherical"
+    s = np.sqrt(var[idx] if per_feature else np.full(idx.size, var[idx].mean()))
+    net = reg[idx] if per_feature else np.full(idx.size, reg.mean())
+    std = (mats[:, idx][:, :, idx] - np.diag(net)) / np.outer(s, s)
+    bad = ~(np.linalg.eigvalsh(std).min(1) > VARIANCE_RTOL)
+    if est.covariance_type == "tied":
+        return list(range(est.n_components)) if bad[0] else []
+    return [int(k) for k in np.flatnonzero(bad)]
+
+
+def test_guard_on_data_scale_follows_the_rule(sklearn_collapsed_winner):
+    # DataScale: the data's part of the test computed once; every answer is
+    # the documented rule's, on a sub-matrix too (a constant feature).
     rng = np.random.default_rng(1)
-    X = np.c_[_blobs(), np.full(600, 2.0)]  # a constant feature: a sub-matrix is tested
+    # Features on different scales (spherical is standardised by their mean
+    # variance, the others per feature) and a constant one (a sub-matrix).
+    X = np.c_[_blobs() * [1.0, 20.0, 0.05], np.full(600, 2.0)]
     scale = DataScale(X)
     for cov_type in TYPES:
         for k in (1, 3, 6):
             est = GaussianMixture(k, covariance_type=cov_type, random_state=0).fit(X)
-            for reg in (None, 1e-3, rng.uniform(1e-8, 1e-6, X.shape[1])):
-                assert collapsed_components(est, scale, reg) == collapsed_components(est, X, reg)
+            # A regularisation as large as some components' own variances
+            # pins them: the rule must catch those and only those.
+            for reg in (None, 1e-3, rng.uniform(1e-8, 1e-6, X.shape[1]), 0.05 * X.var(0),
+                        0.3 * X.var(0)):
+                found = collapsed_components(est, scale, reg)
+                assert found["pinned"] == _pinned_by_the_rule(est, X, reg)
+                assert found == collapsed_components(est, X, reg)
     Xc, sk = sklearn_collapsed_winner
     ours = GaussianMixture(sk.n_components, covariance_type=sk.covariance_type,
                            random_state=0).fit(Xc)
