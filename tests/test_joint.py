@@ -286,3 +286,50 @@ def test_totals_equal_a_direct_softmax_with_padding_and_far_components():
         resp = torch.softmax(lp, 1)
         # The far component's totals: exp(floor) ~ 1e-277 per row instead of 0.
         torch.testing.assert_close(totals[i, :k], resp.T @ phi, rtol=1e-13, atol=1e-250)
+
+
+def _screened(iris_z, names, ks, max_iter=5):
+    parts = starting_partitions(iris_z, ks, torch.Generator().manual_seed(0))
+    phi = quadratic_features(iris_z)
+    runs = [JointRun(name, k) for name in names for k in ks]
+    start_runs(phi, runs, None, reg_covar=1e-8, labels=[parts[r.k][0].labels for r in runs])
+    fit_joint(phi, runs, reg_covar=1e-8, tol=1e-10, max_iter=max_iter)
+    return phi, runs
+
+
+def _copy(run):
+    """The run with its parameters as its own tensors, its counters as they are."""
+    c = JointRun(run.cov_name, run.k, run.units, run.weights.clone(), run.means.clone(),
+                 run.covariances.clone())
+    c.n_iter, c.history = run.n_iter, list(run.history)
+    c.converged, c.failed = run.converged, run.failed
+    return c
+
+
+def test_a_run_follows_the_same_path_alone_and_beside_larger_runs(iris_z):
+    # Padding slots (a run with fewer components than the batch's largest)
+    # must never steer a run: over-relaxed EM of a tied mixture alone and in
+    # a batch with 7-component runs takes the same steps.
+    phi, runs = _screened(iris_z, TYPES, (3, 7))
+    for run in [r for r in runs if r.k == 3]:
+        alone, beside = _copy(run), _copy(run)
+        others = [_copy(r) for r in runs if r.k == 7]
+        fit_joint(phi, [alone], reg_covar=1e-8, tol=1e-10, max_iter=40, accelerate=True)
+        fit_joint(phi, [beside] + others, reg_covar=1e-8, tol=1e-10, max_iter=40, accelerate=True)
+        assert beside.n_iter == alone.n_iter
+        assert beside.history == pytest.approx(alone.history, rel=1e-12, abs=0)
+
+
+def test_runs_continue_from_stored_rows_as_from_their_own_parameters(iris_z):
+    # A stopped run keeps a reference to its row of the batch it stopped in;
+    # the next batch gathers those rows (factors included).  Continuing from
+    # there must equal continuing from copies of the parameters.
+    phi, runs = _screened(iris_z, TYPES, (1, 3, 5, 7))
+    assert all(r.slot is not None for r in runs)
+    copies = [_copy(r) for r in runs]
+    fit_joint(phi, runs, reg_covar=1e-8, tol=1e-10, max_iter=40, accelerate=True)
+    fit_joint(phi, copies, reg_covar=1e-8, tol=1e-10, max_iter=40, accelerate=True)
+    for a, b in zip(runs, copies):
+        assert a.n_iter == b.n_iter and a.converged == b.converged
+        assert a.history == pytest.approx(b.history, rel=1e-12, abs=0)
+        torch.testing.assert_close(a.covariances, b.covariances, rtol=1e-10, atol=1e-12)

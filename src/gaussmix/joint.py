@@ -9,7 +9,8 @@ type, a handful of calls:
 
 * each run's components are held in full form, a mean and a D x D covariance
   each whatever the type, in a (runs, K_max) layout padded with components of
-  weight 0 (:class:`JointRun`; the padded batch is :mod:`gaussmix.run_pack`);
+  weight 0 (:class:`~gaussmix.joint_run.JointRun`; the padded batch is
+  :mod:`gaussmix.run_pack`);
 * with the quadratic features ``phi(x) = [1, x, vech(x x^T)]`` of the data
   (:func:`quadratic_features`, computed once; ``vech`` keeps the upper
   triangle, ``P = 1 + D + D (D + 1) / 2`` columns), the weighted
@@ -40,16 +41,12 @@ its own units ``x * units`` and its constraint is applied there.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 
 from .batched import _hopeless
-from .covariance import get_covariance_type
-from .covariance.base import _LOG_2PI
-from .em import EMResult
 from .expectation import _exp_floor
-from .params import GMMParams
+from .joint_run import JointRun
 from .quadratic import _n_features, _unpack, quadratic_features
 from .run_pack import _factored_pack, _Pack, take_runs
 from .stopping import has_converged
@@ -89,76 +86,6 @@ def joint_applies(n_samples: int, n_features: int) -> bool:
     bool
     """
     return n_features <= JOINT_MAX_FEATURES and n_samples <= JOINT_MAX_SAMPLES
-
-
-@dataclass(eq=False)
-class JointRun:
-    """One mixture of the joint engine, in full form and the data's coordinates.
-
-    Attributes
-    ----------
-    cov_name : str
-    k : int
-    units : Tensor (D,) or None
-        The type's units per feature (``x_type = x * units``); None for the
-        data's own.
-    weights : Tensor (K,)
-    means : Tensor (K, D)
-    covariances : Tensor (K, D, D)
-        Regularised, in the data's coordinates.
-    n_iter : int
-        EM iterations run.
-    history : list of float
-        Mean log-likelihood per sample of every iteration's E-step.
-    converged, failed : bool
-        ``failed``: a step needed what the engine does not do (an emptied
-        component, non-finite totals, a covariance that cannot be factorised).
-    """
-
-    cov_name: str
-    k: int
-    units: torch.Tensor | None = None
-    weights: torch.Tensor | None = None
-    means: torch.Tensor | None = None
-    covariances: torch.Tensor | None = None
-    n_iter: int = 0
-    history: list = field(default_factory=list)
-    converged: bool = False
-    failed: bool = False
-
-    @property
-    def lower_bound(self) -> float:
-        """The last mean log-likelihood per sample (``-inf`` before any)."""
-        return self.history[-1] if self.history else -math.inf
-
-    def log_prob(self, X: torch.Tensor) -> torch.Tensor:
-        """``log w_k + log N(x | mu_k, Sigma_k)`` (N, K) in the data's coordinates."""
-        chol = torch.linalg.cholesky(self.covariances)
-        z = torch.linalg.solve_triangular(
-            chol, (X.double().unsqueeze(0) - self.means.unsqueeze(1)).transpose(1, 2), upper=False)
-        maha = (z * z).sum(1).T
-        half_logdet = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-        d = X.shape[1]
-        return torch.log(self.weights) - half_logdet - 0.5 * (d * _LOG_2PI + maha)
-
-    def log_jacobian(self) -> float:
-        """Log-density per sample in the type's units minus that in the data's."""
-        return 0.0 if self.units is None else -float(torch.log(self.units).sum())
-
-    def result(self, dtype=torch.float64) -> EMResult:
-        """The run as an :class:`~gaussmix.em.EMResult` in the type's units and
-        native parameter shapes (log-likelihoods shifted by the Jacobian)."""
-        cov = get_covariance_type(self.cov_name)
-        means, full = self.means, self.covariances
-        shift = self.log_jacobian()
-        if self.units is not None:
-            u = self.units
-            means, full = means * u, full * (u.unsqueeze(1) * u.unsqueeze(0))
-        native = cov.from_full_form(full)
-        params = GMMParams(self.weights, means, cov.precisions_cholesky(native), self.cov_name,
-                           covariances=native).to(dtype=dtype)
-        return EMResult(params, self.converged, self.n_iter, self.lower_bound + shift,
-                        [v + shift for v in self.history], [])
 
 
 def _totals(phi: torch.Tensor, W: torch.Tensor, g: int, kmax: int, entropy: bool = False):

@@ -11,6 +11,7 @@ import torch
 from .covariance import get_covariance_type
 from .covariance.base import _LOG_2PI, CovarianceType
 from .em import EMPTY_FRACTION
+from .joint_run import StoredRows
 from .quadratic import _n_features, _pairs, _unpack
 
 __all__: list = []
@@ -20,6 +21,11 @@ __all__: list = []
 #: it the per-matrix LAPACK calls are cheap and the extra calls per type cost
 #: more (measured: 13 features 12% faster, 2-4 features 1-6% slower).
 STRUCTURED_MIN_FEATURES = 8
+
+#: Fewest runs stored by one batch that a new batch gathers as whole rows;
+#: runs from smaller groups are sliced one by one (cheaper than an indexed
+#: copy per parameter for one or two rows).
+_GATHER_MIN_ROWS = 8
 
 
 class _Pack:
@@ -37,18 +43,12 @@ class _Pack:
         self.weights = torch.zeros(g, kmax, dtype=f64, device=device)
         self.means = torch.zeros(g, kmax, d, dtype=f64, device=device)
         self.covs = eye.repeat(g, kmax, 1, 1)
-        # Each run's components go to flat slots i * K_max + j, j < K_i: one
-        # indexed copy per parameter for all runs.
         ks = torch.tensor([r.k for r in runs], device=device)
         mask = torch.arange(kmax, device=device) < ks.unsqueeze(1)
-        have = [i for i, r in enumerate(runs) if r.weights is not None]
+        self.chol = None
+        have = [i for i, r in enumerate(runs) if r.has_params]
         if have:
-            sub = mask if len(have) == g else mask[torch.tensor(have, device=device)]
-            rows, cols = sub.nonzero(as_tuple=True)  # row-major: the runs' own order
-            at = (rows if len(have) == g else torch.tensor(have, device=device)[rows]) * kmax + cols
-            self.weights.view(-1)[at] = torch.cat([runs[i].weights for i in have])
-            self.means.view(-1, d)[at] = torch.cat([runs[i].means for i in have])
-            self.covs.view(-1, d, d)[at] = torch.cat([runs[i].covariances for i in have])
+            self._gather(runs, have, mask)
         self.blocks = []
         for i, r in enumerate(runs):
             if not self.blocks or self.blocks[-1][0].name != r.cov_name:
@@ -58,8 +58,8 @@ class _Pack:
                 self.blocks[-1][2] = i + 1
         # Per component, what the M-step adds: to the counts 10 eps (1 on
         # padding, which then never looks empty); to the scatter, before the
-        # type's constraint, the regularisation in the type's units; to the
-        # padding's covariances the identity.
+        # type's constraint, the regularisation in the type's units; the
+        # padding's covariances it replaces by the identity.
         self.real = mask.to(f64)
         self.count_pad = torch.where(mask, 10.0 * torch.finfo(f64).eps, 1.0)
         reg = torch.zeros(g, kmax, d, d, dtype=f64, device=device)
@@ -67,8 +67,8 @@ class _Pack:
             reg[a:b] = reg_covar * eye if scale is None else reg_covar * eye / scale
         zero = torch.zeros((), dtype=f64, device=device)
         self.reg = torch.where(mask[..., None, None], reg, zero)
-        self.pad_eye = torch.where(mask[..., None, None], zero, eye)
-        self.chol = None
+        self.slots = mask[..., None, None]
+        self.eye = eye
         # Over-relaxation (:meth:`extrapolate`): each run's step factor,
         # whether its current parameters are an extrapolated point, and the
         # plain EM point it falls back to.
@@ -77,6 +77,54 @@ class _Pack:
         self.eta = torch.ones(g, dtype=f64, device=device)
         self.jumped = torch.zeros(g, dtype=torch.bool, device=device)
         self.safe = None
+
+    def _gather(self, runs: list, have: list, mask: torch.Tensor) -> None:
+        """Place the parameters of the runs at positions ``have`` into the
+        batch: whole rows of the batches that stored many of them (one
+        indexed copy per parameter and source, Cholesky factors included),
+        the others' own slices by one indexed copy over their real slots."""
+        g, kmax = len(runs), self.kmax
+        device = self.weights.device
+        groups: dict = {}
+        for i in have:
+            slot = runs[i].slot
+            key = None if slot is None else id(slot[0])
+            groups.setdefault(key, (None if slot is None else slot[0], [], []))
+            groups[key][1].append(i)
+            groups[key][2].append(None if slot is None else slot[1])
+        own = list(groups.pop(None, (None, [], []))[1])
+        for key in [key for key, (_, at, _) in groups.items() if len(at) < _GATHER_MIN_ROWS]:
+            own += groups.pop(key)[1]
+        own.sort()
+        # Factors come along only if every run brings them.
+        with_chol = not own and len(have) == g and all(src.chol is not None
+                                                       for src, _, _ in groups.values())
+        if with_chol:
+            self.chol = self.covs.clone()
+        names = ("weights", "means", "covs") + (("chol",) if with_chol else ())
+        for src, at, rows in groups.values():
+            idx = torch.tensor(rows, device=device)
+            whole = at == list(range(g))
+            pos = None if whole else torch.tensor(at, device=device)
+            for name in names:
+                part = getattr(src, name).index_select(0, idx)
+                width = part.shape[1]
+                if width > kmax:
+                    part = part[:, :kmax]
+                if whole and width >= kmax:
+                    setattr(self, name, part.contiguous())
+                else:
+                    getattr(self, name)[pos if pos is not None else slice(None),
+                                        :min(width, kmax)] = part
+        if own:
+            # Their components go to flat slots i * K_max + j, j < K_i.
+            sub = mask if len(own) == g else mask[torch.tensor(own, device=device)]
+            rows, cols = sub.nonzero(as_tuple=True)  # row-major: the runs' own order
+            at = (rows if len(own) == g else torch.tensor(own, device=device)[rows]) * kmax + cols
+            d = self.means.shape[-1]
+            self.weights.view(-1)[at] = torch.cat([runs[i].weights for i in own])
+            self.means.view(-1, d)[at] = torch.cat([runs[i].means for i in own])
+            self.covs.view(-1, d, d)[at] = torch.cat([runs[i].covariances for i in own])
 
     def _by_block(self, method: str, mats: torch.Tensor):
         """Each block's strategy ``method`` (:meth:`~gaussmix.covariance.CovarianceType.full_form_cholesky`
@@ -105,7 +153,7 @@ class _Pack:
         idx = torch.tensor(rows, device=self.weights.device)
         self.runs = [self.runs[i] for i in rows]
         self.kmax = max(r.k for r in self.runs)
-        for name in ("weights", "means", "covs", "chol", "real", "count_pad", "reg", "pad_eye"):
+        for name in ("weights", "means", "covs", "chol", "real", "count_pad", "reg", "slots"):
             setattr(self, name, take_runs(getattr(self, name), idx, self.kmax))
         for name in ("affine", "eta", "jumped"):
             setattr(self, name, getattr(self, name).index_select(0, idx))
@@ -119,15 +167,14 @@ class _Pack:
         self.blocks = blocks
 
     def store(self, rows: list) -> None:
-        """Copy the current parameters of the listed runs (positions) into
-        their :class:`JointRun` (one gather per parameter)."""
+        """Hand the listed runs (positions) their current parameters: each
+        keeps a reference to its row of the batch's current tensors
+        (:class:`~gaussmix.joint_run.StoredRows`), sliced only when read."""
         if not rows:
             return
-        idx = torch.tensor(rows, device=self.weights.device)
-        w, m, c = self.weights[idx], self.means[idx], self.covs[idx]
-        for j, i in enumerate(rows):
-            r = self.runs[i]
-            r.weights, r.means, r.covariances = w[j, :r.k], m[j, :r.k], c[j, :r.k]
+        stored = StoredRows(self.weights, self.means, self.covs, self.chol)
+        for i in rows:
+            self.runs[i].keep_in(stored, i)
 
     def params(self) -> tuple:
         """The current (weights, means, covariances, Cholesky factors)."""
@@ -219,7 +266,10 @@ class _Pack:
                 parts.append(strategy.full_form(w[a:b], scatter[a:b], start=start))
             else:
                 parts.append(strategy.full_form(w[a:b], scatter[a:b] * uu, start=start * uu) / uu)
-        covs = (parts[0] if len(parts) == 1 else torch.cat(parts)) + self.pad_eye
+        # Padding holds the identity, whatever the type's constraint made of
+        # it (a tied mixture's shared matrix): its value then never depends
+        # on the run's history, and an over-relaxed step of it stays valid.
+        covs = torch.where(self.slots, parts[0] if len(parts) == 1 else torch.cat(parts), self.eye)
         chol, info = self.factor(covs)
         bad = ((nk < EMPTY_FRACTION) | (info > 0)).any(1).tolist()
         if any(bad) and bool(info.any()):
@@ -252,6 +302,9 @@ def _minus_half_weights(d: int, device) -> torch.Tensor:
 def _factored_pack(phi: torch.Tensor, runs: list, reg_covar: float = 0.0) -> "_Pack":
     """The runs' current parameters packed, with their covariances factorised."""
     pack = _Pack(runs, _n_features(phi), phi.device, reg_covar)
+    if pack.chol is not None:
+        # Every run came with its factors.
+        return pack
     pack.chol, info = pack.factor(pack.covs)
     if bool(info.any()):
         # Stored runs were factorised before: this raises torch's own error.

@@ -141,7 +141,7 @@ class Run:
     def alive(self) -> bool:
         """Whether it has run and not failed."""
         if self.state is not None:
-            return not self.state.failed and self.state.weights is not None
+            return not self.state.failed and self.state.has_params
         return self.result is not None
 
     @property
