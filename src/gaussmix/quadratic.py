@@ -34,7 +34,8 @@ def _pairs(d: int, device: torch.device):
 
 def _unpack(v: torch.Tensor, d: int) -> torch.Tensor:
     """Symmetric D x D matrices from their packed upper triangles (..., M)."""
-    return v[..., _pairs(d, v.device)[3]].unflatten(-1, (d, d))
+    # index_select: several times faster than advanced indexing on a last axis.
+    return v.index_select(-1, _pairs(d, v.device)[3]).unflatten(-1, (d, d))
 
 
 def quadratic_features(X: torch.Tensor) -> torch.Tensor:

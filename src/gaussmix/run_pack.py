@@ -62,11 +62,11 @@ class _Pack:
         # padding's covariances it replaces by the identity.
         self.real = mask.to(f64)
         self.count_pad = torch.where(mask, 10.0 * torch.finfo(f64).eps, 1.0)
-        reg = torch.zeros(g, kmax, d, d, dtype=f64, device=device)
+        reg = torch.zeros(g, kmax, d, dtype=f64, device=device)
         for _, a, b, scale in self.blocks:
-            reg[a:b] = reg_covar * eye if scale is None else reg_covar * eye / scale
-        zero = torch.zeros((), dtype=f64, device=device)
-        self.reg = torch.where(mask[..., None, None], reg, zero)
+            # On the diagonal only: the scale's diagonal is u_i^2.
+            reg[a:b] = reg_covar if scale is None else reg_covar / torch.diagonal(scale)
+        self.reg = reg * self.real.unsqueeze(-1)
         self.slots = mask[..., None, None]
         self.eye = eye
         # Over-relaxation (:meth:`extrapolate`): each run's step factor,
@@ -218,7 +218,11 @@ class _Pack:
         jump = acc & (eta > 1) & (info.amax(1) == 0) & positive
         if bool(info.any()):
             chol = _refactor(chol, c, jump)
-        self._set(jump, (w, m, c, chol))
+        if bool(jump.all()):
+            # The usual case: no selection needed.
+            self.weights, self.means, self.covs, self.chol = w, m, c, chol
+        else:
+            self._set(jump, (w, m, c, chol))
         self.eta = torch.where(jump, eta, 1.0)
         self.jumped = jump
 
@@ -235,7 +239,7 @@ class _Pack:
         half_log_det = torch.log(torch.diagonal(self.chol, dim1=-2, dim2=-1)).sum(-1)
         const = (torch.log(self.weights) - half_log_det - 0.5 * d * _LOG_2PI
                  - 0.5 * (self.means * pm).sum(-1))
-        quad = prec.reshape(g, kmax, d * d)[..., _pairs(d, prec.device)[2]]
+        quad = prec.reshape(g, kmax, d * d).index_select(-1, _pairs(d, prec.device)[2])
         quad *= _minus_half_weights(d, prec.device)
         w = torch.cat([const.unsqueeze(-1), pm, quad], dim=-1)
         return w.transpose(0, 1).reshape(kmax * g, -1).T
@@ -256,7 +260,7 @@ class _Pack:
         w = nk * self.real  # padding counts nothing
         # Regularised before the constraint, so that a model whose M-step
         # divides by a determinant stays defined on a degenerate scatter.
-        scatter = scatter + self.reg
+        scatter.diagonal(dim1=-2, dim2=-1).add_(self.reg)
         parts = []
         for strategy, a, b, uu in self.blocks:
             # The current covariances are where an iterative M-step starts
