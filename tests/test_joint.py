@@ -130,15 +130,19 @@ def test_search_on_joint_engine_equals_per_type_engine(iris_z, monkeypatch):
     joint = search(iris_z, TYPES, parts, **settings)
     monkeypatch.setattr(search_mod, "joint_applies", lambda n, d: False)
     per_type = search(iris_z, TYPES, parts, **settings)
-    # The same runs reach the same optima; where a run stops can move by an
-    # iteration (rounding at the stopping boundary), so within the tolerance.
+    # The hierarchical run and each cell's best run reach the same optima;
+    # where a run stops can move by an iteration (rounding at the stopping
+    # boundary), so within the tolerance.  (Which other screened runs
+    # continue can differ where two of them tie after the screening.)
     for t in TYPES:
         for k in (1, 2, 3, 4):
-            a = {r.start: r.lower_bound for r in joint[t][k].runs}
-            b = {r.start: r.lower_bound for r in per_type[t][k].runs}
-            assert set(a) == set(b) and ("hc" in a or k == 1)
-            for start in a:
-                assert a[start] == pytest.approx(b[start], rel=1e-5)
+            a, b = joint[t][k].runs, per_type[t][k].runs
+            assert a[0].lower_bound == pytest.approx(b[0].lower_bound, rel=1e-5)
+            first = "single" if k == 1 else "hc"
+            hc_a = [r.lower_bound for r in a if r.start == first]
+            hc_b = [r.lower_bound for r in b if r.start == first]
+            assert len(hc_a) == len(hc_b) == 1
+            assert hc_a[0] == pytest.approx(hc_b[0], rel=1e-5)
 
 
 def test_finished_runs_make_their_results_when_read(iris_z):

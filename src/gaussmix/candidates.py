@@ -69,7 +69,7 @@ STARTS = ("search", "estimator")
 SEARCH_DEFAULTS = {"tol": 1e-5, "tol_type": "relative", "max_iter": 1000, "reg_covar": 1e-8}
 
 #: Settings of the multi-start search (:func:`gaussmix.search.search`).
-SEARCH_PARAMS = {"n_kmeans": 3, "n_random": 0, "screen_iter": 5, "n_keep": 1, "split": True}
+SEARCH_PARAMS = {"n_kmeans": 3, "n_random": 0, "screen_iter": 5, "n_keep": 2, "split": True}
 
 # Estimator parameters that choose one start; the search chooses its own.
 _START_PARAMS = ("init_params", "weights_init", "means_init", "precisions_init", "warm_start")

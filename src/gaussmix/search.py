@@ -16,9 +16,9 @@ grid, :func:`search` runs:
 3. **Splits**: for every ``K >= 2``, each component of the best screened
    ``K - 1`` run is split in two along its principal axis (points on either
    side of its mean); the splits are screened the same way.
-4. **Continuation**: per ``K`` the hierarchical start, the best ``n_keep``
-   other screened runs and the best split continue to convergence, in one
-   batch; a run whose extrapolated final log-likelihood is clearly below the
+4. **Continuation**: per ``K`` the hierarchical start and the best
+   ``n_keep`` other screened runs (k-means, random or split starts) continue
+   to convergence, in one batch; a run whose extrapolated final log-likelihood is clearly below the
    best run of its ``K`` stops early (the ``rivals`` of the engines).
 
 The engine: on small data with few features
@@ -325,21 +325,21 @@ def _best(runs, k):
 
 def _continuing(runs, split_runs, ks, n_keep):
     """Per K, the runs that continue to convergence: the hierarchical (or
-    single) start, the best ``n_keep`` other screened runs, the best split."""
+    single) start and the best ``n_keep`` other screened runs, k-means,
+    random and split starts alike."""
     keep = []
     for k in ks:
         mine = [r for r in runs if r.k == k and r.alive]
         hc = [r for r in mine if r.start in ("hc", "single")]
-        others = sorted((r for r in mine if r not in hc), key=lambda r: -r.lower_bound)
-        splits = sorted((r for r in split_runs if r.k == k and r.alive),
-                        key=lambda r: -r.lower_bound)
-        keep.extend(hc + others[:n_keep] + splits[:1])
+        others = [r for r in mine if r not in hc] + [r for r in split_runs
+                                                     if r.k == k and r.alive]
+        keep.extend(hc + sorted(others, key=lambda r: -r.lower_bound)[:n_keep])
     return keep
 
 
 def search(X: torch.Tensor, cov_names, partitions: dict, *, reg_covar: float, tol: float,
            units: dict | None = None, tol_type: str = "relative", max_iter: int = 1000,
-           screen_iter: int = 5, n_keep: int = 1, split: bool = True) -> dict:
+           screen_iter: int = 5, n_keep: int = 2, split: bool = True) -> dict:
     """Multi-start EM of every covariance type for every ``K`` of a grid.
 
     Parameters
@@ -359,8 +359,8 @@ def search(X: torch.Tensor, cov_names, partitions: dict, *, reg_covar: float, to
     screen_iter : int
         EM iterations of the screening stage.
     n_keep : int
-        Screened runs per ``K`` that continue to convergence besides the
-        hierarchical start.
+        Screened runs per ``K`` (k-means, random or split starts) that
+        continue to convergence besides the hierarchical start.
     split : bool
         Also try the splits of the best screened ``K - 1`` run.
 
@@ -514,8 +514,8 @@ def _search_type(X, cov_name, partitions, *, reg_covar, tol, tol_type, max_iter,
                 cells[k].n_starts += 1
         if split_runs:
             _run_batch(X, split_runs, starts, cov_name, max_iter=screen, **common)
-    # 4: per K the hierarchical start, the best screened others and the best
-    # split continue to convergence, in one batch.
+    # 4: per K the hierarchical start and the best screened others continue
+    # to convergence, in one batch.
     keep = _continuing(runs, split_runs, ks, n_keep)
     _run_batch(X, keep, [None] * len(keep), cov_name, max_iter=max_iter, prune=True, **common)
     _finish(keep, lambda r: cells[r.k], max_iter)

@@ -301,8 +301,9 @@ def select_model(
         Settings of the search: ``n_kmeans`` (k-means starts per ``K``,
         default 3), ``n_random`` (random soft starts, 0: on the reference
         data they never won a cell), ``screen_iter`` (EM
-        iterations of the screening, 5), ``n_keep`` (screened starts that
-        continue besides the hierarchical one, 1) and ``split`` (try splits
+        iterations of the screening, 5), ``n_keep`` (screened starts,
+        k-means, random or splits, that continue besides the hierarchical
+        one, 2) and ``split`` (try splits
         of the best ``K - 1`` fit, True).
     n_init : int, default=1
         Initialisations per candidate (``starts="estimator"`` only).
