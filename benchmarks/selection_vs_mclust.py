@@ -63,7 +63,7 @@ cat(median(t), "\n")
 """
 
 
-SYNTHETIC_SIZES = (1000, 3000)
+SYNTHETIC_SIZES = (400, 1000, 3000)
 
 
 def synthetic(n: int) -> np.ndarray:
