@@ -298,6 +298,8 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
         rule compares consecutive ones.
     """
     n = phi.shape[0]
+    # A growth of 1 keeps every step at EM's: plain EM.
+    accelerate = accelerate and OVERRELAX_GROWTH > 1.0
     label = {id(r): (rivals[i] if rivals is not None else None) for i, r in enumerate(runs)}
     guarded = {id(r) for i, r in enumerate(runs) if protected and protected[i]}
     active = _by_type([r for r in runs if not (r.converged or r.failed or r.n_iter >= max_iter)])

@@ -61,6 +61,7 @@ class _Pack:
         # type's constraint, the regularisation in the type's units; the
         # padding's covariances it replaces by the identity.
         self.real = mask.to(f64)
+        self.pad_one = 1.0 - self.real
         self.count_pad = torch.where(mask, 10.0 * torch.finfo(f64).eps, 1.0)
         reg = torch.zeros(g, kmax, d, dtype=f64, device=device)
         for _, a, b, scale in self.blocks:
@@ -153,7 +154,7 @@ class _Pack:
         idx = torch.tensor(rows, device=self.weights.device)
         self.runs = [self.runs[i] for i in rows]
         self.kmax = max(r.k for r in self.runs)
-        for name in ("weights", "means", "covs", "chol", "real", "count_pad", "reg", "slots"):
+        for name in ("weights", "means", "covs", "chol", "real", "pad_one", "count_pad", "reg", "slots"):
             setattr(self, name, take_runs(getattr(self, name), idx, self.kmax))
         for name in ("affine", "eta", "jumped"):
             setattr(self, name, getattr(self, name).index_select(0, idx))
@@ -213,9 +214,10 @@ class _Pack:
         m = torch.lerp(before[1], self.means, e.unsqueeze(-1))
         c = torch.lerp(before[2], self.covs, e.unsqueeze(-1).unsqueeze(-1))
         chol, info = self.factor(c)
-        # Padding weights are 0 before and after: 1 - real lifts them.
-        positive = (w + (1.0 - self.real)).amin(1) > 0
-        jump = acc & (eta > 1) & (info.amax(1) == 0) & positive
+        # Padding weights are 0 before and after: lifted by 1.
+        positive = (w + self.pad_one).amin(1) > 0
+        # (An accepted run's eta is above 1: growth > 1, see fit_joint.)
+        jump = acc & (info.amax(1) == 0) & positive
         if bool(info.any()):
             chol = _refactor(chol, c, jump)
         if bool(jump.all()):
@@ -265,11 +267,14 @@ class _Pack:
         for strategy, a, b, uu in self.blocks:
             # The current covariances are where an iterative M-step starts
             # (a fresh run: its components' own scatter).
-            start = scatter[a:b] if fresh else self.covs[a:b]
+            start = None
+            if strategy.warm_starts:
+                start = scatter[a:b] if fresh else self.covs[a:b]
+                start = start if uu is None else start * uu
             if uu is None:
                 parts.append(strategy.full_form(w[a:b], scatter[a:b], start=start))
             else:
-                parts.append(strategy.full_form(w[a:b], scatter[a:b] * uu, start=start * uu) / uu)
+                parts.append(strategy.full_form(w[a:b], scatter[a:b] * uu, start=start) / uu)
         # Padding holds the identity, whatever the type's constraint made of
         # it (a tied mixture's shared matrix): its value then never depends
         # on the run's history, and an over-relaxed step of it stays valid.

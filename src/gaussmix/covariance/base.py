@@ -119,6 +119,11 @@ class CovarianceType(ConjugateMStep):
     #: engine's over-relaxed steps extrapolate only such models.
     affine_closed = False
 
+    #: Whether :meth:`full_form` is iterative and starts from the current
+    #: covariances (``start``); the closed forms ignore it, and the joint
+    #: engine then does not prepare it.
+    warm_starts = False
+
     #: Whether the model stays the same model when each feature is scaled on
     #: its own (``x_j -> a_j x_j``).  False for a spherical covariance, which
     #: is only closed under one common scale.

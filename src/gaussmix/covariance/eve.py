@@ -113,6 +113,7 @@ class EVE(Constrained):
 
     name = "EVE"
     per_feature_scaling = False
+    warm_starts = True
 
     def n_cov_parameters(self, n_components, n_features):
         d = n_features
@@ -132,6 +133,7 @@ class VVE(Constrained):
 
     name = "VVE"
     per_feature_scaling = False
+    warm_starts = True
 
     def n_cov_parameters(self, n_components, n_features):
         d = n_features
