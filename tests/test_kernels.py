@@ -201,9 +201,22 @@ def test_far_points_do_not_underflow():
 def test_chunk_rows_bounds():
     assert chunk_rows(10, 3, 2) == 10
     assert 1 <= chunk_rows(100_000, 16, 16) <= 100_000
-    # The widest intermediate (B, K*D) stays within the cache-sized budget.
-    rows = chunk_rows(10**7, 16, 16)
-    assert rows * 16 * 16 <= 1 << 20
+    old = torch.get_num_threads()
+    try:
+        # A chunk's intermediates (B, K*D) plus (B, K) and (B, D) ones stay
+        # within the cache-sized budget: 2**20 float64 values on one thread,
+        # 12 MiB of either dtype on several.
+        per_row = 16 * 16 + 4 * 16 + 2 * 16
+        torch.set_num_threads(1)
+        rows = chunk_rows(10**7, 16, 16)
+        assert rows * per_row <= 1 << 20 < (rows + 1) * per_row
+        assert chunk_rows(10**7, 16, 16, dtype=torch.float32) == rows
+        torch.set_num_threads(2)
+        for dtype, size in ((torch.float64, 8), (torch.float32, 4)):
+            rows = chunk_rows(10**7, 16, 16, dtype=dtype)
+            assert rows * per_row * size <= 12 << 20 < (rows + 1) * per_row * size
+    finally:
+        torch.set_num_threads(old)
     assert chunk_rows(10**7, 1000, 100) >= 256
     assert chunk_rows(10**7, 4, 4, batch_size=77) == 77
 

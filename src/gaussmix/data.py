@@ -29,18 +29,25 @@ __all__ = [
     "RESERVOIR_SIZE",
 ]
 
-# Bytes of the largest per-chunk intermediate (B x K*D) on the CPU: 8 MiB
-# (2**20 float64 values; see chunk_rows for float32), so that a chunk's
+# Bytes of the largest per-chunk intermediate (B x K*D) on the CPU with one
+# thread: 8 MiB (2**20 float64 values; float32 chunks as long), so that a chunk's
 # intermediates stay in the L3 cache between the GEMM that writes them and
 # the reduction that reads them, while chunks stay long enough that the
 # per-chunk overhead (~15 small ops, each a parallel region that both threads
 # must reach) stays small.
 # Measured per pass on a 2-core EPYC at 100k x 16 x 16 full, float64, idle
 # machine: 256 rows 318 ms, 1024 116 ms, 2048 98 ms, 4096 78 ms, 8192 126 ms;
-# under load (average ~5) 1024-4096 rows were all within 105-111 ms.  float32,
-# separated clusters, medians of 11 (docs/PERFORMANCE.md): 2 threads, 2978
-# rows 152 ms, 5957 116 ms (float64: 176 ms); 1 thread 75 and 83 ms.
+# under load (average ~5) 1024-4096 rows were all within 105-111 ms.
 _CPU_BUDGET_BYTES = 8 << 20
+# The budget when torch runs on several threads, where every elementwise op
+# of a chunk is a parallel region whose wake-up (OMP_WAIT_POLICY=PASSIVE)
+# costs the same whatever the chunk's length.  Measured on the shared 2-core
+# machine, 2 threads, separated clusters, medians of 11 (docs/PERFORMANCE.md):
+# full float64 2978 rows 252 ms, 4468 208, 5957 192; full float32 2978 rows
+# 152 ms, 5957 116, 11914 94; diag float64 8192 rows 53 ms, 12288 44, 16384 43.
+# (An idle machine had full float64 at 4096 rows 78 ms, 8192 126: 12 MiB
+# keeps float64 below that.)
+_CPU_PARALLEL_BUDGET_BYTES = 12 << 20
 # Never fewer rows than this on the CPU: below it the per-chunk overhead wins.
 _CPU_MIN_ROWS = 256
 # On CUDA the floor of a chunk's budget (elements), before free memory is asked.
@@ -60,8 +67,8 @@ def chunk_rows(n_samples: int, n_components: int, n_features: int, device=None,
         On CUDA the chunk is sized from the free memory (a quarter of it), so
         running out of memory is avoided by construction.
     dtype : torch.dtype
-        Element type of the data (on the CPU with several torch threads,
-        float32 chunks hold twice float64's rows).
+        Element type of the data (on the CPU with several torch threads the
+        budget is in bytes: float32 chunks hold twice float64's rows).
     batch_size : int, optional
         Explicit user choice; wins when given.
     covariance_type : str, optional
@@ -94,13 +101,17 @@ def chunk_rows(n_samples: int, n_components: int, n_features: int, device=None,
         budget = max(_CUDA_BUDGET, free // (4 * 3 * elem))
         rows = max(1, budget // per_row)
     else:
-        # Several threads: the budget in bytes, so that float32 chunks, whose
-        # arithmetic takes half the time, carry as few parallel regions per
-        # unit of work as float64's.  One thread (no parallel regions): in
-        # float64 elements, and smaller float32 chunks stay in faster caches.
+        # Several threads: a larger budget in bytes, so that chunks carry
+        # fewer parallel regions per unit of work, float32 ones (whose
+        # arithmetic takes half the time) as few as float64's.  One thread (no
+        # parallel regions): in float64 elements, and smaller float32 chunks
+        # stay in faster caches.
         elem = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 8
-        per_value = elem if torch.get_num_threads() > 1 else 8
-        rows = max(_CPU_MIN_ROWS, _CPU_BUDGET_BYTES // (per_row * per_value))
+        if torch.get_num_threads() > 1:
+            rows = _CPU_PARALLEL_BUDGET_BYTES // (per_row * elem)
+        else:
+            rows = _CPU_BUDGET_BYTES // (per_row * 8)
+        rows = max(_CPU_MIN_ROWS, rows)
     return max(1, min(rows, max(n_samples, 1)))
 
 
