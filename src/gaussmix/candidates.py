@@ -15,7 +15,6 @@ two ways (``starts=``):
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import time
@@ -34,6 +33,7 @@ from ._validation import resolve_device
 from .scaling import feature_scaling
 from .kmeans import _shared_partitions
 from .search import search, starting_partitions
+from .threads import threads_for, threads_for_input, torch_threads
 
 __all__ = [
     "BatchedFit", "CPU_BATCH_MAX_SAMPLES", "Plan", "SEARCH_DEFAULTS", "SEARCH_PARAMS", "STARTS",
@@ -149,42 +149,22 @@ def estimator_plans(X, grid, base_seed, n_init, device, concurrent, n_reseed, es
     return plans
 
 
-#: Up to this many samples the CPU search runs torch on one thread (see
-#: :func:`search_plans`).
-SINGLE_THREAD_MAX_SAMPLES = 10_000
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    """Run the block with ``torch.set_num_threads(n)``, then restore."""
-    old = torch.get_num_threads()
-    if n >= old:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def search_plans(X, ks, types, base_seed, device, search_params, estimator_params):
     """Plans of ``starts="search"``: every type's grid fitted by the multi-start
     search on rescaled data; attempts are its runs, best first, in the user's units.
 
-    On the CPU with at most :data:`SINGLE_THREAD_MAX_SAMPLES` samples the search
-    runs torch on one thread: its kernels are small, and splitting each over
-    threads cost twice the time on a shared 2-core machine
-    (``docs/PERFORMANCE.md``).
+    On the CPU with at most :data:`gaussmix.threads.SINGLE_THREAD_MAX_SAMPLES`
+    samples the search runs torch on one thread: its kernels are small, and
+    splitting each over threads cost twice the time on a shared 2-core
+    machine (``docs/PERFORMANCE.md``).
     """
     probe = GaussianMixture(random_state=base_seed, device=device, **estimator_params)
     Xt = probe._fit_validate(X, reset=True, min_samples=2)
-    small = Xt.device.type == "cpu" and Xt.shape[0] <= SINGLE_THREAD_MAX_SAMPLES
-    threads = 1 if small else torch.get_num_threads()
+    threads = threads_for(Xt.shape[0], Xt.device)
     # Inference mode: the search needs no autograd bookkeeping, which on small
     # data is a large part of each kernel call (docs/PERFORMANCE.md); the
     # estimators it yields get ordinary tensors (_search_estimator).
-    with _torch_threads(threads), torch.inference_mode():
+    with torch_threads(threads), torch.inference_mode():
         plans = _search_plans(probe, X, Xt, ks, types, search_params, threads)
     return plans
 
@@ -264,7 +244,7 @@ def _search_estimator(probe, params, run, scaling, shift, tensor_io, threads):
     # The search's threads and inference mode: the run's result, made on first
     # read, factorises small matrices (1.3-1.8x as long on two threads); clone()
     # outside inference mode makes the estimator's tensors ordinary ones.
-    with _torch_threads(threads):
+    with torch_threads(threads):
         with torch.inference_mode():
             res = run.result
             user = scaling.to_user(res.params)
@@ -447,7 +427,7 @@ def fit_candidates(X, candidates, *, seed=None, n_init: int = 1, device=None,
     for i, (cov_type, _) in enumerate(candidates):
         by_type.setdefault(cov_type, []).append(i)
     # Every type of one K starts from the same seed, so from one k-means partition.
-    with _shared_partitions():
+    with torch_threads(threads_for_input(X, device)), _shared_partitions():
         for cov_type, idx in by_type.items():
             _fit_type(X, candidates, cov_type, idx, out, seed, n_init, device, fit_one,
                       estimator_params)

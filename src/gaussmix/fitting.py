@@ -51,6 +51,7 @@ from .data import RESERVOIR_SIZE, as_source, chunk_rows, iter_chunks, reservoir_
 from .distributed import Communicator
 from .em import EMResult, run_em
 from .guard import warn_if_reg_covar_dominates
+from .threads import threads_for_input, torch_threads
 from .variational import data_moments
 
 __all__ = ["FitEngine", "check_checkpoint_arguments"]
@@ -305,6 +306,11 @@ class FitEngine:
         return n_total, float(table[:, 2].sum())
 
     def _fit(self, X, sample_weight, checkpoint=None, checkpoint_every=1):
+        # Small data on the CPU: one torch thread (gaussmix.threads).
+        with torch_threads(threads_for_input(X, self.device)):
+            return self._fit_threaded(X, sample_weight, checkpoint, checkpoint_every)
+
+    def _fit_threaded(self, X, sample_weight, checkpoint, checkpoint_every):
         # A warm start continues only a model of the same structure.
         do_init = not (self.warm_start and hasattr(self, "converged_") and self._params_match())
         comm = Communicator.create(self.distributed is True)

@@ -25,6 +25,7 @@ from .covariance import get_covariance_type
 from .fitting import FitEngine
 from .init import INIT_METHODS
 from .params import GMMParams
+from .threads import threads_for, torch_threads
 
 __all__ = ["BaseMixture", "check_integer", "check_real"]
 
@@ -115,8 +116,11 @@ class BaseMixture(FitEngine, DensityMixin, BaseEstimator):
         return to_output(self._labels(Xt), isinstance(X, torch.Tensor))
 
     def _chunked(self, Xt, fn):
-        rows = chunk_rows(Xt.shape[0], self.n_components, Xt.shape[1], Xt.device, Xt.dtype, self.batch_size)
-        return torch.cat([fn(xb) for xb, _ in iter_chunks(Xt, None, rows)])
+        # Small data on the CPU: one torch thread (gaussmix.threads).
+        with torch_threads(threads_for(Xt.shape[0], Xt.device)):
+            rows = chunk_rows(Xt.shape[0], self.n_components, Xt.shape[1], Xt.device, Xt.dtype,
+                              self.batch_size)
+            return torch.cat([fn(xb) for xb, _ in iter_chunks(Xt, None, rows)])
 
     def _labels(self, Xt):
         return self._chunked(Xt, lambda xb: e_step(xb, self._params)[0].argmax(1))
