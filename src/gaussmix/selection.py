@@ -51,6 +51,7 @@ from .guard import (
 )
 from .prior import ConjugatePrior
 from .prior_selection import check_prior_search, prior_plans, types_with_prior
+from .threads import threads_for, torch_threads
 
 __all__ = [
     "CPU_BATCH_MAX_SAMPLES",
@@ -99,17 +100,19 @@ def _criteria(estimator: GaussianMixture, Xt: torch.Tensor) -> dict:
     """:func:`information_criteria` on data already validated for ``estimator``."""
     params = estimator._params
     n, d = Xt.shape
-    rows = chunk_rows(n, params.n_components, d, Xt.device, Xt.dtype, estimator.batch_size)
     ll = 0.0
     entropy = 0.0
-    for xb, _ in iter_chunks(Xt, None, rows):
-        log_resp, log_prob = e_step(xb, params)
-        log_resp = log_resp.double()
-        resp = torch.exp(log_resp)
-        # 0 * log 0 is 0 in the entropy; exp underflow gives resp == 0 exactly.
-        plogp = torch.where(resp > 0, resp * log_resp, torch.zeros_like(resp))
-        ll += float(log_prob.double().sum())
-        entropy -= float(plogp.sum())
+    # Small data on the CPU: one torch thread (gaussmix.threads).
+    with torch_threads(threads_for(n, Xt.device)):
+        rows = chunk_rows(n, params.n_components, d, Xt.device, Xt.dtype, estimator.batch_size)
+        for xb, _ in iter_chunks(Xt, None, rows):
+            log_resp, log_prob = e_step(xb, params)
+            log_resp = log_resp.double()
+            resp = torch.exp(log_resp)
+            # 0 * log 0 is 0 in the entropy; exp underflow gives resp == 0 exactly.
+            plogp = torch.where(resp > 0, resp * log_resp, torch.zeros_like(resp))
+            ll += float(log_prob.double().sum())
+            entropy -= float(plogp.sum())
     return _criteria_from(ll, entropy, params.n_parameters(), n)
 
 
