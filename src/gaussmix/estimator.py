@@ -19,6 +19,7 @@ from .online import online_step
 from .params import GMMParams
 from .prior import ConjugatePrior, check_prior, prior_to_json
 from .stopping import TOL_TYPES
+from .threads import threads_for, torch_threads
 
 __all__ = ["GaussianMixture"]
 
@@ -445,17 +446,19 @@ class GaussianMixture(BaseMixture):
             self._device, self._dtype = Xt.device, Xt.dtype
             self._tensor_io = isinstance(X, torch.Tensor)
         w = check_sample_weight(sample_weight, n, Xt.device, Xt.dtype)
-        if first:
-            rows = chunk_rows(n, self.n_components, d, Xt.device, Xt.dtype, self.batch_size)
-            user = self._check_initial_parameters(d, Xt.device, Xt.dtype)
-            params = self._initialize(Xt, w, self._make_generator(Xt.device), rows, user)
-        else:
-            params = self._params
-        history = [] if state is None else list(self.lower_bounds_)
-        state, params, ll = online_step(
-            state, Xt, w, params, reg_covar=self.reg_covar,
-            learning_decay=self.learning_decay, learning_offset=self.learning_offset,
-        )
+        # A small batch on the CPU: one torch thread (gaussmix.threads).
+        with torch_threads(threads_for(n, Xt.device)):
+            if first:
+                rows = chunk_rows(n, self.n_components, d, Xt.device, Xt.dtype, self.batch_size)
+                user = self._check_initial_parameters(d, Xt.device, Xt.dtype)
+                params = self._initialize(Xt, w, self._make_generator(Xt.device), rows, user)
+            else:
+                params = self._params
+            history = [] if state is None else list(self.lower_bounds_)
+            state, params, ll = online_step(
+                state, Xt, w, params, reg_covar=self.reg_covar,
+                learning_decay=self.learning_decay, learning_offset=self.learning_offset,
+            )
         history.append(ll)
         self._set_result(EMResult(params, False, state.n_updates + 1, ll, history))
         self._online = state

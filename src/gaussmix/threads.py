@@ -7,8 +7,9 @@ threads, tens to hundreds of microseconds with ``OMP_WAIT_POLICY=PASSIVE``
 and more on a shared machine.  Measured on a 2-core machine, a
 (150, 4) x (4, 12) GEMM takes 4.6 us on one thread and 112 us on two;
 ``GaussianMixture(3).fit`` on iris 22.6 ms against 54.6 ms, 10 000 x 2 x 3
-41.7 against 65.1 ms (docs/PERFORMANCE.md).  So fits, the model search and
-the batched candidates run on one thread up to :data:`SINGLE_THREAD_MAX_SAMPLES`
+41.7 against 65.1 ms (docs/PERFORMANCE.md).  So fits (``partial_fit``'s
+batches included), inference calls, the model search and the batched
+candidates run on one thread up to :data:`SINGLE_THREAD_MAX_SAMPLES`
 samples, and on torch's own setting above it.  The setting is the process's
 (``torch.set_num_threads``); each call restores it when it returns.
 """
