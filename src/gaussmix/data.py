@@ -30,11 +30,10 @@ __all__ = [
 ]
 
 # Bytes of the largest per-chunk intermediate (B x K*D) on the CPU with one
-# thread: 8 MiB (2**20 float64 values; float32 chunks as long), so that a chunk's
-# intermediates stay in the L3 cache between the GEMM that writes them and
-# the reduction that reads them, while chunks stay long enough that the
-# per-chunk overhead (~15 small ops, each a parallel region that both threads
-# must reach) stays small.
+# thread: 8 MiB (2**20 float64 values; float32 chunks as long), so that a
+# chunk's intermediates stay in the L3 cache between the GEMM that writes them
+# and the reduction that reads them, while chunks stay long enough that the
+# per-chunk overhead (~15 small ops) stays small.
 # Measured per pass on a 2-core EPYC at 100k x 16 x 16 full, float64, idle
 # machine: 256 rows 318 ms, 1024 116 ms, 2048 98 ms, 4096 78 ms, 8192 126 ms;
 # under load (average ~5) 1024-4096 rows were all within 105-111 ms.
@@ -87,6 +86,7 @@ def chunk_rows(n_samples: int, n_components: int, n_features: int, device=None,
     # (B, D*D) outer products (used only when D < K), plus (B, K) and (B, D) ones.
     per_row = max(k * d, d * d if d < k else 0) + 4 * k + 2 * d
     dev = torch.device(device) if device is not None else torch.device("cpu")
+    elem = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 8
     if dev.type != "cuda" and covariance_type in ("diag", "spherical"):
         # Features of about 2D columns and (K, B) log-probabilities; the
         # per-component (B, K, D) form of float32 data very far from the
@@ -96,7 +96,6 @@ def chunk_rows(n_samples: int, n_components: int, n_features: int, device=None,
         per_row = 4 * (k + d)
     if dev.type == "cuda":
         free, _ = torch.cuda.mem_get_info(dev)
-        elem = torch.finfo(dtype).bits // 8
         # Several intermediates of per_row size live at once: stay within 1/4 of free.
         budget = max(_CUDA_BUDGET, free // (4 * 3 * elem))
         rows = max(1, budget // per_row)
@@ -106,7 +105,6 @@ def chunk_rows(n_samples: int, n_components: int, n_features: int, device=None,
         # arithmetic takes half the time) as few as float64's.  One thread (no
         # parallel regions): in float64 elements, and smaller float32 chunks
         # stay in faster caches.
-        elem = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 8
         if torch.get_num_threads() > 1:
             rows = _CPU_PARALLEL_BUDGET_BYTES // (per_row * elem)
         else:

@@ -86,14 +86,15 @@ class _Pack:
         the others' own slices by one indexed copy over their real slots."""
         g, kmax = len(runs), self.kmax
         device = self.weights.device
-        groups: dict = {}
+        own, groups = [], {}
         for i in have:
             slot = runs[i].slot
-            key = None if slot is None else id(slot[0])
-            groups.setdefault(key, (None if slot is None else slot[0], [], []))
-            groups[key][1].append(i)
-            groups[key][2].append(None if slot is None else slot[1])
-        own = list(groups.pop(None, (None, [], []))[1])
+            if slot is None:
+                own.append(i)
+            else:
+                _, at, rows = groups.setdefault(id(slot[0]), (slot[0], [], []))
+                at.append(i)
+                rows.append(slot[1])
         for key in [key for key, (_, at, _) in groups.items() if len(at) < _GATHER_MIN_ROWS]:
             own += groups.pop(key)[1]
         own.sort()
@@ -106,7 +107,7 @@ class _Pack:
         for src, at, rows in groups.values():
             idx = torch.tensor(rows, device=device)
             whole = at == list(range(g))
-            pos = None if whole else torch.tensor(at, device=device)
+            pos = slice(None) if whole else torch.tensor(at, device=device)
             for name in names:
                 part = getattr(src, name).index_select(0, idx)
                 width = part.shape[1]
@@ -115,8 +116,7 @@ class _Pack:
                 if whole and width >= kmax:
                     setattr(self, name, part.contiguous())
                 else:
-                    getattr(self, name)[pos if pos is not None else slice(None),
-                                        :min(width, kmax)] = part
+                    getattr(self, name)[pos, :min(width, kmax)] = part
         if own:
             # Their components go to flat slots i * K_max + j, j < K_i.
             sub = mask if len(own) == g else mask[torch.tensor(own, device=device)]
@@ -154,7 +154,8 @@ class _Pack:
         idx = torch.tensor(rows, device=self.weights.device)
         self.runs = [self.runs[i] for i in rows]
         self.kmax = max(r.k for r in self.runs)
-        for name in ("weights", "means", "covs", "chol", "real", "pad_one", "count_pad", "reg", "slots"):
+        for name in ("weights", "means", "covs", "chol", "real", "pad_one", "count_pad", "reg",
+                     "slots"):
             setattr(self, name, take_runs(getattr(self, name), idx, self.kmax))
         for name in ("affine", "eta", "jumped"):
             setattr(self, name, getattr(self, name).index_select(0, idx))
@@ -199,7 +200,7 @@ class _Pack:
         """Over-relaxed EM (Salakhutdinov & Roweis 2003): move each accepted
         run from ``before`` (the parameters its E-step used) past its new EM
         point, ``before + eta (EM - before)``, with ``eta`` grown by
-        ``growth`` at each accepted step up to ``eta_max``.  A run whose
+        ``growth`` (> 1) at each accepted step up to ``eta_max``.  A run whose
         extrapolated point is not a valid mixture (a weight <= 0, a
         covariance that cannot be factorised), or whose type is not
         :attr:`~gaussmix.covariance.CovarianceType.affine_closed`, stays at
@@ -216,7 +217,7 @@ class _Pack:
         chol, info = self.factor(c)
         # Padding weights are 0 before and after: lifted by 1.
         positive = (w + self.pad_one).amin(1) > 0
-        # (An accepted run's eta is above 1: growth > 1, see fit_joint.)
+        # (An accepted run's eta is above 1, since growth > 1.)
         jump = acc & (info.amax(1) == 0) & positive
         if bool(info.any()):
             chol = _refactor(chol, c, jump)

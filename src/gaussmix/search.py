@@ -18,8 +18,9 @@ grid, :func:`search` runs:
    side of its mean); the splits are screened the same way.
 4. **Continuation**: per ``K`` the hierarchical start and the best
    ``n_keep`` other screened runs (k-means, random or split starts) continue
-   to convergence, in one batch; a run whose extrapolated final log-likelihood is clearly below the
-   best run of its ``K`` stops early (the ``rivals`` of the engines).
+   to convergence, in one batch; a run whose extrapolated final
+   log-likelihood is clearly below the best run of its ``K`` stops early (the
+   ``rivals`` of the engines).
 
 The engine: on small data with few features
 (:func:`gaussmix.joint.joint_applies`) every run of every type advances in
