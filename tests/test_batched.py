@@ -145,6 +145,32 @@ def test_float32_far_apart_clusters_in_a_batch(kind):
                                rtol=1e-3, atol=1e-4)
 
 
+def test_grid_validated_once_keeps_what_validation_records():
+    """The grid's data are validated once; each candidate still records what
+    its own fit would: feature names of a DataFrame, numpy outputs for
+    array-like input, and equal parameters."""
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(_data(6, d=2), columns=["u", "v"])
+    fits = fit_candidates(df, [("full", 2), ("diag", 3)], seed=1, max_iter=30)
+    for f, (kind, k) in zip(fits, [("full", 2), ("diag", 3)]):
+        seq = GaussianMixture(k, covariance_type=kind, random_state=1, max_iter=30).fit(df)
+        assert f.batched
+        assert list(f.estimator.feature_names_in_) == ["u", "v"]
+        assert f.estimator.n_features_in_ == 2
+        assert isinstance(f.estimator.means_, np.ndarray)
+        _same_fit(f.estimator, seq)
+        assert f.estimator.predict(df).shape == (len(df),)
+
+
+def test_grid_with_invalid_data_reports_each_candidates_error():
+    X = _data(7)
+    X[3, 1] = np.nan
+    fits = fit_candidates(X, [("full", 2), ("diag", 1)], seed=0)
+    for f in fits:
+        assert f.estimator is None and not f.batched
+        assert "NaN" in f.error or "nan" in f.error.lower()
+
+
 # ---------------------------------------------------- what the batch hands off
 def test_emptied_component_leaves_the_batch():
     X = torch.as_tensor(_data(5))
