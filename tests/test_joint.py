@@ -337,3 +337,69 @@ def test_runs_continue_from_stored_rows_as_from_their_own_parameters(iris_z):
         assert a.n_iter == b.n_iter and a.converged == b.converged
         assert a.history == pytest.approx(b.history, rel=1e-12, abs=0)
         torch.testing.assert_close(a.covariances, b.covariances, rtol=1e-10, atol=1e-12)
+
+
+def _pack_of(runs, d):
+    from gaussmix.run_pack import _Pack
+    pack = _Pack(runs, d, torch.device("cpu"), 0.0)
+    pack.chol = torch.linalg.cholesky(pack.covs)
+    return pack
+
+
+def test_sound_flags_too_few_points_and_pinned_variances():
+    # A run is sound while each component holds at least 1.5x the points its
+    # covariance needs and every Cholesky pivot (squared, type's units) is
+    # at least 1e-4: the definition, on hand-made parameters.
+    from gaussmix.run_pack import SOUND_COUNT_FACTOR, SOUND_MIN_PIVOT
+    d, n = 2, 100
+    eye = torch.eye(d, dtype=torch.float64)
+    zero = torch.zeros(2, d, dtype=torch.float64)
+    need = get_covariance_type("full").min_count(d)  # d + 1 points
+    thin = SOUND_COUNT_FACTOR * need / n * 0.9
+    flat = torch.tensor([[1.0, 0.0], [0.0, SOUND_MIN_PIVOT * 0.5]], dtype=torch.float64)
+    # Pinned along (1, 1) / sqrt(2): no diagonal entry is small, the second pivot is.
+    c, s = math.cos(math.pi / 4), math.sin(math.pi / 4)
+    rot = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+    tilted = rot @ torch.diag(torch.tensor([2.0, 1e-8], dtype=torch.float64)) @ rot.T
+    runs = [
+        JointRun("full", 2, None, torch.tensor([0.5, 0.5], dtype=torch.float64), zero,
+                 torch.stack([eye, eye])),
+        JointRun("full", 2, None, torch.tensor([1 - thin, thin], dtype=torch.float64), zero,
+                 torch.stack([eye, eye])),
+        JointRun("full", 2, None, torch.tensor([0.5, 0.5], dtype=torch.float64), zero,
+                 torch.stack([eye, flat])),
+        JointRun("full", 2, None, torch.tensor([0.5, 0.5], dtype=torch.float64), zero,
+                 torch.stack([eye, tilted])),
+        # Spherical in its own units u: a variance of 1e-5 in the data's
+        # coordinates is 1e-5 * u^2 = 0.1 in the type's.
+        JointRun("spherical", 1, torch.full((d,), 100.0, dtype=torch.float64),
+                 torch.ones(1, dtype=torch.float64), zero[:1], (1e-5 * eye)[None]),
+    ]
+    assert _pack_of(runs, d).sound(n) == [True, False, False, False, True]
+
+
+def test_a_collapsing_rival_does_not_stop_a_sound_run():
+    # Five copies of one point: a run that gives them a component of their
+    # own collapses onto them (its variance falls to the regularisation and
+    # its log-likelihood climbs without bound).  A sound rival of the same
+    # K, far below it, is not stopped as hopeless: it may end as the K's only
+    # clean fit, the guard's fallback.  (Compared with any rival, it stops.)
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(size=(150, 2)), rng.normal(size=(150, 2)) + [6.0, 0.0],
+              np.repeat([[3.0, 8.0]], 5, axis=0)]
+    Xz = feature_scaling(torch.from_numpy(X), per_feature=True).to_fit(torch.from_numpy(X))
+    phi = quadratic_features(Xz)
+    far = torch.from_numpy(np.r_[np.zeros(150), np.ones(150), 2 * np.ones(5)].astype(np.int64))
+    # The sound start: the duplicates join the second cluster, the first
+    # cluster is split in two by its first coordinate.
+    split = far.clone()
+    split[:150] = torch.from_numpy((X[:150, 0] > 0).astype(np.int64)) * 2
+    split[300:] = 1
+    collapsing = JointRun("full", 3)
+    sound = JointRun("full", 3)
+    start_runs(phi, [collapsing, sound], None, reg_covar=1e-8, labels=[far, split])
+    fit_joint(phi, [collapsing, sound], reg_covar=1e-8, tol=1e-5, max_iter=300,
+              rivals=[3, 3], accelerate=True)
+    assert (collapsing.lower_bound - sound.lower_bound) * len(X) > 100.0
+    assert collapsing.sound is False
+    assert sound.converged and sound.sound is True

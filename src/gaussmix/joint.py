@@ -287,6 +287,11 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
         A label per run: runs with the same label compete, and one whose
         Aitken-extrapolated end falls clearly below the best of its rivals
         stops early, not converged (:func:`gaussmix.batched.fit_batched`).
+        A run that looks clear of collapse (:meth:`_Pack.sound`) is compared
+        with the best such rival only: a collapsing run's log-likelihood
+        grows without bound, and the run it would stop may end as the
+        label's only clean fit.  Each stopped run's :attr:`JointRun.sound`
+        is set.
     protected : list of bool, optional
         Runs never stopped early.
     accelerate : bool
@@ -307,33 +312,43 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
         return
     pack = _factored_pack(phi, active, reg_covar)
     moving = {id(r) for r in active}
-    # The best finished run of each label (stopped runs never change).
-    done = {}
+    # The best finished run of each label (stopped runs never change): of
+    # all (key False) and of the sound ones (key True).  A collapsing run's
+    # log-likelihood grows without bound: only a sound run may stop a sound
+    # one, which may end as its cell's clean fit.
+    done = {False: {}, True: {}}
 
-    def finished(r):
-        done[label[id(r)]] = max(done.get(label[id(r)], -math.inf), r.lower_bound)
+    def finished(r, sound):
+        for key in ((False, True) if sound else (False,)):
+            best = done[key]
+            best[label[id(r)]] = max(best.get(label[id(r)], -math.inf), r.lower_bound)
 
-    for r in runs:
-        if not r.failed and id(r) not in moving:
-            finished(r)
+    if rivals is not None:
+        before_call = [r for r in runs if not r.failed and r.has_params and id(r) not in moving]
+        if before_call:
+            for r, ok in zip(before_call, _factored_pack(phi, before_call).sound(n)):
+                r.sound = ok
+                finished(r, ok)
     while pack.runs:
         g = len(pack.runs)
         ll, totals = _totals(phi, pack.coefficients(), g, pack.kmax)
         before = pack.params()
         bad = pack.m_step(totals)
         lls = (ll / n).tolist()
+        sound = pack.sound(n) if rivals is not None else [False] * g
         undone = [False] * g
         if accelerate:
             undone = [j and not lb >= r.lower_bound
                       for j, lb, r in zip(pack.jumped.tolist(), lls, pack.runs)]
             if any(undone):
                 pack.fall_back(undone)
-        lead = dict(done)
+        lead = {key: dict(best) for key, best in done.items()}
         labs = [label[id(r)] for r in pack.runs]
         if rivals is not None:
-            for lab, lb, u in zip(labs, lls, undone):
-                if not u and lb > lead.get(lab, -math.inf):
-                    lead[lab] = lb
+            for lab, lb, u, ok in zip(labs, lls, undone, sound):
+                for key in ((False, True) if ok else (False,)):
+                    if not u and lb > lead[key].get(lab, -math.inf):
+                        lead[key][lab] = lb
         keep, stopped = [], []
         for i, (r, lb) in enumerate(zip(pack.runs, lls)):
             if undone[i]:
@@ -354,13 +369,16 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
                 r.converged = True
             elif not (r.n_iter >= max_iter or (
                     rivals is not None and id(r) not in guarded
-                    and _hopeless(r.history, lead[labs[i]], float(n)))):
+                    and _hopeless(r.history, lead[sound[i]].get(labs[i], -math.inf),
+                                  float(n)))):
                 keep.append(i)
                 continue
             stopped.append(i)
         pack.store(stopped)
         for i in stopped:
-            finished(pack.runs[i])
+            if rivals is not None:
+                pack.runs[i].sound = sound[i]
+            finished(pack.runs[i], sound[i])
         if len(keep) < g:
             if not keep:
                 break

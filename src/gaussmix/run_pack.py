@@ -22,6 +22,20 @@ __all__: list = []
 #: more (measured: 13 features 12% faster, 2-4 features 1-6% slower).
 STRUCTURED_MIN_FEATURES = 8
 
+#: A run looks sound (clear of collapse) while every real component holds at
+#: least ``SOUND_COUNT_FACTOR`` times the points its covariance needs
+#: (:meth:`~gaussmix.covariance.CovarianceType.min_count`) and every pivot of
+#: its covariances' Cholesky factors, squared, in the type's units, is at least
+#: ``SOUND_MIN_PIVOT`` (the data are standardised; a collapsed component sits at
+#: the regularisation, 1e-8).  Thresholds above the guard's (:mod:`gaussmix.guard`:
+#: 1 x the count, an eigenvalue of 1e-6) catch a collapse on its way.  A
+#: pivot is never below the smallest eigenvalue but may be far above it (a
+#: matrix pinned at eigenvalue ``e`` along a diagonal direction has a least
+#: pivot near ``sqrt(e * largest)``): such a run looks sound, and is treated
+#: as every run was before this test existed.
+SOUND_COUNT_FACTOR = 1.5
+SOUND_MIN_PIVOT = 1e-4
+
 #: Fewest runs stored by one batch that a new batch gathers as whole rows;
 #: runs from smaller groups are sliced one by one (cheaper than an indexed
 #: copy per parameter for one or two rows).
@@ -56,6 +70,14 @@ class _Pack:
                 self.blocks.append([get_covariance_type(r.cov_name), i, i + 1, scale])
             else:
                 self.blocks[-1][2] = i + 1
+        # What :meth:`sound` compares with: each run's least count per
+        # component and its units (a Cholesky factor's row i scales by u_i).
+        self.need = torch.tensor([get_covariance_type(r.cov_name).min_count(d) for r in runs],
+                                 dtype=f64, device=device)
+        self.units = torch.ones(g, 1, d, dtype=f64, device=device)
+        for _, a, b, scale in self.blocks:
+            if scale is not None:
+                self.units[a:b] = torch.diagonal(scale).sqrt()
         # Per component, what the M-step adds: to the counts 10 eps (1 on
         # padding, which then never looks empty); to the scatter, before the
         # type's constraint, the regularisation in the type's units; the
@@ -157,7 +179,7 @@ class _Pack:
         for name in ("weights", "means", "covs", "chol", "real", "pad_one", "count_pad", "reg",
                      "slots"):
             setattr(self, name, take_runs(getattr(self, name), idx, self.kmax))
-        for name in ("affine", "eta", "jumped"):
+        for name in ("affine", "eta", "jumped", "need", "units"):
             setattr(self, name, getattr(self, name).index_select(0, idx))
         if self.safe is not None:
             self.safe = tuple(take_runs(t, idx, self.kmax) for t in self.safe)
@@ -228,6 +250,17 @@ class _Pack:
             self._set(jump, (w, m, c, chol))
         self.eta = torch.where(jump, eta, 1.0)
         self.jumped = jump
+
+    def sound(self, n_samples: int) -> list:
+        """Per run, whether its current parameters are clear of collapse (see
+        :data:`SOUND_COUNT_FACTOR`; a component's count is its weight times
+        ``n_samples``): a collapsing run's log-likelihood grows without bound,
+        and it must not make other runs look hopeless."""
+        real = self.real > 0
+        least = torch.where(real, self.weights, torch.inf).amin(1) * n_samples
+        pivots = (torch.diagonal(self.chol, dim1=-2, dim2=-1) * self.units).square()
+        low = torch.where(real.unsqueeze(-1), pivots, torch.inf).amin((1, 2))
+        return ((least >= SOUND_COUNT_FACTOR * self.need) & (low >= SOUND_MIN_PIVOT)).tolist()
 
     def coefficients(self) -> torch.Tensor:
         """``W`` (P, K_max * G): ``phi @ W`` is every component's
