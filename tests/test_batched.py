@@ -16,6 +16,8 @@ from gaussmix.candidates import batch_applies, fit_candidates
 from gaussmix.params import GMMParams
 from gaussmix.selection import DegenerateFitWarning, concurrent_applies
 
+from _collapse import collapse_case
+
 TYPES = ("full", "tied", "diag", "spherical")
 RTOL = 1e-9
 
@@ -329,3 +331,47 @@ def test_a_failing_group_does_not_spoil_the_others():
                    weight=torch.tensor(40.0), count=torch.tensor(40.0))
     ref = m_step(st, shift, "full", 0.0, 2.2e-16)
     torch.testing.assert_close(out[0].precisions_cholesky, ref.precisions_cholesky)
+
+
+def test_a_collapsing_rival_does_not_stop_a_sound_mixture():
+    # As on the joint engine (test_joint): a sound mixture is stopped as
+    # hopeless only in favour of a sound rival, so a collapsing start far
+    # above it does not cut short what may end as the K's only clean fit.
+    from gaussmix.search import Start, _initial_params
+    Xz, far, split = collapse_case()
+    inits = _initial_params(Xz, [Start("kmeans", labels=far), Start("split", labels=split)],
+                            [3, 3], "full", 1e-8, len(Xz))
+    collapsing, sound = fit_batched(Xz, inits, reg_covar=1e-8, tol=1e-5, tol_type="relative",
+                                    max_iter=300, rivals=[3, 3])
+    assert (collapsing.lower_bound - sound.lower_bound) * len(Xz) > 100.0
+    assert sound.converged
+
+
+@pytest.mark.parametrize("kind", ["full", "tied", "diag", "spherical"])
+def test_both_engines_judge_soundness_alike(kind):
+    # The per-type engine's test of collapse (native parameters) and the
+    # joint engine's (full-form matrices) agree on the same mixtures: one
+    # clean, one with a component of 1 point's weight, one with a variance
+    # at the regularisation.
+    from gaussmix.batched import _Batch, _sound
+    from gaussmix.joint import JointRun
+    from gaussmix.run_pack import _Pack
+    cov = get_covariance_type(kind)
+    d, n = 3, 200
+    rng = np.random.default_rng(1)
+    means = torch.from_numpy(rng.normal(size=(3, d)))
+    native = {"full": torch.eye(d).repeat(3, 1, 1) * 0.5, "tied": torch.eye(d) * 0.5,
+              "diag": torch.full((3, d), 0.5), "spherical": torch.full((3,), 0.5)}[kind].double()
+    pinned = native.clone()
+    pinned.view(-1)[0] = 1e-8
+    mixtures = [(torch.tensor([0.4, 0.3, 0.3]), native), (torch.tensor([0.595, 0.4, 0.005]), native),
+                (torch.tensor([0.4, 0.3, 0.3]), pinned)]
+    params = [GMMParams(w.double(), means, cov.precisions_cholesky(c), kind, c)
+              for w, c in mixtures]
+    per_type = _sound(_Batch.of(params), float(n), d)
+    runs = [JointRun(kind, 3, None, p.weights, p.means,
+                     cov.matrices(p.covariances, d).expand(3, d, d).contiguous())
+            for p in params]
+    pack = _Pack(runs, d, torch.device("cpu"), 0.0)
+    pack.chol = torch.linalg.cholesky(pack.covs)
+    assert per_type == pack.sound(n) == [True, False, False]

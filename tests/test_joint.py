@@ -23,6 +23,8 @@ from gaussmix.kmeans import kmeans_many
 from gaussmix.scaling import feature_scaling
 from gaussmix.search import search, starting_partitions
 
+from _collapse import collapse_case
+
 TYPES = ("full", "tied", "diag", "spherical")
 
 
@@ -379,27 +381,17 @@ def test_sound_flags_too_few_points_and_pinned_variances():
 
 
 def test_a_collapsing_rival_does_not_stop_a_sound_run():
-    # Five copies of one point: a run that gives them a component of their
-    # own collapses onto them (its variance falls to the regularisation and
-    # its log-likelihood climbs without bound).  A sound rival of the same
-    # K, far below it, is not stopped as hopeless: it may end as the K's only
-    # clean fit, the guard's fallback.  (Compared with any rival, it stops.)
-    rng = np.random.default_rng(0)
-    X = np.r_[rng.normal(size=(150, 2)), rng.normal(size=(150, 2)) + [6.0, 0.0],
-              np.repeat([[3.0, 8.0]], 5, axis=0)]
-    Xz = feature_scaling(torch.from_numpy(X), per_feature=True).to_fit(torch.from_numpy(X))
+    # The collapsing start's log-likelihood soon exceeds the sound one's by
+    # far; the sound run is not stopped as hopeless: it may end as the K's
+    # only clean fit, the guard's fallback.  (Compared with any rival, as
+    # before the soundness test, it stopped.)
+    Xz, far, split = collapse_case()
     phi = quadratic_features(Xz)
-    far = torch.from_numpy(np.r_[np.zeros(150), np.ones(150), 2 * np.ones(5)].astype(np.int64))
-    # The sound start: the duplicates join the second cluster, the first
-    # cluster is split in two by its first coordinate.
-    split = far.clone()
-    split[:150] = torch.from_numpy((X[:150, 0] > 0).astype(np.int64)) * 2
-    split[300:] = 1
     collapsing = JointRun("full", 3)
     sound = JointRun("full", 3)
     start_runs(phi, [collapsing, sound], None, reg_covar=1e-8, labels=[far, split])
     fit_joint(phi, [collapsing, sound], reg_covar=1e-8, tol=1e-5, max_iter=300,
               rivals=[3, 3], accelerate=True)
-    assert (collapsing.lower_bound - sound.lower_bound) * len(X) > 100.0
+    assert (collapsing.lower_bound - sound.lower_bound) * len(Xz) > 100.0
     assert collapsing.sound is False
     assert sound.converged and sound.sound is True

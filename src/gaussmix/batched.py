@@ -31,6 +31,7 @@ from .covariance import get_covariance_type
 from .data import chunk_rows, iter_chunks
 from .em import EMPTY_FRACTION, EMResult, moment_shift
 from .expectation import _exp_floor
+from .guard import SOUND_COUNT_FACTOR, SOUND_MIN_PIVOT
 from .stopping import has_converged
 from .params import GMMParams
 
@@ -416,6 +417,13 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
             active.append(i)
     if not active:
         return results
+    # Whether each finished mixture looked clear of collapse when it stopped.
+    sound_at_end = [False] * len(runs)
+    ended = [i for i, r in enumerate(results) if r is not None]
+    if rivals is not None and ended:
+        ended_batch = _Batch.of([_with_covariances(results[i].params) for i in ended])
+        for i, ok in zip(ended, _sound(ended_batch, float(n), d)):
+            sound_at_end[i] = ok
     batch = _Batch.of([runs[i].params.to(dtype=dtype) for i in active])
     scatter = None
     if cov.shared:
@@ -436,13 +444,20 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
             reg_covar, eps, start=batch.covs)
         batch = batch.updated(weights.to(dtype), means.to(dtype), prec.to(dtype), covs)
         lls = (ll / count).tolist()
-        lead = {}
+        # The best of each label's mixtures (key False) and of its sound ones
+        # (key True): only a sound mixture may stop a sound one, which may end
+        # as its label's only clean fit (a collapsing one's log-likelihood
+        # grows without bound).
+        lead = {False: {}, True: {}}
+        sound = [False] * len(active)
         if rivals is not None:
-            for i, lb in zip(active, lls):
-                lead[rivals[i]] = max(lead.get(rivals[i], -math.inf), lb)
-            for i, r in enumerate(results):
-                if r is not None:
-                    lead[rivals[i]] = max(lead.get(rivals[i], -math.inf), r.lower_bound)
+            sound = _sound(batch, float(count), d)
+            lbs = [(i, lb, ok) for i, lb, ok in zip(active, lls, sound)]
+            lbs += [(i, r.lower_bound, sound_at_end[i]) for i, r in enumerate(results)
+                    if r is not None]
+            for i, lb, ok in lbs:
+                for key in ((False, True) if ok else (False,)):
+                    lead[key][rivals[i]] = max(lead[key].get(rivals[i], -math.inf), lb)
         still, keep = [], []
         for c, (i, lb) in enumerate(zip(active, lls)):
             if bad[c]:
@@ -456,16 +471,44 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
                                       list(runs[i].events))
             elif done_iter[i] >= max_iter or (
                     rivals is not None and not (protected and protected[i])
-                    and _hopeless(history[i], lead[rivals[i]], float(count))):
+                    and _hopeless(history[i], lead[sound[c]].get(rivals[i], -math.inf),
+                                  float(count))):
                 results[i] = EMResult(batch.group(c), False, done_iter[i], lb, history[i],
                                       list(runs[i].events))
             else:
                 still.append(i)
                 keep.append(c)
+            if results[i] is not None:
+                sound_at_end[i] = sound[c]
         if still and len(still) < len(active):
             batch = batch.keep(keep)
         active = still
     return results
+
+
+def _with_covariances(params: GMMParams) -> GMMParams:
+    """``params`` in float64 with its covariances stored."""
+    p = params.to(dtype=torch.float64)
+    return p if p.covariances is not None else GMMParams(
+        p.weights, p.means, p.precisions_cholesky, p.covariance_type, p.get_covariances())
+
+
+def _sound(batch: _Batch, n_samples: float, n_features: int) -> list:
+    """Per group, whether its parameters look clear of collapse
+    (:data:`gaussmix.guard.SOUND_COUNT_FACTOR`): counts ``n_samples * weight``
+    and the squared pivots of each covariance matrix's Cholesky factor, in
+    the data's units."""
+    cov = batch.cov
+    mats = batch.covs if cov.shared else cov.matrices(batch.covs, n_features)
+    pivots = torch.linalg.cholesky_ex(mats.double())[0].diagonal(dim1=-2, dim2=-1)
+    low = pivots.square().amin(-1)
+    n_groups = len(batch.sizes)
+    inf = torch.full((n_groups,), math.inf, dtype=torch.float64, device=low.device)
+    if not cov.shared:
+        low = inf.scatter_reduce(0, batch.owner, low, "amin")
+    least = inf.scatter_reduce(0, batch.owner, batch.weights.double() * n_samples, "amin")
+    need = SOUND_COUNT_FACTOR * cov.min_count(n_features)
+    return ((least >= need) & (low >= SOUND_MIN_PIVOT)).tolist()
 
 
 #: Iterations a run makes before it may be stopped as hopeless.

@@ -11,6 +11,7 @@ import torch
 from .covariance import get_covariance_type
 from .covariance.base import _LOG_2PI, CovarianceType
 from .em import EMPTY_FRACTION
+from .guard import SOUND_COUNT_FACTOR, SOUND_MIN_PIVOT
 from .joint_run import StoredRows
 from .quadratic import _n_features, _pairs, _unpack
 
@@ -21,20 +22,6 @@ __all__: list = []
 #: it the per-matrix LAPACK calls are cheap and the extra calls per type cost
 #: more (measured: 13 features 12% faster, 2-4 features 1-6% slower).
 STRUCTURED_MIN_FEATURES = 8
-
-#: A run looks sound (clear of collapse) while every real component holds at
-#: least ``SOUND_COUNT_FACTOR`` times the points its covariance needs
-#: (:meth:`~gaussmix.covariance.CovarianceType.min_count`) and every pivot of
-#: its covariances' Cholesky factors, squared, in the type's units, is at least
-#: ``SOUND_MIN_PIVOT`` (the data are standardised; a collapsed component sits at
-#: the regularisation, 1e-8).  Thresholds above the guard's (:mod:`gaussmix.guard`:
-#: 1 x the count, an eigenvalue of 1e-6) catch a collapse on its way.  A
-#: pivot is never below the smallest eigenvalue but may be far above it (a
-#: matrix pinned at eigenvalue ``e`` along a diagonal direction has a least
-#: pivot near ``sqrt(e * largest)``): such a run looks sound, and is treated
-#: as every run was before this test existed.
-SOUND_COUNT_FACTOR = 1.5
-SOUND_MIN_PIVOT = 1e-4
 
 #: Fewest runs stored by one batch that a new batch gathers as whole rows;
 #: runs from smaller groups are sliced one by one (cheaper than an indexed
@@ -253,9 +240,10 @@ class _Pack:
 
     def sound(self, n_samples: int) -> list:
         """Per run, whether its current parameters are clear of collapse (see
-        :data:`SOUND_COUNT_FACTOR`; a component's count is its weight times
-        ``n_samples``): a collapsing run's log-likelihood grows without bound,
-        and it must not make other runs look hopeless."""
+        :data:`gaussmix.guard.SOUND_COUNT_FACTOR`; a component's count is its
+        weight times ``n_samples``; pivots in the type's units): a collapsing
+        run's log-likelihood grows without bound, and it must not make other
+        runs look hopeless."""
         real = self.real > 0
         least = torch.where(real, self.weights, torch.inf).amin(1) * n_samples
         pivots = (torch.diagonal(self.chol, dim1=-2, dim2=-1) * self.units).square()
