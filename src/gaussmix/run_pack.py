@@ -224,17 +224,19 @@ class _Pack:
         m = torch.lerp(before[1], self.means, e.unsqueeze(-1))
         c = torch.lerp(before[2], self.covs, e.unsqueeze(-1).unsqueeze(-1))
         chol, info = self.factor(c)
-        # Padding weights are 0 before and after: lifted by 1.
-        positive = (w + self.pad_one).amin(1) > 0
+        # Padding weights are 0 before and after: lifted by 1.  (NaN is not > 0.)
+        invalid = (info.amax(1) != 0) | ~((w + self.pad_one).amin(1) > 0)
         # (An accepted run's eta is above 1, since growth > 1.)
-        jump = acc & (info.amax(1) == 0) & positive
-        if bool(info.any()):
-            chol = _refactor(chol, c, jump)
-        if bool(jump.all()):
-            # The usual case: no selection needed.
-            self.weights, self.means, self.covs, self.chol = w, m, c, chol
-        else:
+        jump = acc & ~invalid
+        if bool(invalid.any()):
+            # Rare: a point that is not a mixture; its run stays at its EM point.
+            if bool(info.any()):
+                chol = _refactor(chol, c, jump)
             self._set(jump, (w, m, c, chol))
+        else:
+            # No selection needed: a run with factor 1 is at its EM point
+            # exactly (lerp(a, b, 1) = b), with the same factors.
+            self.weights, self.means, self.covs, self.chol = w, m, c, chol
         self.eta = torch.where(jump, eta, 1.0)
         self.jumped = jump
 
