@@ -23,6 +23,9 @@ __all__: list = []
 #: more (measured: 13 features 12% faster, 2-4 features 1-6% slower).
 STRUCTURED_MIN_FEATURES = 8
 
+#: The least pivot itself (``SOUND_MIN_PIVOT`` bounds its square).
+_SOUND_PIVOT = SOUND_MIN_PIVOT ** 0.5
+
 #: Fewest runs stored by one batch that a new batch gathers as whole rows;
 #: runs from smaller groups are sliced one by one (cheaper than an indexed
 #: copy per parameter for one or two rows).
@@ -57,10 +60,12 @@ class _Pack:
                 self.blocks.append([get_covariance_type(r.cov_name), i, i + 1, scale])
             else:
                 self.blocks[-1][2] = i + 1
-        # What :meth:`sound` compares with: each run's least count per
-        # component and its units (a Cholesky factor's row i scales by u_i).
-        self.need = torch.tensor([get_covariance_type(r.cov_name).min_count(d) for r in runs],
-                                 dtype=f64, device=device)
+        # What :meth:`sound` compares with: each run's least sound count per
+        # component, its units (a Cholesky factor's row i scales by u_i), and
+        # infinity on padding slots.
+        self.need = SOUND_COUNT_FACTOR * torch.tensor(
+            [get_covariance_type(r.cov_name).min_count(d) for r in runs], dtype=f64, device=device)
+        self.pad_inf = torch.where(mask, 0.0, torch.inf).to(f64)
         self.units = torch.ones(g, 1, d, dtype=f64, device=device)
         for _, a, b, scale in self.blocks:
             if scale is not None:
@@ -164,7 +169,7 @@ class _Pack:
         self.runs = [self.runs[i] for i in rows]
         self.kmax = max(r.k for r in self.runs)
         for name in ("weights", "means", "covs", "chol", "real", "pad_one", "count_pad", "reg",
-                     "slots"):
+                     "slots", "pad_inf"):
             setattr(self, name, take_runs(getattr(self, name), idx, self.kmax))
         for name in ("affine", "eta", "jumped", "need", "units"):
             setattr(self, name, getattr(self, name).index_select(0, idx))
@@ -246,11 +251,11 @@ class _Pack:
         weight times ``n_samples``; pivots in the type's units): a collapsing
         run's log-likelihood grows without bound, and it must not make other
         runs look hopeless."""
-        real = self.real > 0
-        least = torch.where(real, self.weights, torch.inf).amin(1) * n_samples
-        pivots = (torch.diagonal(self.chol, dim1=-2, dim2=-1) * self.units).square()
-        low = torch.where(real.unsqueeze(-1), pivots, torch.inf).amin((1, 2))
-        return ((least >= SOUND_COUNT_FACTOR * self.need) & (low >= SOUND_MIN_PIVOT)).tolist()
+        # Padding weighs 0 (lifted to 1 here, above any real least weight) and
+        # its pivots are pushed to infinity.
+        least = (self.weights + self.pad_one).amin(1) * n_samples >= self.need
+        pivots = (torch.diagonal(self.chol, dim1=-2, dim2=-1) * self.units).amin(-1)
+        return (least & ((pivots + self.pad_inf).amin(1) >= _SOUND_PIVOT)).tolist()
 
     def coefficients(self) -> torch.Tensor:
         """``W`` (P, K_max * G): ``phi @ W`` is every component's
