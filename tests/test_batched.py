@@ -375,3 +375,31 @@ def test_both_engines_judge_soundness_alike(kind):
     pack = _Pack(runs, d, torch.device("cpu"), 0.0)
     pack.chol = torch.linalg.cholesky(pack.covs)
     assert per_type == pack.sound(n) == [True, False, False]
+
+
+@pytest.mark.parametrize("kind", ["full", "tied", "diag", "spherical"])
+def test_batched_scores_equal_each_mixtures_criteria(kind):
+    # One pass for several fitted mixtures of one type (different K, so the
+    # groups are padded) gives each one's log-likelihood and entropy, as the
+    # per-mixture criteria compute them (to rounding).
+    from gaussmix.batched import batched_scores
+    from gaussmix.selection import information_criteria
+    X = _data(8)
+    fits = [GaussianMixture(k, covariance_type=kind, random_state=0).fit(X) for k in (1, 2, 4)]
+    scores = batched_scores(torch.from_numpy(X), [f._params for f in fits])
+    for f, (ll, entropy) in zip(fits, scores):
+        crit = information_criteria(f, X)
+        assert ll == pytest.approx(crit["log_likelihood"], rel=1e-12)
+        assert entropy == pytest.approx(crit["entropy"], rel=1e-9, abs=1e-9)
+        assert ll == pytest.approx(f.score(X) * len(X), rel=1e-12)
+
+
+def test_grid_criteria_equal_each_estimators_own():
+    # starts="estimator": the criteria of the batched candidates come from
+    # one pass per type; each equals its estimator's own bic / aic.
+    X = _data(9)
+    sel = select_model(X, [1, 2, 3], ["full", "diag"], random_state=0, starts="estimator",
+                       concurrent=True)
+    for i, est in enumerate(sel.estimators_):
+        assert sel.results_["bic"][i] == pytest.approx(est.bic(X), rel=1e-12)
+        assert sel.results_["aic"][i] == pytest.approx(est.aic(X), rel=1e-12)

@@ -35,7 +35,8 @@ from .guard import SOUND_COUNT_FACTOR, SOUND_MIN_PIVOT
 from .stopping import has_converged
 from .params import GMMParams
 
-__all__ = ["batched_log_prob", "chunk_moments", "fit_batched", "grouped_m_step", "prune_margin"]
+__all__ = ["batched_log_prob", "batched_scores", "chunk_moments", "fit_batched", "grouped_m_step",
+           "prune_margin"]
 
 
 # ------------------------------------------------------------------ state
@@ -208,6 +209,44 @@ def chunk_moments(xc, resp, owner, n_groups, cov, offsets=None, shared_s2=True):
     else:
         s2 = cov.second_moment(xc, resp)
     return resp.sum(0).double(), (resp.T @ xc).double(), None if s2 is None else s2.double()
+
+
+def batched_scores(X: torch.Tensor, groups: list) -> list:
+    """Total log-likelihood and entropy of the responsibilities of several
+    mixtures of one covariance type on the same data, in one pass: what a
+    model's information criteria need (:func:`gaussmix.selection.information_criteria`
+    computes the same per mixture).
+
+    Parameters
+    ----------
+    X : Tensor (N, D)
+    groups : list of GMMParams
+        Mixtures of the same covariance type, in X's dtype and device.
+
+    Returns
+    -------
+    list of (float, float)
+        Per mixture, ``sum log p(x)`` and ``-sum r log r`` (float64 sums).
+    """
+    batch = _Batch.of(groups)
+    n, d = X.shape
+    n_groups, kmax = len(batch.sizes), max(batch.sizes)
+    device = X.device
+    shift = X.double().mean(0).to(X.dtype)
+    rows = chunk_rows(n, sum(batch.sizes), d, device, X.dtype, None)
+    ll = torch.zeros(n_groups, dtype=torch.float64, device=device)
+    plogp = torch.zeros(sum(batch.sizes), dtype=torch.float64, device=device)
+    for xb, _ in iter_chunks(X, None, rows):
+        wlp = _log_prob(xb - shift, batch, shift)
+        resp, lpn = _normalise(wlp, batch.slot, n_groups, kmax)
+        log_resp = (wlp - lpn.index_select(1, batch.owner)).double()
+        resp = resp.double()
+        # 0 log 0 is 0; a floored exp leaves a term far below rounding.
+        plogp += torch.where(resp > 0, resp * log_resp, 0.0).sum(0)
+        ll += lpn.double().sum(0)
+    entropy = -torch.zeros(n_groups, dtype=torch.float64, device=device).index_add_(
+        0, batch.owner, plogp)
+    return list(zip(ll.tolist(), entropy.tolist()))
 
 
 def _normalise(wlp, slot, n_groups, kmax):

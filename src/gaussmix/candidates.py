@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from .batched import fit_batched
+from .batched import batched_scores, fit_batched
 from .covariance import get_covariance_type
 from .distributed import Communicator
 from .em import EMResult
@@ -137,11 +137,14 @@ def estimator_plans(X, grid, base_seed, n_init, device, concurrent, n_reseed, es
             for a in range(1 + n_reseed):
                 seed = base_seed if a == 0 else (
                     int(reseeds[a - 1]) if base_seed is not None else None)
+                info = {"start": start}
                 if a == 0 and prefit is not None:
                     est, err = prefit[i].estimator, prefit[i].error
+                    if prefit[i].score is not None:
+                        info["score"] = prefit[i].score
                 else:
                     est, err = _fit_once(X, k, cov_type, seed, n_init, device, estimator_params)
-                yield est, err, {"start": start}
+                yield est, err, info
 
         plans[(cov_type, k)] = Plan(attempts, 1 + n_reseed, n_init,
                                      prefit[i].fit_time if prefit is not None else 0.0,
@@ -271,13 +274,17 @@ class BatchedFit:
         on its own).
     batched : bool
         False when the candidate was fitted on its own (re-seed or failure).
+    score : tuple of float or None
+        Total log-likelihood and entropy of the responsibilities at the fitted
+        parameters, computed with the other candidates of its type in one
+        pass (float64 fits; None otherwise).
     """
 
-    __slots__ = ("estimator", "error", "fit_time", "init_time", "batched")
+    __slots__ = ("estimator", "error", "fit_time", "init_time", "batched", "score")
 
-    def __init__(self, estimator, error, fit_time, init_time, batched):
+    def __init__(self, estimator, error, fit_time, init_time, batched, score=None):
         self.estimator, self.error, self.fit_time = estimator, error, fit_time
-        self.init_time, self.batched = init_time, batched
+        self.init_time, self.batched, self.score = init_time, batched, score
 
 
 def batch_applies(estimator_params: dict) -> bool:
@@ -503,6 +510,14 @@ def _fit_type(X, candidates, cov_type, idx, out, seed, n_init, device, fit_one, 
         except ValueError:
             continue
         out[i] = BatchedFit(est, "", init_time + share, init_time, True)
+    # The criteria's E-step of every batched candidate, in one pass (float64:
+    # equal to each candidate's own to rounding).
+    scored = [i for i in ready if out[i] is not None]
+    if scored and prepared[scored[0]][1].dtype == torch.float64:
+        Xt = prepared[scored[0]][1]
+        scores = batched_scores(Xt, [out[i].estimator._params for i in scored])
+        for i, score in zip(scored, scores):
+            out[i].score = score
     for i in idx:
         if out[i] is None:
             t0 = time.perf_counter()
