@@ -33,7 +33,7 @@ from .expectation import (
     estimate_weighted_log_prob,
     moment_shift,
 )
-from .maximization import count_floor, m_step, split_points
+from .maximization import _m_step, count_floor, m_step, split_points
 from .params import GMMParams
 from .reseed import EMPTY_FRACTION, EmptyComponentWarning, empty_components, worst_explained
 from .stats import SuffStats
@@ -204,7 +204,8 @@ def run_em(
             events.append(dict(kind="reseed", iteration=n_iter, components=comps))
         step_events: list = []
         if update is None:
-            new = m_step(
+            # The statistics were checked above.
+            new = _m_step(
                 stats, shift, params.covariance_type, reg_covar, eps,
                 reseed=reseed, events=step_events, prior=prior,
             )

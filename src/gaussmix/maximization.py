@@ -140,6 +140,14 @@ def m_step(
         :meth:`CovarianceType.factorize`.
     """
     _check_finite_stats(stats)
+    return _m_step(stats, shift, covariance_type, reg_covar, eps, reseed=reseed, events=events,
+                   prior=prior, prior_variant=prior_variant)
+
+
+def _m_step(stats, shift, covariance_type, reg_covar, eps, *, reseed=None, events=None,
+            prior=None, prior_variant="me") -> GMMParams:
+    """:func:`m_step` on statistics already checked to be finite (the EM
+    loop checks them before its re-seeding)."""
     cov = get_covariance_type(covariance_type)
     nk = stats.nk + count_floor(stats, eps)
     means_c = stats.s1 / nk.unsqueeze(1)
