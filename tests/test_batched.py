@@ -353,7 +353,8 @@ def test_both_engines_judge_soundness_alike(kind):
     # joint engine's (full-form matrices) agree on the same mixtures: one
     # clean, one with a component of 1 point's weight, one with a variance
     # at the regularisation.
-    from gaussmix.batched import _Batch, _sound
+    from gaussmix.batched import _Batch
+    from gaussmix.rivals import sound_groups
     from gaussmix.joint import JointRun
     from gaussmix.run_pack import _Pack
     cov = get_covariance_type(kind)
@@ -368,7 +369,7 @@ def test_both_engines_judge_soundness_alike(kind):
                 (torch.tensor([0.4, 0.3, 0.3]), pinned)]
     params = [GMMParams(w.double(), means, cov.precisions_cholesky(c), kind, c)
               for w, c in mixtures]
-    per_type = _sound(_Batch.of(params), float(n), d)
+    per_type = sound_groups(_Batch.of(params), float(n), d)
     runs = [JointRun(kind, 3, None, p.weights, p.means,
                      cov.matrices(p.covariances, d).expand(3, d, d).contiguous())
             for p in params]

@@ -352,7 +352,7 @@ def test_sound_flags_too_few_points_and_pinned_variances():
     # A run is sound while each component holds at least 1.5x the points its
     # covariance needs and every Cholesky pivot (squared, type's units) is
     # at least 1e-4: the definition, on hand-made parameters.
-    from gaussmix.run_pack import SOUND_COUNT_FACTOR, SOUND_MIN_PIVOT
+    from gaussmix.rivals import SOUND_COUNT_FACTOR, SOUND_MIN_PIVOT
     d, n = 2, 100
     eye = torch.eye(d, dtype=torch.float64)
     zero = torch.zeros(2, d, dtype=torch.float64)

@@ -31,12 +31,11 @@ from .covariance import get_covariance_type
 from .data import chunk_rows, iter_chunks
 from .em import EMPTY_FRACTION, EMResult, moment_shift
 from .expectation import _exp_floor
-from .guard import SOUND_COUNT_FACTOR, SOUND_MIN_PIVOT
+from .rivals import Leads, hopeless, sound_groups
 from .stopping import has_converged
 from .params import GMMParams
 
-__all__ = ["batched_log_prob", "batched_scores", "chunk_moments", "fit_batched", "grouped_m_step",
-           "prune_margin"]
+__all__ = ["batched_log_prob", "batched_scores", "chunk_moments", "fit_batched", "grouped_m_step"]
 
 
 # ------------------------------------------------------------------ state
@@ -415,8 +414,10 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
         A label per mixture; mixtures with the same label compete for one
         answer (restarts of one candidate).  A mixture whose predicted final
         log-likelihood (Aitken's extrapolation of its last three values) is
-        more than :func:`prune_margin` below the current best of its rivals
-        stops early, as not converged: it cannot win.
+        more than :func:`gaussmix.rivals.prune_margin` below the current best
+        of its rivals stops early, as not converged: it cannot win.  A
+        mixture that looks clear of collapse is compared with its sound
+        rivals only (:mod:`gaussmix.rivals`).
     protected : list of bool, optional
         Mixtures that are never stopped early (they still lead their rivals).
 
@@ -461,7 +462,7 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
     ended = [i for i, r in enumerate(results) if r is not None]
     if rivals is not None and ended:
         ended_batch = _Batch.of([_with_covariances(results[i].params) for i in ended])
-        for i, ok in zip(ended, _sound(ended_batch, float(n), d)):
+        for i, ok in zip(ended, sound_groups(ended_batch, float(n), d)):
             sound_at_end[i] = ok
     batch = _Batch.of([runs[i].params.to(dtype=dtype) for i in active])
     scatter = None
@@ -483,20 +484,16 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
             reg_covar, eps, start=batch.covs)
         batch = batch.updated(weights.to(dtype), means.to(dtype), prec.to(dtype), covs)
         lls = (ll / count).tolist()
-        # The best of each label's mixtures (key False) and of its sound ones
-        # (key True): only a sound mixture may stop a sound one, which may end
-        # as its label's only clean fit (a collapsing one's log-likelihood
-        # grows without bound).
-        lead = {False: {}, True: {}}
+        # Only a sound mixture may stop a sound one (gaussmix.rivals).
+        lead = Leads()
         sound = [False] * len(active)
         if rivals is not None:
-            sound = _sound(batch, float(count), d)
-            lbs = [(i, lb, ok) for i, lb, ok in zip(active, lls, sound)]
-            lbs += [(i, r.lower_bound, sound_at_end[i]) for i, r in enumerate(results)
-                    if r is not None]
-            for i, lb, ok in lbs:
-                for key in ((False, True) if ok else (False,)):
-                    lead[key][rivals[i]] = max(lead[key].get(rivals[i], -math.inf), lb)
+            sound = sound_groups(batch, float(count), d)
+            for i, lb, ok in zip(active, lls, sound):
+                lead.add(rivals[i], lb, ok)
+            for i, r in enumerate(results):
+                if r is not None:
+                    lead.add(rivals[i], r.lower_bound, sound_at_end[i])
         still, keep = [], []
         for c, (i, lb) in enumerate(zip(active, lls)):
             if bad[c]:
@@ -510,8 +507,7 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
                                       list(runs[i].events))
             elif done_iter[i] >= max_iter or (
                     rivals is not None and not (protected and protected[i])
-                    and _hopeless(history[i], lead[sound[c]].get(rivals[i], -math.inf),
-                                  float(count))):
+                    and hopeless(history[i], lead.of(rivals[i], sound[c]), float(count))):
                 results[i] = EMResult(batch.group(c), False, done_iter[i], lb, history[i],
                                       list(runs[i].events))
             else:
@@ -530,52 +526,3 @@ def _with_covariances(params: GMMParams) -> GMMParams:
     p = params.to(dtype=torch.float64)
     return p if p.covariances is not None else GMMParams(
         p.weights, p.means, p.precisions_cholesky, p.covariance_type, p.get_covariances())
-
-
-def _sound(batch: _Batch, n_samples: float, n_features: int) -> list:
-    """Per group, whether its parameters look clear of collapse
-    (:data:`gaussmix.guard.SOUND_COUNT_FACTOR`): counts ``n_samples * weight``
-    and the squared pivots of each covariance matrix's Cholesky factor, in
-    the data's units."""
-    cov = batch.cov
-    mats = batch.covs if cov.shared else cov.matrices(batch.covs, n_features)
-    pivots = torch.linalg.cholesky_ex(mats.double())[0].diagonal(dim1=-2, dim2=-1)
-    low = pivots.square().amin(-1)
-    n_groups = len(batch.sizes)
-    inf = torch.full((n_groups,), math.inf, dtype=torch.float64, device=low.device)
-    if not cov.shared:
-        low = inf.scatter_reduce(0, batch.owner, low, "amin")
-    least = inf.scatter_reduce(0, batch.owner, batch.weights.double() * n_samples, "amin")
-    need = SOUND_COUNT_FACTOR * cov.min_count(n_features)
-    return ((least >= need) & (low >= SOUND_MIN_PIVOT)).tolist()
-
-
-#: Iterations a run makes before it may be stopped as hopeless.
-PRUNE_AFTER = 10
-
-
-def prune_margin(total_log_likelihood: float) -> float:
-    """How far (total log-likelihood) below its best rival a run's predicted
-    end must be to stop it: one unit, or 1e-4 relative on large totals."""
-    return max(1.0, 1e-4 * abs(total_log_likelihood))
-
-
-def _hopeless(history: list, lead: float, count: float) -> bool:
-    """Whether a run predicted to end well below ``lead`` should stop.
-
-    EM's log-likelihood converges about linearly; with ratio ``a`` of its last
-    two increments, Aitken's extrapolation ``l + d a / (1 - a)`` estimates its
-    limit.  Without a usable ratio (increments not shrinking) nothing is
-    predicted and the run goes on.
-    """
-    if len(history) < PRUNE_AFTER:
-        return False
-    d0 = history[-2] - history[-3]
-    d1 = history[-1] - history[-2]
-    if not (d0 > 0 and 0 <= d1 < d0):
-        return False
-    a = d1 / d0
-    limit = history[-1] + d1 * a / (1 - a)
-    return count * (lead - limit) > prune_margin(count * lead)
-
-

@@ -15,8 +15,7 @@ import torch
 
 from .covariance import get_covariance_type
 
-__all__ = ["SOUND_COUNT_FACTOR", "SOUND_MIN_PIVOT", "VARIANCE_RTOL", "DataScale",
-           "DegenerateFitWarning", "RegularizationWarning",
+__all__ = ["VARIANCE_RTOL", "DataScale", "DegenerateFitWarning", "RegularizationWarning",
            "collapsed_components", "min_component_count", "warn_if_reg_covar_dominates"]
 
 # Relative size, against the data's own variance along the same direction, below
@@ -25,22 +24,6 @@ __all__ = ["SOUND_COUNT_FACTOR", "SOUND_MIN_PIVOT", "VARIANCE_RTOL", "DataScale"
 # rounding (~1e-16 relative); a genuine cluster would need a standard deviation
 # a thousand times smaller than the data's to be caught.
 VARIANCE_RTOL = 1e-6
-
-
-#: While EM runs, a mixture looks sound (clear of collapse) while every
-#: component holds at least ``SOUND_COUNT_FACTOR`` times the points its
-#: covariance needs (:func:`min_component_count`) and every pivot of its
-#: covariances' Cholesky factors, squared, on standardised data, is at least
-#: ``SOUND_MIN_PIVOT`` (a collapsed component sits at the regularisation,
-#: 1e-8 relative).  The margins above this guard's own thresholds (1 x the
-#: count, an eigenvalue of ``VARIANCE_RTOL``) catch a collapse on its way.
-#: A pivot is never below the smallest eigenvalue but may be far above it (a
-#: matrix pinned at eigenvalue ``e`` along a diagonal direction has a least
-#: pivot near ``sqrt(e * largest)``): such a mixture looks sound.  The search
-#: lets only a sound run stop a sound rival as hopeless
-#: (:func:`gaussmix.joint.fit_joint`, :func:`gaussmix.batched.fit_batched`).
-SOUND_COUNT_FACTOR = 1.5
-SOUND_MIN_PIVOT = 1e-4
 
 
 class DegenerateFitWarning(UserWarning):

@@ -44,10 +44,10 @@ import math
 
 import torch
 
-from .batched import _hopeless
 from .expectation import _exp_floor
 from .joint_run import JointRun
 from .quadratic import _n_features, _unpack, quadratic_features
+from .rivals import Leads, hopeless
 from .run_pack import _factored_pack, _Pack, take_runs
 from .stopping import has_converged
 
@@ -312,23 +312,15 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
         return
     pack = _factored_pack(phi, active, reg_covar)
     moving = {id(r) for r in active}
-    # The best finished run of each label (stopped runs never change): of
-    # all (key False) and of the sound ones (key True).  A collapsing run's
-    # log-likelihood grows without bound: only a sound run may stop a sound
-    # one, which may end as its cell's clean fit.
-    done = {False: {}, True: {}}
-
-    def finished(r, sound):
-        for key in ((False, True) if sound else (False,)):
-            best = done[key]
-            best[label[id(r)]] = max(best.get(label[id(r)], -math.inf), r.lower_bound)
-
+    # The best finished runs of each label (stopped runs never change); only
+    # a sound run may stop a sound one (gaussmix.rivals).
+    done = Leads()
     if rivals is not None:
         before_call = [r for r in runs if not r.failed and r.has_params and id(r) not in moving]
         if before_call:
             for r, ok in zip(before_call, _factored_pack(phi, before_call).sound(n)):
                 r.sound = ok
-                finished(r, ok)
+                done.add(label[id(r)], r.lower_bound, ok)
     while pack.runs:
         g = len(pack.runs)
         ll, totals = _totals(phi, pack.coefficients(), g, pack.kmax)
@@ -342,13 +334,12 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
                       for j, lb, r in zip(pack.jumped.tolist(), lls, pack.runs)]
             if any(undone):
                 pack.fall_back(undone)
-        lead = {key: dict(best) for key, best in done.items()}
+        lead = done.copy()
         labs = [label[id(r)] for r in pack.runs]
         if rivals is not None:
             for lab, lb, u, ok in zip(labs, lls, undone, sound):
-                for key in ((False, True) if ok else (False,)):
-                    if not u and lb > lead[key].get(lab, -math.inf):
-                        lead[key][lab] = lb
+                if not u:
+                    lead.add(lab, lb, ok)
         keep, stopped = [], []
         for i, (r, lb) in enumerate(zip(pack.runs, lls)):
             if undone[i]:
@@ -369,16 +360,16 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
                 r.converged = True
             elif not (r.n_iter >= max_iter or (
                     rivals is not None and id(r) not in guarded
-                    and _hopeless(r.history, lead[sound[i]].get(labs[i], -math.inf),
-                                  float(n)))):
+                    and hopeless(r.history, lead.of(labs[i], sound[i]), float(n)))):
                 keep.append(i)
                 continue
             stopped.append(i)
         pack.store(stopped)
         for i in stopped:
+            r = pack.runs[i]
             if rivals is not None:
-                pack.runs[i].sound = sound[i]
-            finished(pack.runs[i], sound[i])
+                r.sound = sound[i]
+                done.add(label[id(r)], r.lower_bound, sound[i])
         if len(keep) < g:
             if not keep:
                 break

@@ -11,7 +11,7 @@ import torch
 from .covariance import get_covariance_type
 from .covariance.base import _LOG_2PI, CovarianceType
 from .em import EMPTY_FRACTION
-from .guard import SOUND_COUNT_FACTOR, SOUND_MIN_PIVOT
+from .rivals import SOUND_COUNT_FACTOR, SOUND_MIN_PIVOT
 from .joint_run import StoredRows
 from .quadratic import _n_features, _pairs, _unpack
 
@@ -247,7 +247,7 @@ class _Pack:
 
     def sound(self, n_samples: int) -> list:
         """Per run, whether its current parameters are clear of collapse (see
-        :data:`gaussmix.guard.SOUND_COUNT_FACTOR`; a component's count is its
+        :data:`gaussmix.rivals.SOUND_COUNT_FACTOR`; a component's count is its
         weight times ``n_samples``; pivots in the type's units): a collapsing
         run's log-likelihood grows without bound, and it must not make other
         runs look hopeless."""
