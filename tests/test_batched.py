@@ -12,7 +12,7 @@ from sklearn.mixture import GaussianMixture as SkGM
 from gaussmix import GaussianMixture, load, select_model
 from gaussmix.covariance import get_covariance_type
 from gaussmix.batched import fit_batched
-from gaussmix.candidates import batch_applies, fit_candidates
+from gaussmix.grid_fit import batch_applies, fit_candidates
 from gaussmix.params import GMMParams
 from gaussmix.selection import DegenerateFitWarning, concurrent_applies
 

@@ -12,7 +12,7 @@ mixture keeps its own stopping rule (:func:`gaussmix.stopping.has_converged`); a
 converged mixture leaves the batch, exactly as a separate fit would stop.  A
 mixture that needs what the batch does not do (re-seeding an emptied
 component, extra regularisation) is reported as failed, for the caller to fit
-on its own (:func:`gaussmix.candidates.fit_candidates`) or to drop
+on its own (:func:`gaussmix.grid_fit.fit_candidates`) or to drop
 (:mod:`gaussmix.search`).
 
 On a GPU the batch replaces many small kernels per iteration (one set per

@@ -29,7 +29,7 @@ def _shared_partitions():
     """Within the block, :func:`kmeans` computes each partition once.
 
     For fits of one data set only (the grid of
-    :func:`gaussmix.candidates.fit_candidates`, where every covariance type
+    :func:`gaussmix.grid_fit.fit_candidates`, where every covariance type
     of one ``K`` starts from the same seed, hence from the same partition):
     a later call with the same number of clusters and generator state
     returns the first one's labels and leaves the generator in the state the

@@ -28,12 +28,10 @@ from sklearn.utils import check_random_state
 
 from ._validation import as_tensor_2d, resolve_device, resolve_dtype
 from .candidates import (
-    CPU_BATCH_MAX_SAMPLES,
     SEARCH_DEFAULTS,
     SEARCH_PARAMS,
     STARTS,
     check_search,
-    concurrent_applies,
     estimator_plans,
     search_plans,
     worth_reseeding,
@@ -42,6 +40,7 @@ from .covariance import MCLUST_MODELS, get_covariance_type
 from .data import check_in_memory, chunk_rows, iter_chunks
 from .em import e_step
 from .estimator import GaussianMixture
+from .grid_fit import CPU_BATCH_MAX_SAMPLES, concurrent_applies
 from .guard import (
     VARIANCE_RTOL,
     DataScale,
