@@ -59,8 +59,14 @@ class GMMParams:
         Data are centred on it before any matmul, so that large offsets (data
         around 1e6 with unit spread) cost no precision in float32.  It is a
         function of the parameters alone, so every rank and every chunk agree.
+        Computed once per bundle (an EM iteration reads it several times);
+        any shift gives the same mixture, it only sets the rounding.
         """
-        return self.weights.to(self.means.dtype) @ self.means
+        cached = self.__dict__.get("_shift")
+        if cached is None:
+            cached = self.weights.to(self.means.dtype) @ self.means
+            object.__setattr__(self, "_shift", cached)
+        return cached
 
     def to(self, device=None, dtype=None) -> "GMMParams":
         """Move every tensor to ``device`` and/or ``dtype`` (``self`` when they
