@@ -101,6 +101,8 @@ class Leads:
         return self._best[bool(sound)].get(label, -math.inf)
 
     def copy(self) -> "Leads":
+        """An independent copy (a pass adds its active runs to a copy of the
+        finished ones)."""
         out = Leads()
         out._best = {key: dict(best) for key, best in self._best.items()}
         return out
