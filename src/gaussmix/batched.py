@@ -461,7 +461,8 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
     sound_at_end = [False] * len(runs)
     ended = [i for i, r in enumerate(results) if r is not None]
     if rivals is not None and ended:
-        ended_batch = _Batch.of([_with_covariances(results[i].params) for i in ended])
+        ended_batch = _Batch.of([results[i].params.to(dtype=torch.float64).with_covariances()
+                                 for i in ended])
         for i, ok in zip(ended, sound_groups(ended_batch, float(n), d)):
             sound_at_end[i] = ok
     batch = _Batch.of([runs[i].params.to(dtype=dtype) for i in active])
@@ -519,10 +520,3 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
             batch = batch.keep(keep)
         active = still
     return results
-
-
-def _with_covariances(params: GMMParams) -> GMMParams:
-    """``params`` in float64 with its covariances stored."""
-    p = params.to(dtype=torch.float64)
-    return p if p.covariances is not None else GMMParams(
-        p.weights, p.means, p.precisions_cholesky, p.covariance_type, p.get_covariances())

@@ -465,12 +465,7 @@ class GaussianMixture(BaseMixture):
         return self
 
     def _set_result(self, result: EMResult):
-        params = result.params.to(device=self._device, dtype=self._dtype)
-        if params.covariances is None:
-            params = GMMParams(
-                params.weights, params.means, params.precisions_cholesky,
-                params.covariance_type, params.get_covariances(),
-            )
+        params = result.params.to(device=self._device, dtype=self._dtype).with_covariances()
         self._params = params
         out = self._tensor_io
         self.weights_ = to_output(params.weights, out)

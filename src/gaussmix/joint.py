@@ -290,8 +290,7 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
         A run that looks clear of collapse (:meth:`_Pack.sound`) is compared
         with the best such rival only: a collapsing run's log-likelihood
         grows without bound, and the run it would stop may end as the
-        label's only clean fit.  Each stopped run's :attr:`JointRun.sound`
-        is set.
+        label's only clean fit.
     protected : list of bool, optional
         Runs never stopped early.
     accelerate : bool
@@ -319,7 +318,6 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
         before_call = [r for r in runs if not r.failed and r.has_params and id(r) not in moving]
         if before_call:
             for r, ok in zip(before_call, _factored_pack(phi, before_call).sound(n)):
-                r.sound = ok
                 done.add(label[id(r)], r.lower_bound, ok)
     while pack.runs:
         g = len(pack.runs)
@@ -365,11 +363,9 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
                 continue
             stopped.append(i)
         pack.store(stopped)
-        for i in stopped:
-            r = pack.runs[i]
-            if rivals is not None:
-                r.sound = sound[i]
-                done.add(label[id(r)], r.lower_bound, sound[i])
+        if rivals is not None:
+            for i in stopped:
+                done.add(label[id(pack.runs[i])], pack.runs[i].lower_bound, sound[i])
         if len(keep) < g:
             if not keep:
                 break

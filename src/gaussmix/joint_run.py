@@ -69,10 +69,6 @@ class JointRun:
     converged, failed : bool
         ``failed``: a step needed what the engine does not do (an emptied
         component, non-finite totals, a covariance that cannot be factorised).
-    sound : bool or None
-        Whether its parameters looked clear of collapse when it last stopped
-        in a batch with rivals (:meth:`gaussmix.run_pack._Pack.sound`); None
-        when not judged.
     """
 
     def __init__(self, cov_name: str, k: int, units: torch.Tensor | None = None,
@@ -86,7 +82,6 @@ class JointRun:
         self.history: list = []
         self.converged = False
         self.failed = False
-        self.sound: bool | None = None
 
     def __repr__(self) -> str:
         return (f"JointRun({self.cov_name!r}, k={self.k}, n_iter={self.n_iter}, "

@@ -112,6 +112,13 @@ class GMMParams:
             return self.covariances
         return self.cov.covariances(self.precisions_cholesky)
 
+    def with_covariances(self) -> "GMMParams":
+        """``self`` with its covariances stored (derived from the precision
+        factors when not known)."""
+        if self.covariances is not None:
+            return self
+        return replace(self, covariances=self.get_covariances())
+
     def get_precisions(self) -> torch.Tensor:
         """Precision matrices (or vectors / scalars for diag / spherical)."""
         return self.cov.precisions(self.precisions_cholesky)

@@ -65,24 +65,18 @@ class _Pack:
         # infinity on padding slots.
         self.need = SOUND_COUNT_FACTOR * torch.tensor(
             [get_covariance_type(r.cov_name).min_count(d) for r in runs], dtype=f64, device=device)
-        self.pad_inf = torch.where(mask, 0.0, torch.inf).to(f64)
         self.units = torch.ones(g, 1, d, dtype=f64, device=device)
         for _, a, b, scale in self.blocks:
             if scale is not None:
                 self.units[a:b] = torch.diagonal(scale).sqrt()
-        # Per component, what the M-step adds: to the counts 10 eps (1 on
-        # padding, which then never looks empty); to the scatter, before the
-        # type's constraint, the regularisation in the type's units; the
-        # padding's covariances it replaces by the identity.
-        self.real = mask.to(f64)
-        self.pad_one = 1.0 - self.real
-        self.count_pad = torch.where(mask, 10.0 * torch.finfo(f64).eps, 1.0)
+        self._set_slots(mask)
+        # To the scatter, before the type's constraint, the M-step adds the
+        # regularisation in the type's units (on the diagonal only: the
+        # scale's diagonal is u_i^2).
         reg = torch.zeros(g, kmax, d, dtype=f64, device=device)
         for _, a, b, scale in self.blocks:
-            # On the diagonal only: the scale's diagonal is u_i^2.
             reg[a:b] = reg_covar if scale is None else reg_covar / torch.diagonal(scale)
         self.reg = reg * self.real.unsqueeze(-1)
-        self.slots = mask[..., None, None]
         self.eye = eye
         # Over-relaxation (:meth:`extrapolate`): each run's step factor,
         # whether its current parameters are an extrapolated point, and the
@@ -92,6 +86,20 @@ class _Pack:
         self.eta = torch.ones(g, dtype=f64, device=device)
         self.jumped = torch.zeros(g, dtype=torch.bool, device=device)
         self.safe = None
+
+    def _set_slots(self, mask: torch.Tensor) -> None:
+        """The forms of the real-slot mask (G, K_max) that the steps use:
+        ``slots`` (G, K_max, 1, 1; the M-step puts the identity elsewhere),
+        ``real`` (1.0 on real slots), ``pad_one`` (1.0 on padding, which lifts
+        a padding weight of 0 out of a minimum), ``pad_inf`` (infinity on
+        padding, for :meth:`sound`'s pivots) and ``count_pad`` (added to the
+        counts: 10 eps, and 1 on padding, which then never looks empty)."""
+        f64 = torch.float64
+        self.slots = mask[..., None, None]
+        self.real = mask.to(f64)
+        self.pad_one = 1.0 - self.real
+        self.pad_inf = torch.where(mask, 0.0, torch.inf).to(f64)
+        self.count_pad = torch.where(mask, 10.0 * torch.finfo(f64).eps, 1.0)
 
     def _gather(self, runs: list, have: list, mask: torch.Tensor) -> None:
         """Place the parameters of the runs at positions ``have`` into the
@@ -168,8 +176,8 @@ class _Pack:
         idx = torch.tensor(rows, device=self.weights.device)
         self.runs = [self.runs[i] for i in rows]
         self.kmax = max(r.k for r in self.runs)
-        for name in ("weights", "means", "covs", "chol", "real", "pad_one", "count_pad", "reg",
-                     "slots", "pad_inf"):
+        self._set_slots(take_runs(self.slots[:, :, 0, 0], idx, self.kmax))
+        for name in ("weights", "means", "covs", "chol", "reg"):
             setattr(self, name, take_runs(getattr(self, name), idx, self.kmax))
         for name in ("affine", "eta", "jumped", "need", "units"):
             setattr(self, name, getattr(self, name).index_select(0, idx))
