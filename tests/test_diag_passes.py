@@ -100,12 +100,14 @@ def test_separated_blobs_equal_scikit_learn(covariance_type):
 
 def test_longer_cpu_chunks_for_diag_and_spherical():
     """No (B, K*D) intermediate on their one-shift path: longer CPU chunks,
-    the other types' sizes unchanged."""
+    and for full where its packed form applies; tied's sizes unchanged, and
+    full's where the packed features would be wider than K*D."""
     from gaussmix.data import chunk_rows
 
     base = chunk_rows(10**6, 16, 16)
-    assert chunk_rows(10**6, 16, 16, covariance_type="full") == base
-    for kind in TYPES:
+    assert chunk_rows(10**6, 16, 16, covariance_type="tied") == base
+    assert chunk_rows(10**6, 2, 16, covariance_type="full") == chunk_rows(10**6, 2, 16)
+    for kind in TYPES + ["full", "VVV", "EEV"]:
         rows = chunk_rows(10**6, 16, 16, covariance_type=kind)
         assert rows > 2 * base
         assert chunk_rows(100, 16, 16, covariance_type=kind) == 100

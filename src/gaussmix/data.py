@@ -53,6 +53,14 @@ _CPU_MIN_ROWS = 256
 _CUDA_BUDGET = 1 << 22
 
 
+def _component_major(covariance_type: str, k: int, d: int) -> bool:
+    """Whether a one-shift pass of this type and shape holds (K, B)
+    log-probabilities and no (B, K*D) intermediate."""
+    from .covariance import get_covariance_type  # the strategies import nothing from here
+
+    return get_covariance_type(covariance_type).pass_form(k, d).component_major
+
+
 def chunk_rows(n_samples: int, n_components: int, n_features: int, device=None,
                dtype=torch.float64, batch_size: int | None = None,
                covariance_type: str | None = None) -> int:
@@ -71,8 +79,8 @@ def chunk_rows(n_samples: int, n_components: int, n_features: int, device=None,
     batch_size : int, optional
         Explicit user choice; wins when given.
     covariance_type : str, optional
-        On the CPU, ``"diag"`` and ``"spherical"`` get longer chunks: their
-        passes hold no (B, K*D) intermediate.
+        On the CPU, types whose passes hold no (B, K*D) intermediate (diag,
+        spherical, full where its packed form applies) get longer chunks.
 
     Returns
     -------
@@ -87,8 +95,9 @@ def chunk_rows(n_samples: int, n_components: int, n_features: int, device=None,
     per_row = max(k * d, d * d if d < k else 0) + 4 * k + 2 * d
     dev = torch.device(device) if device is not None else torch.device("cpu")
     elem = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 8
-    if dev.type != "cuda" and covariance_type in ("diag", "spherical"):
-        # Features of about 2D columns and (K, B) log-probabilities; the
+    if dev.type != "cuda" and covariance_type is not None and _component_major(covariance_type, k, d):
+        # diag, spherical and packed full (covariance.full_packed): features
+        # and (K, B) log-probabilities, no (B, K*D) intermediate; the
         # per-component (B, K, D) form of float32 data very far from the
         # mixture mean still fits the CPU budget's purpose (cache, not
         # memory).  Measured per pass at 100k x 16 x 16, float64, 1 thread:

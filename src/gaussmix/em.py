@@ -112,7 +112,10 @@ def run_em(
     ----------
     chunks : callable
         Returns a fresh iterable of ``(X_chunk, weight_chunk)`` pairs, one
-        pass over the data, each time it is called.
+        pass over the data, each time it is called.  Its attribute
+        ``feature_cache`` (a :class:`~gaussmix.feature_cache.FeatureCache`),
+        where set, keeps features from pass to pass: only for views of one
+        in-memory tensor.
     params : GMMParams
         Initial parameters, in the data's dtype and on its device.
     reg_covar, tol, max_iter : float, float, int
@@ -177,7 +180,8 @@ def run_em(
     for n_iter in range(start_iter + 1, max_iter + 1):
         prev = lower_bound
         shift = moment_shift(params)
-        stats = accumulate(chunks(), params, shift, entropy=update is not None)
+        stats = accumulate(chunks(), params, shift, entropy=update is not None,
+                           cache=getattr(chunks, "feature_cache", None))
         if reduce is not None:
             stats = reduce(stats)
         _check_finite_stats(stats)

@@ -78,10 +78,10 @@ class _Pass:
     """
 
     __slots__ = ("cov", "shift", "prep", "const", "offsets", "direct", "entropy", "raw", "axis",
-                 "bits", "_feats", "_wlp")
+                 "bits", "cache", "_feats", "_wlp")
 
     def __init__(self, params: GMMParams, moments_at: torch.Tensor | None = None,
-                 entropy: bool = False):
+                 entropy: bool = False, cache=None):
         cov = params.cov
         d = params.n_features
         self.cov = cov
@@ -105,6 +105,17 @@ class _Pass:
                 self.shift = torch.zeros_like(self.shift)
                 self.offsets = moments_at
                 self.direct = (params.means, params.precisions_cholesky)
+        self.cache = None
+        if self.offsets is None and self.direct is None:
+            # One shift: the type may run the pass in a cheaper equivalent form.
+            cov = self.cov = cov.pass_form(params.n_components, d, params.means.device)
+            if cache is not None and cov.cacheable_features:
+                # Features of X - centre, kept from pass to pass: the moments
+                # are taken around the centre and moved to this pass's shift.
+                centre = cache.centre_for(cov, moments_at.dtype)
+                self.offsets = (moments_at - centre).expand(params.n_components, d)
+                self.shift = centre
+                self.cache = cache
         log_det = cov.log_det(params.precisions_cholesky, d)
         self.const = params.log_weight_terms() + (log_det - 0.5 * d * _LOG_2PI)
         self.axis = 0 if cov.component_major else 1
@@ -143,6 +154,12 @@ class _Pass:
         """(K, B) log-probabilities from the distance GEMM, into the pass's buffers."""
         b = X.shape[0]
         k = self.prep.shape[0]
+        if self.cache is not None:
+            feats = self.cache.features(X, lambda: self.cov.features(X, self.shift)[1])
+            if self._wlp is None or self._wlp.numel() < k * b:
+                self._wlp = torch.empty(k * b, dtype=feats.dtype, device=feats.device)
+            wlp = self.cov.log_prob_prepared(feats, self.prep, self._wlp[: k * b].view(k, b))
+            return wlp, None, feats
         if self._feats is None or self._feats.shape[0] < b:
             xc, feats = self.cov.features(X, self.shift)
             self._feats = feats
@@ -320,7 +337,7 @@ def chunk_stats(
 
 
 def accumulate(chunks: Chunks, params: GMMParams, moments_at: torch.Tensor | None = None,
-               entropy: bool = False) -> SuffStats:
+               entropy: bool = False, cache=None) -> SuffStats:
     """Sum :func:`chunk_stats` over chunks (one pass over the data).
 
     The per-pass constants are computed once and each chunk's statistics go
@@ -336,9 +353,14 @@ def accumulate(chunks: Chunks, params: GMMParams, moments_at: torch.Tensor | Non
     entropy : bool
         Also sum the responsibilities' ``r log r`` (a
         :class:`~gaussmix.stats.VariationalStats` is returned).
+    cache : FeatureCache, optional
+        The fit's :class:`~gaussmix.feature_cache.FeatureCache`: only for
+        chunks that are views of one in-memory tensor, the same on every pass.
     """
     total = _zeros(params, entropy)
-    ctx = _Pass(params, moments_at, entropy)
+    if moments_at is None:
+        moments_at = moment_shift(params)
+    ctx = _Pass(params, moments_at, entropy, cache)
     rows = 0
     unweighted_rows = 0
     weight_sums = []

@@ -50,6 +50,7 @@ from .checkpoint import FitCheckpoint
 from .data import RESERVOIR_SIZE, as_source, chunk_rows, iter_chunks, reservoir_sample
 from .distributed import Communicator
 from .em import EMResult, run_em
+from .feature_cache import FeatureCache
 from .guard import warn_if_reg_covar_dominates
 from .threads import threads_for_input, torch_threads
 from .variational import data_moments
@@ -216,6 +217,11 @@ class FitEngine:
 
             def chunks():
                 return iter_chunks(Xt, w, rows)
+
+            if self.batch_size is None and n > 0:
+                # Views of Xt, the same every pass: features may be kept
+                # (a batch_size asks for bounded memory instead).
+                chunks.feature_cache = FeatureCache(Xt.mean(0, dtype=torch.float64))
 
             def fingerprint():
                 total = torch.zeros(d, dtype=torch.float64, device=device)

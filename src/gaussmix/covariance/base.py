@@ -451,6 +451,17 @@ class CovarianceType(ConjugateMStep):
     #: Whether the E-step's log-probabilities and responsibilities are (K, B) (diag).
     component_major = False
 
+    #: Whether a fit may keep each in-memory chunk's :meth:`features` for all
+    #: its passes (:mod:`gaussmix.feature_cache`).
+    cacheable_features = False
+
+    def pass_form(self, n_components: int, n_features: int, device=None) -> "CovarianceType":
+        """The strategy whose arithmetic runs a one-shift pass of this type:
+        ``self``, or an equivalent form that costs less at this shape and on
+        this device (full covariances on the CPU: :mod:`.full_packed`).
+        Parameters and statistics keep this type's shapes either way."""
+        return self
+
     def moments_around(self, xc: torch.Tensor, resp: torch.Tensor, offsets: torch.Tensor,
                        owner: torch.Tensor | None = None) -> tuple:
         """Per-chunk statistics with each component's moments around its own point.

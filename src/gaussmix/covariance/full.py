@@ -101,6 +101,15 @@ class Full(CovarianceType):
     def from_full_form(self, covariances):
         return covariances
 
+    def pass_form(self, n_components, n_features, device=None):
+        # Imported here: the packed form is a subclass of this one.
+        from .full_packed import PACKED_FULL, packed_applies
+
+        # CUDA keeps the plain form until the packed one is timed there
+        # (docs/PERFORMANCE.md).
+        on_cpu = device is None or torch.device(device).type == "cpu"
+        return PACKED_FULL if on_cpu and packed_applies(n_components, n_features) else self
+
     def min_count(self, n_features):
         return n_features + 1  # fewer points give a singular covariance
 

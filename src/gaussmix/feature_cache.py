@@ -1,0 +1,68 @@
+"""Per-chunk features of in-memory data, computed once per fit.
+
+A covariance form whose E-step reads features of the data that take as long
+to build as the GEMMs that read them (packed quadratic features,
+:mod:`gaussmix.covariance.full_packed`) builds them on the first pass and
+reads them on every later one.  The features are of ``X - centre`` with one
+centre fixed for the whole fit (the data's mean); each pass then takes its
+moments around that centre and moves them to its own shift once, in float64
+(:meth:`~gaussmix.covariance.full_packed.PackedFull.moments_from_raw`).
+
+Only a fit on in-memory data, chunked without ``batch_size``, has a cache: its
+chunks are views of one tensor that outlives the fit, so a view's address and
+length name its rows.  Out-of-core chunks are fresh tensors on every pass.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["FeatureCache", "CACHE_BYTES"]
+
+#: Most bytes of features one fit keeps (chunks past it are rebuilt on each
+#: pass).  100 000 x 16 float64 data take 122 MB of packed features.
+CACHE_BYTES = 1 << 30
+
+
+class FeatureCache:
+    """Features of the chunks of one in-memory data set.
+
+    Parameters
+    ----------
+    centre : Tensor (D,)
+        Where the features are taken: any point near the data (the fit passes
+        the data's mean).  It depends on the data alone, so that a fit resumed
+        from a checkpoint rounds exactly as the uninterrupted one.
+    limit : int
+        Bytes of features kept at most.
+    """
+
+    def __init__(self, centre: torch.Tensor, limit: int = CACHE_BYTES):
+        self.limit = limit
+        self._centre = centre
+        self.centre: torch.Tensor | None = None
+        self._form = None
+        self._store: dict = {}
+        self._bytes = 0
+
+    def centre_for(self, form, dtype: torch.dtype) -> torch.Tensor:
+        """The centre of ``form``'s features in ``dtype`` (another form or
+        dtype than the cached features' empties the cache)."""
+        if form is not self._form or self.centre is None or self.centre.dtype != dtype:
+            self._form, self.centre = form, self._centre.to(dtype)
+            self._store.clear()
+            self._bytes = 0
+        return self.centre
+
+    def features(self, X: torch.Tensor, build) -> torch.Tensor:
+        """The features of chunk ``X``: cached, or ``build()``'s result
+        (kept while the limit allows)."""
+        key = (X.data_ptr(), X.shape[0], X.dtype, X.device)
+        feats = self._store.get(key)
+        if feats is None:
+            feats = build()
+            size = feats.numel() * feats.element_size()
+            if self._bytes + size <= self.limit:
+                self._store[key] = feats
+                self._bytes += size
+        return feats
