@@ -100,15 +100,19 @@ def test_separated_blobs_equal_scikit_learn(covariance_type):
 
 def test_longer_cpu_chunks_for_diag_and_spherical():
     """No (B, K*D) intermediate on their one-shift path: longer CPU chunks,
-    and for full where its packed form applies; tied's sizes unchanged, and
-    full's where the packed features would be wider than K*D."""
+    and for full where a fit keeps features and the packed form applies;
+    tied's sizes unchanged, and full's where the packed features would be
+    more than twice as wide as K*D."""
     from gaussmix.data import chunk_rows
 
     base = chunk_rows(10**6, 16, 16)
-    assert chunk_rows(10**6, 16, 16, covariance_type="tied") == base
-    assert chunk_rows(10**6, 2, 16, covariance_type="full") == chunk_rows(10**6, 2, 16)
+    assert chunk_rows(10**6, 16, 16, covariance_type="tied", kept_features=True) == base
+    assert (chunk_rows(10**6, 4, 16, covariance_type="full", kept_features=True)
+            == chunk_rows(10**6, 4, 16))
+    assert chunk_rows(10**6, 16, 16, covariance_type="full") == base  # features not kept
+    for kind in TYPES:
+        assert chunk_rows(10**6, 16, 16, covariance_type=kind) > 2 * base
     for kind in TYPES + ["full", "VVV", "EEV"]:
-        rows = chunk_rows(10**6, 16, 16, covariance_type=kind)
-        assert rows > 2 * base
+        assert chunk_rows(10**6, 16, 16, covariance_type=kind, kept_features=True) > 2 * base
         assert chunk_rows(100, 16, 16, covariance_type=kind) == 100
         assert chunk_rows(10**6, 16, 16, batch_size=500, covariance_type=kind) == 500

@@ -16,7 +16,7 @@ import gaussmix.covariance.full_packed as fp
 from gaussmix import GaussianMixture
 from gaussmix.covariance import get_covariance_type
 from gaussmix.data import iter_chunks
-from gaussmix.em import accumulate, e_step, run_em
+from gaussmix.em import accumulate, run_em
 from gaussmix.feature_cache import FeatureCache
 from gaussmix.kernels import reference
 
@@ -32,7 +32,7 @@ def test_pass_form_chooses_packed_only_where_it_is_narrower():
     full = get_covariance_type("full")
     assert isinstance(full.pass_form(16, 16), fp.PackedFull)  # 153 columns <= 256
     assert isinstance(get_covariance_type("VEV").pass_form(16, 16), fp.PackedFull)
-    assert full.pass_form(2, 16) is full  # 153 > 32
+    assert full.pass_form(4, 16) is full  # 153 > 2 * 64
     assert full.pass_form(5, 1) is full  # D = 1: nothing to pack
     assert full.pass_form(16, 16, "cuda") is full  # not timed on a GPU yet
     assert isinstance(full.pass_form(16, 16, torch.device("cpu")), fp.PackedFull)
@@ -56,11 +56,12 @@ def test_packed_statistics_match_reference(always_packed, n, d, k, weighted):
     w = torch.rand(n, generator=gen, dtype=torch.float64) * 3.0 if weighted else None
     ref = reference.chunk_stats(X, p, w)
     for rows in (n, max(1, n // 3)):
-        fast = accumulate(iter_chunks(X, w, rows), p)
-        for f in FIELDS:
-            assert relerr(getattr(fast, f), ref[f]) < 1e-11, (rows, f)
-    log_resp, _ = e_step(X, p)
-    assert relerr(log_resp.exp(), ref["log_resp"].exp()) < 1e-11
+        cache = FeatureCache(X.mean(0))
+        for _ in range(2):  # features built, then read
+            fast = accumulate(iter_chunks(X, w, rows), p, cache=cache)
+            for f in FIELDS:
+                assert relerr(getattr(fast, f), ref[f]) < 1e-11, (rows, f)
+        assert len(cache._store) == -(-n // rows)  # the packed form ran
 
 
 @pytest.mark.parametrize("offset", [0.0, 40.0])
@@ -127,6 +128,30 @@ def test_em_with_cache_equals_em_without():
     # Rounding differs (moments around the first pass's centre, then moved).
     np.testing.assert_allclose(b.lower_bounds, a.lower_bounds, rtol=1e-10)
     np.testing.assert_allclose(b.params.means.numpy(), a.params.means.numpy(), rtol=1e-9, atol=1e-10)
+
+
+def test_fits_keep_features_only_where_it_pays(monkeypatch):
+    """In memory, at least MIN_ROWS rows and no batch_size: the fit's chunks
+    carry a cache; smaller data, a batch_size or a source do not."""
+    from gaussmix import feature_cache
+    from gaussmix.fitting import FitEngine
+
+    seen = []
+    original = FitEngine._fit_data
+
+    def spy(self, *args, **kwargs):
+        data = original(self, *args, **kwargs)
+        seen.append(getattr(data.chunks, "feature_cache", None))
+        return data
+
+    monkeypatch.setattr(FitEngine, "_fit_data", spy)
+    X = np.random.default_rng(0).normal(size=(feature_cache.MIN_ROWS, 3))
+    GaussianMixture(2, max_iter=2).fit(X)
+    GaussianMixture(2, max_iter=2).fit(X[:-1])
+    GaussianMixture(2, max_iter=2, batch_size=500).fit(X)
+    GaussianMixture(2, max_iter=2).fit([X[:1000], X[1000:]])
+    assert isinstance(seen[0], FeatureCache)
+    assert seen[1:] == [None, None, None]
 
 
 def test_fit_with_kept_features_matches_scikit_learn():

@@ -53,17 +53,18 @@ _CPU_MIN_ROWS = 256
 _CUDA_BUDGET = 1 << 22
 
 
-def _component_major(covariance_type: str, k: int, d: int) -> bool:
+def _component_major(covariance_type: str, k: int, d: int, kept_features: bool) -> bool:
     """Whether a one-shift pass of this type and shape holds (K, B)
     log-probabilities and no (B, K*D) intermediate."""
     from .covariance import get_covariance_type  # the strategies import nothing from here
 
-    return get_covariance_type(covariance_type).pass_form(k, d).component_major
+    strategy = get_covariance_type(covariance_type)
+    return (strategy.pass_form(k, d) if kept_features else strategy).component_major
 
 
 def chunk_rows(n_samples: int, n_components: int, n_features: int, device=None,
                dtype=torch.float64, batch_size: int | None = None,
-               covariance_type: str | None = None) -> int:
+               covariance_type: str | None = None, kept_features: bool = False) -> int:
     """Rows per chunk.
 
     Parameters
@@ -80,7 +81,10 @@ def chunk_rows(n_samples: int, n_components: int, n_features: int, device=None,
         Explicit user choice; wins when given.
     covariance_type : str, optional
         On the CPU, types whose passes hold no (B, K*D) intermediate (diag,
-        spherical, full where its packed form applies) get longer chunks.
+        spherical; full in its packed form) get longer chunks.
+    kept_features : bool
+        Whether the fit keeps its chunks' features
+        (:mod:`gaussmix.feature_cache`), so that the type's ``pass_form`` runs.
 
     Returns
     -------
@@ -95,7 +99,8 @@ def chunk_rows(n_samples: int, n_components: int, n_features: int, device=None,
     per_row = max(k * d, d * d if d < k else 0) + 4 * k + 2 * d
     dev = torch.device(device) if device is not None else torch.device("cpu")
     elem = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 8
-    if dev.type != "cuda" and covariance_type is not None and _component_major(covariance_type, k, d):
+    major = covariance_type is not None and _component_major(covariance_type, k, d, kept_features)
+    if dev.type != "cuda" and major:
         # diag, spherical and packed full (covariance.full_packed): features
         # and (K, B) log-probabilities, no (B, K*D) intermediate; the
         # per-component (B, K, D) form of float32 data very far from the

@@ -106,12 +106,13 @@ class _Pass:
                 self.offsets = moments_at
                 self.direct = (params.means, params.precisions_cholesky)
         self.cache = None
-        if self.offsets is None and self.direct is None:
-            # One shift: the type may run the pass in a cheaper equivalent form.
-            cov = self.cov = cov.pass_form(params.n_components, d, params.means.device)
-            if cache is not None and cov.cacheable_features:
-                # Features of X - centre, kept from pass to pass: the moments
+        if self.offsets is None and self.direct is None and cache is not None:
+            form = cov.pass_form(params.n_components, d, params.means.device)
+            if form.keeps_features:
+                # One shift, features kept from pass to pass (the type's
+                # cheaper form where it has one), on X - centre; the moments
                 # are taken around the centre and moved to this pass's shift.
+                cov = self.cov = form
                 centre = cache.centre_for(cov, moments_at.dtype)
                 self.offsets = (moments_at - centre).expand(params.n_components, d)
                 self.shift = centre
@@ -155,11 +156,11 @@ class _Pass:
         b = X.shape[0]
         k = self.prep.shape[0]
         if self.cache is not None:
-            feats = self.cache.features(X, lambda: self.cov.features(X, self.shift)[1])
+            xc, feats = self.cache.features(X, lambda: self.cov.features(X, self.shift))
             if self._wlp is None or self._wlp.numel() < k * b:
                 self._wlp = torch.empty(k * b, dtype=feats.dtype, device=feats.device)
             wlp = self.cov.log_prob_prepared(feats, self.prep, self._wlp[: k * b].view(k, b))
-            return wlp, None, feats
+            return wlp, xc, feats
         if self._feats is None or self._feats.shape[0] < b:
             xc, feats = self.cov.features(X, self.shift)
             self._feats = feats

@@ -50,7 +50,7 @@ from .checkpoint import FitCheckpoint
 from .data import RESERVOIR_SIZE, as_source, chunk_rows, iter_chunks, reservoir_sample
 from .distributed import Communicator
 from .em import EMResult, run_em
-from .feature_cache import FeatureCache
+from .feature_cache import FeatureCache, keeps_features
 from .guard import warn_if_reg_covar_dominates
 from .threads import threads_for_input, torch_threads
 from .variational import data_moments
@@ -212,15 +212,15 @@ class FitEngine:
             device, dtype = Xt.device, Xt.dtype
             w = (check_sample_weight(sample_weight, n, device, dtype,
                                      rescale=self._relative_weights) if n > 0 else None)
+            kept = keeps_features(n, self.batch_size)
             rows = chunk_rows(n, self.n_components, d, device, dtype, self.batch_size,
-                              self.covariance_type)
+                              self.covariance_type, kept_features=kept)
 
             def chunks():
                 return iter_chunks(Xt, w, rows)
 
-            if self.batch_size is None and n > 0:
-                # Views of Xt, the same every pass: features may be kept
-                # (a batch_size asks for bounded memory instead).
+            if kept:
+                # Views of Xt, the same every pass.
                 chunks.feature_cache = FeatureCache(Xt.mean(0, dtype=torch.float64))
 
             def fingerprint():
