@@ -101,15 +101,52 @@ class Plan:
     """How one candidate's attempts are produced, for the guard to examine in order.
 
     ``attempts()`` yields ``(estimator or None, error, info)``; the guard
-    stops at the first clean one (or after ``n_attempts``).
+    stops at the first clean one (or after ``n_attempts``).  ``prefetch``,
+    where set, is shared by the plans of one grid: ``prefetch(a, cells)``
+    fits attempt ``a`` of the listed cells (positions in the grid) at once,
+    before their generators ask for it.
     """
 
-    def __init__(self, attempts, n_attempts, n_starts, fit_time, next_word):
+    def __init__(self, attempts, n_attempts, n_starts, fit_time, next_word, prefetch=None):
         self.attempts = attempts
         self.n_attempts = n_attempts
         self.n_starts = n_starts
         self.fit_time = fit_time
         self.next_word = next_word
+        self.prefetch = prefetch
+
+
+class _Reseeds:
+    """Re-seeded attempts of many candidates, fitted together.
+
+    Attempt ``a >= 1`` of a candidate is ``GaussianMixture(random_state=seeds[a - 1])``;
+    :func:`~gaussmix.grid_fit.fit_candidates` fits that attempt of every
+    candidate that needs it in one batched call per covariance type (each
+    result exactly its separate fit), instead of one fit at a time.
+    """
+
+    def __init__(self, X, grid, seeds, n_init, device, estimator_params):
+        self.X, self.grid, self.seeds = X, grid, seeds
+        self.n_init, self.device, self.params = n_init, device, estimator_params
+        self._done: dict = {}
+
+    def prefetch(self, attempt: int, cells) -> None:
+        todo = [i for i in cells if (attempt, i) not in self._done]
+        if not todo:
+            return
+        seed = self.seeds[attempt - 1]
+        fits = fit_candidates(
+            self.X, [self.grid[i] for i in todo], seed=seed, n_init=self.n_init,
+            device=self.device,
+            fit_one=lambda k, t: _fit_once(self.X, k, t, seed, self.n_init, self.device, self.params),
+            **self.params,
+        )
+        for i, fit in zip(todo, fits):
+            self._done[(attempt, i)] = fit
+
+    def take(self, attempt: int, cell: int):
+        """The prefetched fit of ``attempt`` of ``cell`` (a BatchedFit), or None."""
+        return self._done.pop((attempt, cell), None)
 
 
 def estimator_plans(X, grid, base_seed, n_init, device, concurrent, n_reseed, estimator_params):
@@ -123,6 +160,11 @@ def estimator_plans(X, grid, base_seed, n_init, device, concurrent, n_reseed, es
             fit_one=lambda k, t: _fit_once(X, k, t, base_seed, n_init, device, estimator_params),
             **estimator_params,
         )
+    # Re-seeded attempts are batched like the first ones (a seeded grid only:
+    # random_state=None leaves every fit its own random start).
+    batch = None
+    if prefit is not None and base_seed is not None and n_reseed > 0:
+        batch = _Reseeds(X, grid, [int(r) for r in reseeds], n_init, device, estimator_params)
     start = str(estimator_params.get("init_params", "kmeans"))
     plans = {}
     for i, (cov_type, k) in enumerate(grid):
@@ -131,17 +173,21 @@ def estimator_plans(X, grid, base_seed, n_init, device, concurrent, n_reseed, es
                 seed = base_seed if a == 0 else (
                     int(reseeds[a - 1]) if base_seed is not None else None)
                 info = {"start": start}
-                if a == 0 and prefit is not None:
-                    est, err = prefit[i].estimator, prefit[i].error
-                    if prefit[i].score is not None:
-                        info["score"] = prefit[i].score
+                fit = prefit[i] if a == 0 and prefit is not None else (
+                    batch.take(a, i) if a > 0 and batch is not None else None)
+                if fit is not None:
+                    est, err = fit.estimator, fit.error
+                    if fit.score is not None:
+                        info["score"] = fit.score
+                    if a > 0:
+                        info["fit_time"] = fit.fit_time
                 else:
                     est, err = _fit_once(X, k, cov_type, seed, n_init, device, estimator_params)
                 yield est, err, info
 
         plans[(cov_type, k)] = Plan(attempts, 1 + n_reseed, n_init,
                                      prefit[i].fit_time if prefit is not None else 0.0,
-                                     "re-seeded fit")
+                                     "re-seeded fit", batch.prefetch if batch is not None else None)
     return plans
 
 

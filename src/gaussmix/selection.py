@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
@@ -40,6 +39,7 @@ from .covariance import MCLUST_MODELS, get_covariance_type
 from .data import check_in_memory, chunk_rows, iter_chunks
 from .em import e_step
 from .estimator import GaussianMixture
+from .examination import examine_grid
 from .grid_fit import CPU_BATCH_MAX_SAMPLES, concurrent_applies
 from .guard import (
     VARIANCE_RTOL,
@@ -335,8 +335,10 @@ def select_model(
         their ``n_init`` restarts) together in one batched EM
         (:mod:`gaussmix.batched`); each equals its separate fit up to
         rounding.  ``"auto"`` batches where it is faster: on CUDA, and on
-        the CPU for small data (see :func:`concurrent_applies`).  Re-seeding
-        attempts of the degenerate-fit guard always run one by one.
+        the CPU for small data (see :func:`concurrent_applies`).  The
+        degenerate-fit guard's re-seeded attempts are batched the same way
+        (with a seeded ``random_state``): the second attempt of every
+        candidate that needs one together, then the third.
         With batching, ``fit_time`` is the candidate's initialisation plus an
         even share of its batch's EM time.  (``starts="estimator"`` only:
         the search always batches.)
@@ -420,7 +422,6 @@ def select_model(
     rows = {c: [] for c in _COLUMNS}
     estimators: list = []
     events = []
-    not_converged = 0
     if starts == "search" and prior is not None:
         plans = prior_plans(X, grid, base_seed, device, n_reseed, estimator_params)
     elif starts == "search":
@@ -445,29 +446,12 @@ def select_model(
             crit = _criteria(est, checked[key])
         return crit, collapsed_components(est, data_scale, reg)
 
-    for i, (cov_type, k) in enumerate(grid):
-        t0 = time.perf_counter()
+    counts = {"not_converged": 0}
+
+    def report(i, exam):
+        cov_type, k = grid[i]
         plan = plans[(cov_type, k)]
-        limit = plan.n_attempts if degenerate == "reseed" else 1
-        first = None  # (est, crit, collapse, error) of the first attempt
-        chosen = None
-        used = 0
-        first_info = chosen_info = {}
-        for est, err, info in plan.attempts():
-            used += 1
-            if est is None:
-                outcome = (None, None, None, err)
-            else:
-                reg = info.get("reg", est.reg_covar)
-                outcome = (est, *examine(est, reg, info.get("score")), "")
-            if first is None:
-                first, first_info = outcome, info
-            if est is not None and not outcome[2]["components"]:
-                chosen, chosen_info = outcome, info
-                break
-            if used >= limit or (est is None and not worth_reseeding(err)):
-                break
-        fit_time = time.perf_counter() - t0 + plan.fit_time
+        first, chosen, used = exam.first, exam.chosen, exam.used
         if chosen is not None:
             guard = "ok" if used == 1 else "reseeded"
             detail = "" if used == 1 else (
@@ -494,22 +478,25 @@ def select_model(
             "icl": crit["icl"] if crit else math.nan,
             "converged": bool(est.converged_) if est is not None else False,
             "n_iter": int(est.n_iter_) if est is not None else 0,
-            "fit_time": fit_time,
+            "fit_time": exam.seconds + plan.fit_time,
             "guard": guard,
             "guard_detail": detail,
             "n_collapsed": len(collapse["components"]) if collapse else 0,
             "n_attempts": used,
-            "start": (chosen_info if chosen is not None else first_info).get("start", ""),
+            "start": (exam.chosen_info if chosen is not None else exam.first_info).get("start", ""),
             "n_starts": plan.n_starts,
             "selected": False,
         }
         if est is not None and not est.converged_:
-            not_converged += 1
+            counts["not_converged"] += 1
         for c in _COLUMNS:
             rows[c].append(row[c])
         estimators.append(est)
         if callback is not None:
             callback(i, len(grid), row)
+
+    examine_grid(grid, plans, degenerate == "reseed", examine, worth_reseeding, report)
+    not_converged = counts["not_converged"]
 
     if events:
         lines = "; ".join(f"{t} K={k}: {g} ({d})" for t, k, g, d in events)
