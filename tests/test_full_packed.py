@@ -169,3 +169,36 @@ def test_fit_with_kept_features_matches_scikit_learn():
     np.testing.assert_allclose(gm.lower_bound_, sk.lower_bound_, rtol=1e-10)
     np.testing.assert_allclose(gm.means_, sk.means_, rtol=1e-8, atol=1e-8)
     np.testing.assert_allclose(gm.covariances_, sk.covariances_, rtol=1e-7, atol=1e-9)
+
+
+def test_products_representable_refuses_spans_whose_squares_leave_the_dtype():
+    from gaussmix.feature_cache import products_representable
+
+    rng = np.random.default_rng(0)
+    X = torch.from_numpy(rng.normal(size=(500, 3)))
+    for dtype, ok, bad in ((torch.float64, (1.0, 1e120, 1e-140), (1e160, 1e-160)),
+                           (torch.float32, (1.0, 1e15, 1e-13), (1e17, 1e-17))):
+        for scale in ok:
+            Xs = (X * scale).to(dtype)
+            assert products_representable(Xs, Xs.double().mean(0)), (dtype, scale)
+        for scale in bad:
+            Xs = (X * scale).to(dtype)
+            assert not products_representable(Xs, Xs.double().mean(0)), (dtype, scale)
+    # One constant feature does not matter; all constant: nothing to square.
+    Xc = X.clone()
+    Xc[:, 1] = 3.0
+    assert products_representable(Xc, Xc.mean(0))
+    assert not products_representable(torch.ones(10, 2, dtype=torch.float64), torch.ones(2))
+
+
+@pytest.mark.parametrize("scale", [1e120, 1e-140])
+def test_full_fit_scale_invariant_at_extreme_scales(scale):
+    """Kept features at 1e120 (and the plain form where they would not be
+    representable): the fit of scaled data is the scaled fit."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0.0, 5.0, (4, 6))
+    X = centres[rng.integers(0, 4, 3000)] + rng.normal(size=(3000, 6))
+    a = GaussianMixture(4, random_state=0, max_iter=30, tol=0.0).fit(X)
+    b = GaussianMixture(4, random_state=0, max_iter=30, tol=0.0, reg_covar=1e-6 * scale**2).fit(X * scale)
+    np.testing.assert_allclose(b.lower_bound_ + 6 * np.log(scale), a.lower_bound_, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(b.means_ / scale, a.means_, rtol=1e-9, atol=1e-9)

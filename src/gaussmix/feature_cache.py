@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["FeatureCache", "CACHE_BYTES", "MIN_ROWS", "keeps_features"]
+__all__ = ["FeatureCache", "CACHE_BYTES", "MIN_ROWS", "keeps_features", "products_representable"]
 
 #: Most bytes of features one fit keeps (chunks past it are rebuilt on each
 #: pass).  100 000 x 16 float64 data take 122 MB of packed features.
@@ -35,6 +35,22 @@ def keeps_features(n_samples: int, batch_size) -> bool:
     """Whether an in-memory fit of ``n_samples`` rows keeps its features (a
     ``batch_size`` asks for bounded memory instead)."""
     return batch_size is None and n_samples >= MIN_ROWS
+
+
+def products_representable(X: torch.Tensor, centre: torch.Tensor) -> bool:
+    """Whether products of two features of ``X - centre`` keep their
+    relative precision in ``X``'s dtype: no overflow for the widest
+    feature, no subnormal result for the narrowest (its span squared at
+    least ``tiny / eps``).  Data outside that range (values near 1e20 in
+    float32, say) keep the plain form, which never squares a coordinate."""
+    info = torch.finfo(X.dtype)
+    c = centre.to(X.dtype)
+    span = torch.maximum((X.amax(0) - c).abs(), (X.amin(0) - c).abs()).double()
+    span = span[span > 0]
+    if span.numel() == 0:
+        return False
+    widest, narrowest = float(span.max()), float(span.min())
+    return widest * widest < info.max / 1e6 and narrowest * narrowest > info.tiny / info.eps
 
 
 class FeatureCache:

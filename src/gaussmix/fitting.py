@@ -50,7 +50,7 @@ from .checkpoint import FitCheckpoint
 from .data import RESERVOIR_SIZE, as_source, chunk_rows, iter_chunks, reservoir_sample
 from .distributed import Communicator
 from .em import EMResult, run_em
-from .feature_cache import FeatureCache, keeps_features
+from .feature_cache import FeatureCache, keeps_features, products_representable
 from .guard import warn_if_reg_covar_dominates
 from .threads import threads_for_input, torch_threads
 from .variational import data_moments
@@ -213,6 +213,9 @@ class FitEngine:
             w = (check_sample_weight(sample_weight, n, device, dtype,
                                      rescale=self._relative_weights) if n > 0 else None)
             kept = keeps_features(n, self.batch_size)
+            if kept:
+                centre = Xt.mean(0, dtype=torch.float64)
+                kept = products_representable(Xt, centre)
             rows = chunk_rows(n, self.n_components, d, device, dtype, self.batch_size,
                               self.covariance_type, kept_features=kept)
 
@@ -221,7 +224,7 @@ class FitEngine:
 
             if kept:
                 # Views of Xt, the same every pass.
-                chunks.feature_cache = FeatureCache(Xt.mean(0, dtype=torch.float64))
+                chunks.feature_cache = FeatureCache(centre)
 
             def fingerprint():
                 total = torch.zeros(d, dtype=torch.float64, device=device)
