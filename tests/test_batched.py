@@ -404,3 +404,49 @@ def test_grid_criteria_equal_each_estimators_own():
     for i, est in enumerate(sel.estimators_):
         assert sel.results_["bic"][i] == pytest.approx(est.bic(X), rel=1e-12)
         assert sel.results_["aic"][i] == pytest.approx(est.aic(X), rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["full", "VEV"])
+def test_packed_batch_equals_scikit_learn_and_the_plain_form(monkeypatch, kind):
+    """From 2000 rows a full-shaped batch runs on packed features built once
+    (gaussmix.batched_packed): scikit-learn's fits from the same starts (full)
+    and the plain form's (any full-shaped model) are where it ends."""
+    import gaussmix.batched as batched_module
+
+    X = _data(2, n=2500, d=4)
+    Xt = torch.as_tensor(X)
+    ks = (2, 3, 5)
+    starts = [_sk_start(X, k, "full", seed=k) for k in ks]
+    strategy = get_covariance_type(kind)
+    full = get_covariance_type("full")
+    inits = [GMMParams(torch.as_tensor(w), torch.as_tensor(m),
+                       full.precisions_cholesky_from_precisions(torch.as_tensor(p)), kind)
+             for w, m, p in starts]
+    used = []
+    original = batched_module.packed_features
+
+    def spy(*args):
+        out = original(*args)
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(batched_module, "packed_features", spy)
+    packed = fit_batched(Xt, inits, reg_covar=1e-6, tol=1e-6, max_iter=100)
+    assert used == [True]
+    monkeypatch.setattr(batched_module, "packed_features", lambda *args: None)
+    plain = fit_batched(Xt, inits, reg_covar=1e-6, tol=1e-6, max_iter=100)
+    for a, b in zip(packed, plain):
+        assert a.n_iter == b.n_iter and a.converged == b.converged
+        _close(a.lower_bound, b.lower_bound, 1e-10)
+        _close(a.params.means, b.params.means, 1e-8, 1e-10)
+        _close(strategy.covariances(a.params.precisions_cholesky) if kind == "full"
+               else a.params.get_covariances(), b.params.get_covariances(), 1e-7, 1e-10)
+    if kind == "full":
+        for (w, m, p), res, k in zip(starts, packed, ks):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sk = SkGM(k, tol=1e-6, max_iter=100, weights_init=w, means_init=m,
+                          precisions_init=p).fit(X)
+            assert res.n_iter == sk.n_iter_
+            _close(res.lower_bound, sk.lower_bound_, 1e-10)
+            _close(res.params.means, sk.means_, 1e-8, 1e-10)

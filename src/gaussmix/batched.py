@@ -28,6 +28,7 @@ import math
 import torch
 
 from .covariance import get_covariance_type
+from .batched_packed import packed_features, packed_totals
 from .data import chunk_rows, iter_chunks
 from .em import EMPTY_FRACTION, EMResult, moment_shift
 from .expectation import _exp_floor
@@ -473,13 +474,18 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
         for xb, _ in iter_chunks(X, None, rows):
             xc = xb - shift
             scatter += (xc.T @ xc).double()
+    # Full-shaped types: features built once for every pass (gaussmix.batched_packed).
+    packed = packed_features(X, shift, cov, total_k) if batch_size is None else None
     while active:
         offsets = at = None
         if _per_component(batch):
             at = batch.means
             offsets = batch.means - shift
-        nk, s1, s2, ll, count = _batched_totals(iter_chunks(X, None, rows), batch, shift, offsets,
-                                                scatter if offsets is None else None)
+        if packed is not None and offsets is None:
+            nk, s1, s2, ll, count = packed_totals(packed, batch, shift, _normalise)
+        else:
+            nk, s1, s2, ll, count = _batched_totals(iter_chunks(X, None, rows), batch, shift,
+                                                    offsets, scatter if offsets is None else None)
         weights, means, prec, covs, bad = _grouped_update(
             nk, s1, s2, batch.sizes, batch.owner, shift if at is None else at, cov,
             reg_covar, eps, start=batch.covs)
