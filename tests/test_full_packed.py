@@ -202,3 +202,28 @@ def test_full_fit_scale_invariant_at_extreme_scales(scale):
     b = GaussianMixture(4, random_state=0, max_iter=30, tol=0.0, reg_covar=1e-6 * scale**2).fit(X * scale)
     np.testing.assert_allclose(b.lower_bound_ + 6 * np.log(scale), a.lower_bound_, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(b.means_ / scale, a.means_, rtol=1e-9, atol=1e-9)
+
+
+def test_float32_far_from_the_mean_runs_the_kept_form_in_float64(monkeypatch):
+    """float32 data whose components lie far from the mixture mean (the
+    moments go to each component's mean): the passes run the packed form on
+    float64 features, as exact as float64 itself."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(0.0, 30.0, (5, 6))  # tens of standard deviations apart
+    X = centres[rng.integers(0, 5, 4000)] + rng.normal(size=(4000, 6)) * rng.uniform(0.5, 2.0, 6)
+    dtypes = []
+    original = FeatureCache.centre_for
+
+    def spy(self, form, dtype):
+        dtypes.append(dtype)
+        return original(self, form, dtype)
+
+    monkeypatch.setattr(FeatureCache, "centre_for", spy)
+    init = dict(means_init=centres + 0.5, random_state=0, max_iter=40, tol=0.0)
+    g64 = GaussianMixture(5, dtype="float64", **init).fit(X)
+    dtypes.clear()
+    g32 = GaussianMixture(5, dtype="float32", **init).fit(X.astype(np.float32))
+    assert dtypes and set(dtypes) == {torch.float64}
+    np.testing.assert_allclose(g32.lower_bound_, g64.lower_bound_, rtol=1e-7)
+    np.testing.assert_allclose(np.asarray(g32.covariances_, np.float64), g64.covariances_,
+                               rtol=1e-5, atol=1e-6)

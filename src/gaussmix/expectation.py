@@ -106,14 +106,21 @@ class _Pass:
                 self.offsets = moments_at
                 self.direct = (params.means, params.precisions_cholesky)
         self.cache = None
-        if self.offsets is None and self.direct is None and cache is not None:
+        if cache is not None and self.direct is None:
             form = cov.pass_form(params.n_components, d, params.means.device)
-            if form.keeps_features:
-                # One shift, features kept from pass to pass (the type's
-                # cheaper form where it has one), on X - centre; the moments
-                # are taken around the centre and moved to this pass's shift.
+            if form.keeps_features and (self.offsets is None or _farthest(params) <= FAR_IN_FLOAT64):
+                if self.offsets is not None:
+                    # float32 with components far from the mixture mean (moments
+                    # around each component's mean): the kept form in float64,
+                    # on float64 features, is as exact and faster.
+                    params = params.to(dtype=torch.float64)
+                    moments_at = moments_at.double()
+                # Features kept from pass to pass (the type's cheaper form
+                # where it has one), of X - centre; the moments are taken
+                # around the centre and moved to this pass's shift (or to
+                # each component's mean).
                 cov = self.cov = form
-                centre = cache.centre_for(cov, moments_at.dtype)
+                centre = cache.centre_for(cov, params.means.dtype)
                 self.offsets = (moments_at - centre).expand(params.n_components, d)
                 self.shift = centre
                 self.cache = cache
