@@ -57,14 +57,18 @@ def test_batched_reseeds_equal_one_by_one(monkeypatch, load, seed, n_reseed):
     assert orders == list(range(len(res["guard"])))
 
 
-def test_unseeded_grid_reseeds_one_by_one(monkeypatch):
-    """random_state=None: every re-seeded fit keeps its own random start."""
-    def refuse(self, attempt, cells):
-        raise AssertionError("batched re-seeds without a seed")
+def test_only_a_seeded_concurrent_grid_batches_its_reseeds():
+    """random_state=None leaves every re-seeded fit its own random start, and
+    a grid fitted one by one (concurrent=False) re-seeds one by one too."""
+    X = load_iris().data
+    grid = [(t, k) for t in ("full", "diag") for k in (1, 2, 3)]
 
-    monkeypatch.setattr(candidates._Reseeds, "prefetch", refuse)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sel = select_model(load_iris().data, range(1, 8), random_state=None, starts="estimator",
-                           concurrent=True)
-    assert len(sel.results_["guard"]) == 28
+    def plans(seed, concurrent, n_reseed=2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return candidates.estimator_plans(X, grid, seed, 1, None, concurrent, n_reseed, {})
+
+    assert all(p.prefetch is not None for p in plans(0, True).values())
+    assert all(p.prefetch is None for p in plans(None, True).values())
+    assert all(p.prefetch is None for p in plans(0, False).values())
+    assert all(p.prefetch is None for p in plans(0, True, n_reseed=0).values())

@@ -15,10 +15,12 @@ columns, both halves are one GEMM with the K components on the short axis:
 
 That is ``2 B K P`` flops each way, about half of the plain form's, with no
 (B, K*D) intermediate, and no squaring or row sums.  The expanded quadratic
-form adds terms of size ``|x - shift|^2 / sigma^2``; like the plain form's
-one-shift moments it is used only where the pass takes one shift
-(:func:`gaussmix.expectation.moment_shift`: always in float64, and in float32
-while every component lies near the mixture mean).
+form adds terms of size ``|x - centre|^2 / sigma^2``, so it runs in float64,
+and in float32 only while every component lies near the mixture mean
+(:func:`gaussmix.expectation.moment_shift`); a float32 pass with components
+farther away runs it in float64.  The features take as long to build as the
+GEMMs take to read them, so the form runs where a fit keeps them
+(:mod:`gaussmix.feature_cache`, :mod:`gaussmix.batched_packed`).
 """
 
 from __future__ import annotations
