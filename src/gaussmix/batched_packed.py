@@ -14,12 +14,11 @@ numbers and the features fit in the cache's limit.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .data import chunk_rows, iter_chunks
-from .feature_cache import CACHE_BYTES, keeps_features, products_representable
+from .covariance.base import _LOG_2PI
+from .feature_cache import CACHE_BYTES, keeps_features
 
 __all__ = ["packed_features", "packed_totals"]
 
@@ -45,12 +44,12 @@ def packed_features(X: torch.Tensor, shift: torch.Tensor, cov, total_k: int):
     intermediates are gone.
     """
     n, d = X.shape
-    if cov.shared or not keeps_features(n, None):
+    if cov.shared:
         return None
     form = cov.pass_form(total_k, d, X.device)
-    if not form.keeps_features or n * form._width(d) * X.element_size() > CACHE_BYTES:
+    if not form.keeps_features or n * form.feature_width(d) * X.element_size() > CACHE_BYTES:
         return None
-    if not products_representable(X, shift.double()):
+    if not keeps_features(X, shift.double()):
         return None
     rows = chunk_rows(n, total_k, d, X.device, X.dtype, None, cov.name, kept_features=True)
     return form, [form.features(xb, shift)[1] for xb, _ in iter_chunks(X, None, rows)]
@@ -62,7 +61,7 @@ def packed_totals(packed, batch, shift, normalise):
     form, feats = packed
     d = batch.means.shape[1]
     n_groups, kmax = len(batch.sizes), max(batch.sizes)
-    const = (torch.log(batch.weights) + form.log_det(batch.prec, d)) - 0.5 * d * math.log(2 * math.pi)
+    const = torch.log(batch.weights) + (form.log_det(batch.prec, d) - 0.5 * d * _LOG_2PI)
     coef = form.prepare(batch.means - shift, batch.prec, const)
     raw = None
     ll = torch.zeros(n_groups, dtype=torch.float64, device=batch.means.device)

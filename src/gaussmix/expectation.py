@@ -164,16 +164,13 @@ class _Pass:
         k = self.prep.shape[0]
         if self.cache is not None:
             xc, feats = self.cache.features(X, lambda: self.cov.features(X, self.shift))
-            if self._wlp is None or self._wlp.numel() < k * b:
-                self._wlp = torch.empty(k * b, dtype=feats.dtype, device=feats.device)
-            wlp = self.cov.log_prob_prepared(feats, self.prep, self._wlp[: k * b].view(k, b))
-            return wlp, xc, feats
-        if self._feats is None or self._feats.shape[0] < b:
+        elif self._feats is None or self._feats.shape[0] < b:
             xc, feats = self.cov.features(X, self.shift)
             self._feats = feats
-            self._wlp = torch.empty(k * b, dtype=feats.dtype, device=feats.device)
         else:
             xc, feats = self.cov.features(X, self.shift, self._feats[:b])
+        if self._wlp is None or self._wlp.numel() < k * b:
+            self._wlp = torch.empty(k * b, dtype=feats.dtype, device=feats.device)
         wlp = self.cov.log_prob_prepared(feats, self.prep, self._wlp[: k * b].view(k, b))
         return wlp, xc, feats
 
@@ -366,8 +363,6 @@ def accumulate(chunks: Chunks, params: GMMParams, moments_at: torch.Tensor | Non
         chunks that are views of one in-memory tensor, the same on every pass.
     """
     total = _zeros(params, entropy)
-    if moments_at is None:
-        moments_at = moment_shift(params)
     ctx = _Pass(params, moments_at, entropy, cache)
     rows = 0
     unweighted_rows = 0

@@ -31,10 +31,11 @@ CACHE_BYTES = 1 << 30
 MIN_ROWS = 2000
 
 
-def keeps_features(n_samples: int, batch_size) -> bool:
-    """Whether an in-memory fit of ``n_samples`` rows keeps its features (a
-    ``batch_size`` asks for bounded memory instead)."""
-    return batch_size is None and n_samples >= MIN_ROWS
+def keeps_features(X: torch.Tensor, centre: torch.Tensor, batch_size=None) -> bool:
+    """Whether a fit on the in-memory data ``X`` keeps features of
+    ``X - centre``: at least :data:`MIN_ROWS` rows, no ``batch_size`` (it asks
+    for bounded memory instead), and :func:`products_representable`."""
+    return batch_size is None and X.shape[0] >= MIN_ROWS and products_representable(X, centre)
 
 
 def products_representable(X: torch.Tensor, centre: torch.Tensor) -> bool:

@@ -50,7 +50,7 @@ from .checkpoint import FitCheckpoint
 from .data import RESERVOIR_SIZE, as_source, chunk_rows, iter_chunks, reservoir_sample
 from .distributed import Communicator
 from .em import EMResult, run_em
-from .feature_cache import FeatureCache, keeps_features, products_representable
+from .feature_cache import MIN_ROWS, FeatureCache, keeps_features
 from .guard import warn_if_reg_covar_dominates
 from .threads import threads_for_input, torch_threads
 from .variational import data_moments
@@ -212,10 +212,10 @@ class FitEngine:
             device, dtype = Xt.device, Xt.dtype
             w = (check_sample_weight(sample_weight, n, device, dtype,
                                      rescale=self._relative_weights) if n > 0 else None)
-            kept = keeps_features(n, self.batch_size)
-            if kept:
+            kept = False
+            if self.batch_size is None and n >= MIN_ROWS:  # the centre's pass only where it may pay
                 centre = Xt.mean(0, dtype=torch.float64)
-                kept = products_representable(Xt, centre)
+                kept = keeps_features(Xt, centre)
             rows = chunk_rows(n, self.n_components, d, device, dtype, self.batch_size,
                               self.covariance_type, kept_features=kept)
 

@@ -66,7 +66,7 @@ class PackedFull(Full):
     per_component_moments = False
 
     @staticmethod
-    def _width(d: int) -> int:
+    def feature_width(d: int) -> int:
         return d * (d + 1) // 2 + d + 1
 
     def features(self, X, shift, reuse=None):
@@ -83,7 +83,7 @@ class PackedFull(Full):
         feats = reuse
         if feats is None:
             dtype = torch.promote_types(X.dtype, shift.dtype)
-            feats = torch.empty(self._width(d), b, dtype=dtype, device=X.device).T
+            feats = torch.empty(self.feature_width(d), b, dtype=dtype, device=X.device).T
             feats[:, -1].fill_(1.0)
         xc = feats[:, q : q + d]
         torch.sub(X, shift, out=xc)
