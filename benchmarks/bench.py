@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from gaussmix.covariance import get_covariance_type  # noqa: E402
+from gaussmix.chunk_workers import workers_for  # noqa: E402
 from gaussmix.data import chunk_rows, iter_chunks  # noqa: E402
 from gaussmix.em import run_em  # noqa: E402
 from gaussmix.feature_cache import FeatureCache, keeps_features  # noqa: E402
@@ -182,15 +183,20 @@ def time_gaussmix(Xt, k, kind, init, n_iter):
     # As GaussianMixture.fit on in-memory data: features that a covariance
     # form builds from the data are built in the first timed iteration and
     # kept for the others (gaussmix.feature_cache).
+    # As fit too, each pass deals its chunks out to worker threads on the
+    # CPU (gaussmix.chunk_workers).
     centre = Xt.mean(0, dtype=torch.float64)
     kept = keeps_features(Xt, centre)
-    rows = chunk_rows(n, k, d, dev, dtype, covariance_type=kind, kept_features=kept)
+    workers = workers_for(n, dev)
+    rows = chunk_rows(n, k, d, dev, dtype, covariance_type=kind, kept_features=kept,
+                      workers=workers)
 
     def chunks():
         return iter_chunks(Xt, None, rows)
 
     if kept:
         chunks.feature_cache = FeatureCache(centre)
+    chunks.workers = workers
     _sync(dev)
     t = time.perf_counter()
     res = run_em(chunks, p, reg_covar=1e-6, tol=0.0, max_iter=n_iter)

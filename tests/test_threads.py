@@ -1,21 +1,12 @@
 """How many torch threads fits and inference calls run on (gaussmix.threads)."""
 
 import numpy as np
-import pytest
 import torch
 
 import gaussmix.fitting as fitting_mod
 import gaussmix.threads as threads_mod
 from gaussmix import GaussianMixture
 from gaussmix.threads import threads_for, threads_for_input, torch_threads
-
-
-@pytest.fixture
-def two_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_rule(two_threads):

@@ -29,6 +29,7 @@ import torch
 
 from .covariance import get_covariance_type
 from .batched_packed import packed_features, packed_totals
+from .chunk_workers import in_workers, workers_for
 from .data import chunk_rows, iter_chunks
 from .em import EMPTY_FRACTION, EMResult, moment_shift
 from .expectation import _exp_floor
@@ -275,12 +276,14 @@ def _normalise(wlp, slot, n_groups, kmax):
     return resp, norm.log_().add_(top).squeeze(2)
 
 
-def _batched_totals(chunks, batch: _Batch, shift, offsets, scatter=None):
+def _batched_totals(chunks, batch: _Batch, shift, offsets, scatter=None, workers: int = 1):
     """One pass: the float64 totals of every component of every group.
 
     ``scatter``, when given, is the data's own second moment around ``shift``
     (D, D): a shared covariance's second moment is then that, for every group,
     because each group's responsibilities sum to one on every row.
+    ``workers``: threads that share the (in-memory) chunks, as
+    :func:`gaussmix.expectation.accumulate`'s.
 
     Returns
     -------
@@ -293,6 +296,18 @@ def _batched_totals(chunks, batch: _Batch, shift, offsets, scatter=None):
     count : int
         Rows seen.
     """
+    def totals(part):
+        return _chunk_totals(part, batch, shift, offsets, shared_s2=scatter is None)
+
+    nk, s1, s2, ll, count = in_workers(totals, chunks, workers)
+    if scatter is not None:
+        s2 = scatter.expand(len(batch.sizes), *scatter.shape)
+    return nk, s1, s2, ll, count
+
+
+def _chunk_totals(chunks, batch: _Batch, shift, offsets, shared_s2: bool):
+    """:func:`_batched_totals` of ``chunks`` on the calling thread (``s2`` None
+    for a shared covariance unless ``shared_s2``)."""
     sizes = batch.sizes
     n_groups, kmax = len(sizes), max(sizes)
     device = batch.means.device
@@ -304,8 +319,7 @@ def _batched_totals(chunks, batch: _Batch, shift, offsets, scatter=None):
         xc = xb - shift
         wlp = _log_prob(xc, batch, shift)
         resp, lpn = _normalise(wlp, slot, n_groups, kmax)
-        part = chunk_moments(xc, resp, owner, n_groups, batch.cov, offsets,
-                             shared_s2=scatter is None)
+        part = chunk_moments(xc, resp, owner, n_groups, batch.cov, offsets, shared_s2=shared_s2)
         if nk is None:
             nk, s1, s2 = part
         else:
@@ -313,8 +327,6 @@ def _batched_totals(chunks, batch: _Batch, shift, offsets, scatter=None):
             s2 = None if part[2] is None else s2 + part[2]
         ll += lpn.double().sum(0)
         count += xb.shape[0]
-    if scatter is not None:
-        s2 = scatter.expand(n_groups, *scatter.shape)
     return nk, s1, s2, ll, count
 
 
@@ -444,7 +456,8 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
     # candidate's own shift (weights @ means) after its first M-step.
     shift = X.double().mean(0).to(dtype)
     total_k = sum(r.params.n_components for r in runs)
-    rows = chunk_rows(n, total_k, d, device, dtype, batch_size)
+    workers = workers_for(n, device)
+    rows = chunk_rows(n, total_k, d, device, dtype, batch_size, workers=workers)
 
     bounds = [r.lower_bound for r in runs]
     history = [list(r.lower_bounds) for r in runs]
@@ -475,17 +488,18 @@ def fit_batched(X: torch.Tensor, inits: list, *, reg_covar: float, tol: float,
             xc = xb - shift
             scatter += (xc.T @ xc).double()
     # Full-shaped types: features built once for every pass (gaussmix.batched_packed).
-    packed = packed_features(X, shift, cov, total_k) if batch_size is None else None
+    packed = packed_features(X, shift, cov, total_k, workers) if batch_size is None else None
     while active:
         offsets = at = None
         if _per_component(batch):
             at = batch.means
             offsets = batch.means - shift
         if packed is not None and offsets is None:
-            nk, s1, s2, ll, count = packed_totals(packed, batch, shift, _normalise)
+            nk, s1, s2, ll, count = packed_totals(packed, batch, shift, _normalise, workers)
         else:
             nk, s1, s2, ll, count = _batched_totals(iter_chunks(X, None, rows), batch, shift,
-                                                    offsets, scatter if offsets is None else None)
+                                                    offsets, scatter if offsets is None else None,
+                                                    workers)
         weights, means, prec, covs, bad = _grouped_update(
             nk, s1, s2, batch.sizes, batch.owner, shift if at is None else at, cov,
             reg_covar, eps, start=batch.covs)

@@ -18,12 +18,13 @@ import torch
 
 from .data import chunk_rows, iter_chunks
 from .covariance.base import _LOG_2PI
+from .chunk_workers import in_workers
 from .feature_cache import CACHE_BYTES, keeps_features
 
 __all__ = ["packed_features", "packed_totals"]
 
 
-def packed_features(X: torch.Tensor, shift: torch.Tensor, cov, total_k: int):
+def packed_features(X: torch.Tensor, shift: torch.Tensor, cov, total_k: int, workers: int = 1):
     """Each chunk's packed features of ``X - shift``, or None where the plain
     form runs.
 
@@ -35,6 +36,8 @@ def packed_features(X: torch.Tensor, shift: torch.Tensor, cov, total_k: int):
     cov : CovarianceType
     total_k : int
         Components of the batch (the plain form's intermediate is K * D wide).
+    workers : int
+        Chunk workers of the passes (:mod:`gaussmix.chunk_workers`).
 
     Notes
     -----
@@ -51,26 +54,33 @@ def packed_features(X: torch.Tensor, shift: torch.Tensor, cov, total_k: int):
         return None
     if not keeps_features(X, shift.double()):
         return None
-    rows = chunk_rows(n, total_k, d, X.device, X.dtype, None, cov.name, kept_features=True)
+    rows = chunk_rows(n, total_k, d, X.device, X.dtype, None, cov.name, kept_features=True,
+                      workers=workers)
     return form, [form.features(xb, shift)[1] for xb, _ in iter_chunks(X, None, rows)]
 
 
-def packed_totals(packed, batch, shift, normalise):
+def packed_totals(packed, batch, shift, normalise, workers: int = 1):
     """:func:`gaussmix.batched._batched_totals` on the packed features: the
-    same ``(nk, s1, s2, ll, count)``, moments around ``shift``."""
+    same ``(nk, s1, s2, ll, count)``, moments around ``shift`` (``workers``:
+    threads that share the chunks, :mod:`gaussmix.chunk_workers`)."""
     form, feats = packed
     d = batch.means.shape[1]
     n_groups, kmax = len(batch.sizes), max(batch.sizes)
     const = torch.log(batch.weights) + (form.log_det(batch.prec, d) - 0.5 * d * _LOG_2PI)
     coef = form.prepare(batch.means - shift, batch.prec, const)
-    raw = None
-    ll = torch.zeros(n_groups, dtype=torch.float64, device=batch.means.device)
-    count = 0
-    for f in feats:
-        resp, lpn = normalise(f @ coef.T, batch.slot, n_groups, kmax)
-        part = (resp.T @ f).double()
-        raw = part if raw is None else raw.add_(part)
-        ll += lpn.double().sum(0)
-        count += f.shape[0]
+
+    def totals(part):
+        raw = None
+        ll = torch.zeros(n_groups, dtype=torch.float64, device=batch.means.device)
+        count = 0
+        for f in part:
+            resp, lpn = normalise(f @ coef.T, batch.slot, n_groups, kmax)
+            moments = (resp.T @ f).double()
+            raw = moments if raw is None else raw.add_(moments)
+            ll += lpn.double().sum(0)
+            count += f.shape[0]
+        return raw, ll, count
+
+    raw, ll, count = in_workers(totals, feats, workers)
     nk, s1, s2 = form.split_moments(raw, d)
     return nk, s1, s2, ll, count

@@ -64,7 +64,8 @@ def _component_major(covariance_type: str, k: int, d: int, kept_features: bool) 
 
 def chunk_rows(n_samples: int, n_components: int, n_features: int, device=None,
                dtype=torch.float64, batch_size: int | None = None,
-               covariance_type: str | None = None, kept_features: bool = False) -> int:
+               covariance_type: str | None = None, kept_features: bool = False,
+               workers: int = 1) -> int:
     """Rows per chunk.
 
     Parameters
@@ -85,6 +86,10 @@ def chunk_rows(n_samples: int, n_components: int, n_features: int, device=None,
     kept_features : bool
         Whether the fit keeps its chunks' features
         (:mod:`gaussmix.feature_cache`), so that the type's ``pass_form`` runs.
+    workers : int
+        Chunk workers of the passes (:mod:`gaussmix.chunk_workers`): each
+        runs torch on one thread, so chunks are sized for one thread, and
+        their number is a multiple of ``workers`` (each worker as many).
 
     Returns
     -------
@@ -119,11 +124,15 @@ def chunk_rows(n_samples: int, n_components: int, n_features: int, device=None,
         # arithmetic takes half the time) as few as float64's.  One thread (no
         # parallel regions): in float64 elements, and smaller float32 chunks
         # stay in faster caches.
-        if torch.get_num_threads() > 1:
+        if torch.get_num_threads() > 1 and workers <= 1:
             rows = _CPU_PARALLEL_BUDGET_BYTES // (per_row * elem)
         else:
             rows = _CPU_BUDGET_BYTES // (per_row * 8)
         rows = max(_CPU_MIN_ROWS, rows)
+        if workers > 1 and n_samples > 0:
+            # As many chunks for each worker, none longer than the budget.
+            per_worker = -(-n_samples // (rows * workers))
+            rows = -(-n_samples // (per_worker * workers))
     return max(1, min(rows, max(n_samples, 1)))
 
 

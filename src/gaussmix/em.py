@@ -115,7 +115,9 @@ def run_em(
         pass over the data, each time it is called.  Its attribute
         ``feature_cache`` (a :class:`~gaussmix.feature_cache.FeatureCache`),
         where set, keeps features from pass to pass: only for views of one
-        in-memory tensor.
+        in-memory tensor.  Its attribute ``workers``, where set, deals each
+        pass's chunks out to that many threads
+        (:mod:`gaussmix.chunk_workers`): only for in-memory chunks on the CPU.
     params : GMMParams
         Initial parameters, in the data's dtype and on its device.
     reg_covar, tol, max_iter : float, float, int
@@ -181,7 +183,8 @@ def run_em(
         prev = lower_bound
         shift = moment_shift(params)
         stats = accumulate(chunks(), params, shift, entropy=update is not None,
-                           cache=getattr(chunks, "feature_cache", None))
+                           cache=getattr(chunks, "feature_cache", None),
+                           workers=getattr(chunks, "workers", 1))
         if reduce is not None:
             stats = reduce(stats)
         _check_finite_stats(stats)

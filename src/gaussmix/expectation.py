@@ -13,6 +13,7 @@ from typing import Iterable
 import torch
 
 from . import kernels
+from .chunk_workers import in_workers
 from .covariance import row_sums
 from .covariance.base import _LOG_2PI
 from .params import GMMParams
@@ -342,7 +343,7 @@ def chunk_stats(
 
 
 def accumulate(chunks: Chunks, params: GMMParams, moments_at: torch.Tensor | None = None,
-               entropy: bool = False, cache=None) -> SuffStats:
+               entropy: bool = False, cache=None, workers: int = 1) -> SuffStats:
     """Sum :func:`chunk_stats` over chunks (one pass over the data).
 
     The per-pass constants are computed once and each chunk's statistics go
@@ -361,7 +362,21 @@ def accumulate(chunks: Chunks, params: GMMParams, moments_at: torch.Tensor | Non
     cache : FeatureCache, optional
         The fit's :class:`~gaussmix.feature_cache.FeatureCache`: only for
         chunks that are views of one in-memory tensor, the same on every pass.
+    workers : int
+        Worker threads that share the chunks (:mod:`gaussmix.chunk_workers`;
+        only for in-memory chunks on the CPU, which are listed first).  Worker
+        ``w`` sums chunks ``w, w + workers, ...``; the workers' totals are
+        added in their order.
     """
+    if moments_at is None:
+        moments_at = moment_shift(params)
+    return in_workers(lambda part: _accumulate_chunks(part, params, moments_at, entropy, cache),
+                      chunks, workers, add=lambda total, part: total.add_(part))
+
+
+def _accumulate_chunks(chunks: Chunks, params: GMMParams, moments_at: torch.Tensor,
+                       entropy: bool, cache) -> SuffStats:
+    """:func:`accumulate`'s loop over the chunks, on the calling thread."""
     total = _zeros(params, entropy)
     ctx = _Pass(params, moments_at, entropy, cache)
     rows = 0

@@ -16,6 +16,8 @@ chunks are fresh tensors on every pass.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 __all__ = ["FeatureCache", "CACHE_BYTES", "MIN_ROWS", "keeps_features", "products_representable"]
@@ -74,6 +76,9 @@ class FeatureCache:
         self._form = None
         self._store: dict = {}
         self._bytes = 0
+        # Chunk workers (gaussmix.chunk_workers) build their chunks' features
+        # side by side: the byte count is updated under a lock.
+        self._lock = threading.Lock()
 
     def centre_for(self, form, dtype: torch.dtype) -> torch.Tensor:
         """The centre of ``form``'s features in ``dtype`` (another form or
@@ -93,7 +98,8 @@ class FeatureCache:
         if found is None:
             found = build()
             size = found[1].numel() * found[1].element_size()
-            if self._bytes + size <= self.limit:
-                self._store[key] = found
-                self._bytes += size
+            with self._lock:
+                if self._bytes + size <= self.limit:
+                    self._store[key] = found
+                    self._bytes += size
         return found

@@ -47,6 +47,7 @@ from ._validation import (
     resolve_dtype,
 )
 from .checkpoint import FitCheckpoint
+from .chunk_workers import workers_for
 from .data import RESERVOIR_SIZE, as_source, chunk_rows, iter_chunks, reservoir_sample
 from .distributed import Communicator
 from .em import EMResult, run_em
@@ -216,8 +217,9 @@ class FitEngine:
             if self.batch_size is None and n >= MIN_ROWS:  # the centre's pass only where it may pay
                 centre = Xt.mean(0, dtype=torch.float64)
                 kept = keeps_features(Xt, centre)
+            workers = workers_for(n, device)
             rows = chunk_rows(n, self.n_components, d, device, dtype, self.batch_size,
-                              self.covariance_type, kept_features=kept)
+                              self.covariance_type, kept_features=kept, workers=workers)
 
             def chunks():
                 return iter_chunks(Xt, w, rows)
@@ -225,6 +227,8 @@ class FitEngine:
             if kept:
                 # Views of Xt, the same every pass.
                 chunks.feature_cache = FeatureCache(centre)
+            # In memory: each pass deals its chunks out to worker threads.
+            chunks.workers = workers
 
             def fingerprint():
                 total = torch.zeros(d, dtype=torch.float64, device=device)
