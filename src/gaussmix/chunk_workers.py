@@ -29,7 +29,7 @@ import torch
 
 from .threads import threads_for
 
-__all__ = ["MAX_WORKERS", "workers_for", "map_workers", "in_workers"]
+__all__ = ["MAX_WORKERS", "workers_for", "balanced_rows", "map_workers", "in_workers"]
 
 #: Most worker threads of one pass.  A chunk's Python (~20 torch calls) holds
 #: the GIL for a few percent of the chunk's time, so more workers than this
@@ -59,6 +59,16 @@ def workers_for(n_samples: int, device) -> int:
     if torch.device(device).type != "cpu":
         return 1
     return max(1, min(threads_for(n_samples, device), MAX_WORKERS))
+
+
+def balanced_rows(n_samples: int, rows: int, workers: int) -> int:
+    """Rows per chunk, at most ``rows``, such that the chunks of
+    ``n_samples`` rows come in a multiple of ``workers`` (each worker as
+    many, of about equal length); ``rows`` itself for one worker."""
+    if workers <= 1 or n_samples <= 0:
+        return rows
+    per_worker = -(-n_samples // (rows * workers))
+    return -(-n_samples // (per_worker * workers))
 
 
 def _get_pool() -> ThreadPoolExecutor:

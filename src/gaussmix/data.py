@@ -18,6 +18,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .chunk_workers import balanced_rows
+
 __all__ = [
     "chunk_rows",
     "iter_chunks",
@@ -128,11 +130,7 @@ def chunk_rows(n_samples: int, n_components: int, n_features: int, device=None,
             rows = _CPU_PARALLEL_BUDGET_BYTES // (per_row * elem)
         else:
             rows = _CPU_BUDGET_BYTES // (per_row * 8)
-        rows = max(_CPU_MIN_ROWS, rows)
-        if workers > 1 and n_samples > 0:
-            # As many chunks for each worker, none longer than the budget.
-            per_worker = -(-n_samples // (rows * workers))
-            rows = -(-n_samples // (per_worker * workers))
+        rows = balanced_rows(n_samples, max(_CPU_MIN_ROWS, rows), workers)
     return max(1, min(rows, max(n_samples, 1)))
 
 

@@ -76,18 +76,20 @@ class FeatureCache:
         self._form = None
         self._store: dict = {}
         self._bytes = 0
-        # Chunk workers (gaussmix.chunk_workers) build their chunks' features
-        # side by side: the byte count is updated under a lock.
+        # Chunk workers (gaussmix.chunk_workers) start their passes and build
+        # their chunks' features side by side: the form and the byte count
+        # change under a lock.
         self._lock = threading.Lock()
 
     def centre_for(self, form, dtype: torch.dtype) -> torch.Tensor:
         """The centre of ``form``'s features in ``dtype`` (another form or
         dtype than the cached features' empties the cache)."""
-        if form is not self._form or self.centre is None or self.centre.dtype != dtype:
-            self._form, self.centre = form, self._centre.to(dtype)
-            self._store.clear()
-            self._bytes = 0
-        return self.centre
+        with self._lock:
+            if form is not self._form or self.centre is None or self.centre.dtype != dtype:
+                self._form, self.centre = form, self._centre.to(dtype)
+                self._store.clear()
+                self._bytes = 0
+            return self.centre
 
     def features(self, X: torch.Tensor, build) -> tuple:
         """``(xc, feats)`` of chunk ``X`` as the form's ``features`` gives

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .chunk_workers import balanced_rows, in_workers, workers_for
 from .data import iter_chunks
 from .em import m_step
 from .kmeans import kmeans, kmeans_plusplus
@@ -112,20 +113,26 @@ def _one_hot_at(rows: torch.Tensor, labels: torch.Tensor, n: int, k: int, device
 
 def _stats_from_resp(X, sample_weight, resp_fn, n_components, cov, shift, rows):
     d = X.shape[1]
-    total = SuffStats.zeros(n_components, d, cov.stat_shape(n_components, d), device=X.device)
-    start = 0
-    for xb, wb in iter_chunks(X, sample_weight, rows):
-        # float64 throughout: one pass, and the initial covariances of float32
-        # data must not lose precision to the distance between clusters.
-        resp = resp_fn(start, start + xb.shape[0]).double()
-        if wb is not None:
-            resp = resp * wb.double().unsqueeze(1)
-        xc = xb.double() - shift.double()
-        total.nk += resp.sum(0)
-        total.s1 += resp.T @ xc
-        total.s2 += cov.second_moment(xc, resp)
-        start += xb.shape[0]
-    return total
+    n = X.shape[0]
+
+    def totals(chunks):
+        total = SuffStats.zeros(n_components, d, cov.stat_shape(n_components, d), device=X.device)
+        for start, (xb, wb) in chunks:
+            # float64 throughout: one pass, and the initial covariances of float32
+            # data must not lose precision to the distance between clusters.
+            resp = resp_fn(start, start + xb.shape[0]).double()
+            if wb is not None:
+                resp = resp * wb.double().unsqueeze(1)
+            xc = xb.double() - shift.double()
+            total.nk += resp.sum(0)
+            total.s1 += resp.T @ xc
+            total.s2 += cov.second_moment(xc, resp)
+        return total
+
+    workers = workers_for(n, X.device)
+    rows = balanced_rows(n, rows, workers)
+    chunks = zip(range(0, n, rows), iter_chunks(X, sample_weight, rows))
+    return in_workers(totals, chunks, workers, add=lambda total, part: total.add_(part))
 
 
 def initial_params(

@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from .chunk_workers import balanced_rows, in_workers, workers_for
 from .data import iter_chunks
 
 __all__ = ["kmeans", "kmeans_many", "kmeans_plusplus"]
@@ -58,16 +59,6 @@ def _data_key(t: torch.Tensor | None):
 _KMEANS_ELEMENTS = 1 << 20
 
 
-def _sq_dist(X: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances (B, M), clamped at zero."""
-    # Centring on the centers' mean keeps the expanded form free of
-    # cancellation for data with a large offset (float32 around 1e6).
-    c0 = C.mean(0)
-    X, C = X - c0, C - c0
-    d = (X * X).sum(1, keepdim=True) - 2.0 * (X @ C.T) + (C * C).sum(1)
-    return d.clamp_min_(0.0)
-
-
 def _uniform(gen: torch.Generator, n: int, device, dtype) -> torch.Tensor:
     return torch.rand(n, generator=gen, device=gen.device, dtype=torch.float64).to(device, dtype)
 
@@ -100,16 +91,31 @@ def kmeans_plusplus(
     device = X.device
     w = torch.ones(n, dtype=torch.float64, device=device) if sample_weight is None else sample_weight.double()
     n_trials = 2 + int(math.log(n_clusters))
+    # Centred once on the data's mean (as scikit-learn's KMeans does), with
+    # the rows' squared norms computed once: each step is then one GEMM per
+    # chunk, and the expanded distances stay free of cancellation for data
+    # with a large offset (float32 around 1e6).
+    Xc = X - X.mean(0)
+    x_sq = (Xc * Xc).sum(1)
+
+    def sq_dist(idx):
+        c = Xc[idx]
+        c_sq = (c * c).sum(1)
+        return torch.cat([
+            torch.addmm(c_sq, xb, c.T, alpha=-2.0).add_(x_sq[a:a + xb.shape[0]].unsqueeze(1))
+            .clamp_min_(0.0)
+            for a, (xb, _) in zip(range(0, n, rows), iter_chunks(Xc, None, rows))
+        ]).double()
+
     first = torch.multinomial(w.to(gen.device), 1, generator=gen).to(device)
     indices = [first]
-    closest = torch.cat([_sq_dist(xb, X[first]).squeeze(1) for xb, _ in iter_chunks(X, None, rows)]).double()
+    closest = sq_dist(first).squeeze(1)
     pot = closest @ w
     for _ in range(1, n_clusters):
         cum = torch.cumsum(w * closest, 0)
         r = _uniform(gen, n_trials, device, torch.float64) * pot
         cand = torch.searchsorted(cum, r).clamp_max(n - 1)
-        dist = torch.cat([_sq_dist(xb, X[cand]) for xb, _ in iter_chunks(X, None, rows)]).double()
-        dist = torch.minimum(dist, closest.unsqueeze(1))
+        dist = torch.minimum(sq_dist(cand), closest.unsqueeze(1))
         pots = w @ dist
         best = int(torch.argmin(pots))
         closest = dist[:, best].contiguous()
@@ -119,9 +125,11 @@ def kmeans_plusplus(
     return X[idx].clone(), idx
 
 
-def _lloyd_pass(Xc, sample_weight, centers, rows, want_labels):
+def _lloyd_pass(Xc, sample_weight, centers, rows, want_labels, workers=1):
     """One pass over the data: nearest center of every row, and the
-    per-center weighted counts and sums (float64) for the next centers.
+    per-center weighted counts and sums (float64) for the next centers
+    (``workers``: threads that share the chunks when no labels are wanted,
+    :mod:`gaussmix.chunk_workers`).
 
     The distance ``||x||^2 - 2 x.c + ||c||^2`` drops ``||x||^2`` (it does not
     change the argmin), so a chunk costs one GEMM, one argmin and one scatter.
@@ -129,23 +137,28 @@ def _lloyd_pass(Xc, sample_weight, centers, rows, want_labels):
     k, d = centers.shape
     c = centers.to(Xc.dtype)
     c_sq = (c * c).sum(1)
-    counts = torch.zeros(k, dtype=torch.float64, device=Xc.device)
-    sums = torch.zeros(k, d, dtype=torch.float64, device=Xc.device)
-    labels = []
-    for xb, wb in iter_chunks(Xc, sample_weight, rows):
-        lab = torch.addmm(c_sq, xb, c.T, alpha=-2.0).argmin(1)
-        if want_labels:
-            labels.append(lab)
-        if wb is None:
-            counts += torch.bincount(lab, minlength=k).to(torch.float64)
-            part = torch.zeros(k, d, dtype=Xc.dtype, device=Xc.device).index_add_(0, lab, xb)
-        else:
-            counts.index_add_(0, lab, wb.to(torch.float64))
-            part = torch.zeros(k, d, dtype=Xc.dtype, device=Xc.device).index_add_(
-                0, lab, xb * wb.unsqueeze(1)
-            )
-        sums += part.to(torch.float64)
-    return (torch.cat(labels) if want_labels else None), counts, sums
+
+    def totals(chunks):
+        counts = torch.zeros(k, dtype=torch.float64, device=Xc.device)
+        sums = torch.zeros(k, d, dtype=torch.float64, device=Xc.device)
+        labels = []
+        for xb, wb in chunks:
+            lab = torch.addmm(c_sq, xb, c.T, alpha=-2.0).argmin(1)
+            if want_labels:
+                labels.append(lab)
+            if wb is None:
+                counts += torch.bincount(lab, minlength=k).to(torch.float64)
+                part = torch.zeros(k, d, dtype=Xc.dtype, device=Xc.device).index_add_(0, lab, xb)
+            else:
+                counts.index_add_(0, lab, wb.to(torch.float64))
+                part = torch.zeros(k, d, dtype=Xc.dtype, device=Xc.device).index_add_(
+                    0, lab, xb * wb.unsqueeze(1)
+                )
+            sums += part.to(torch.float64)
+        return (torch.cat(labels) if want_labels else None), counts, sums
+
+    # Labels come back in row order from one thread.
+    return in_workers(totals, iter_chunks(Xc, sample_weight, rows), 1 if want_labels else workers)
 
 
 def kmeans(
@@ -181,14 +194,17 @@ def kmeans(
     # The widest intermediate here is (rows, n_clusters), far narrower than the
     # EM chunk's (rows, K*D): longer chunks cut the per-chunk overhead.
     rows = max(rows, _KMEANS_ELEMENTS // max(n_clusters, 1))
+    workers = workers_for(X.shape[0], X.device)
+    rows = balanced_rows(X.shape[0], rows, workers)
     shared = _SHARED.get()
     if shared is None:
-        return _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows)
-    # Everything the result depends on, the chunking as far as it splits X.
+        return _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows, workers)
+    # Everything the result depends on, the chunking as far as it splits X
+    # and the order of the sums.
     key = (_data_key(X), n_clusters, _data_key(sample_weight), max_iter, tol,
-           min(rows, X.shape[0]), gen.get_state().numpy().tobytes(), str(gen.device))
+           min(rows, X.shape[0]), workers, gen.get_state().numpy().tobytes(), str(gen.device))
     if key not in shared:
-        labels = _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows)
+        labels = _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows, workers)
         small = labels.to(torch.int16) if n_clusters <= torch.iinfo(torch.int16).max else labels
         shared[key] = (small, gen.get_state())
         return labels
@@ -197,7 +213,7 @@ def kmeans(
     return labels.to(torch.int64)
 
 
-def _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows):
+def _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows, workers=1):
     centers, _ = kmeans_plusplus(X, n_clusters, gen, sample_weight, rows)
     var = X.double().var(0, unbiased=False).mean() if X.shape[0] > 1 else torch.zeros((), dtype=torch.float64)
     threshold = float(tol * var)
@@ -207,7 +223,7 @@ def _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows):
     Xc = X - origin
     centers = centers.double() - origin.double()
     for _ in range(max_iter):
-        _, counts, sums = _lloyd_pass(Xc, sample_weight, centers, rows, False)
+        _, counts, sums = _lloyd_pass(Xc, sample_weight, centers, rows, False, workers)
         # An emptied cluster keeps its previous center.
         new = torch.where(counts.unsqueeze(1) > 0, sums / counts.clamp_min(1e-300).unsqueeze(1), centers)
         shift = float(((new - centers) ** 2).sum())
