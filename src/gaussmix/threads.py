@@ -10,8 +10,10 @@ and more on a shared machine.  Measured on a 2-core machine, a
 41.7 against 65.1 ms (docs/PERFORMANCE.md).  So fits (``partial_fit``'s
 batches included), inference calls, the model search and the batched
 candidates run on one thread up to :data:`SINGLE_THREAD_MAX_SAMPLES`
-samples, and on torch's own setting above it.  The setting is the process's
-(``torch.set_num_threads``); each call restores it when it returns.
+samples, and on torch's own setting above it, where the passes over
+in-memory data share their chunks among that many worker threads of one
+torch thread each (:mod:`gaussmix.chunk_workers`).  The setting is the
+process's (``torch.set_num_threads``); each call restores it when it returns.
 """
 
 from __future__ import annotations
