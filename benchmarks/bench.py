@@ -167,9 +167,11 @@ def time_sklearn_init(X, k, kind, threads):
         return time.perf_counter() - t
 
 
-def time_gaussmix(Xt, k, kind, init, n_iter):
+def time_gaussmix(Xt, k, kind, init, n_iter, warm=0):
     """Seconds per iteration of gaussmix's EM loop (run_em), and the mean
-    log-likelihood after ``n_iter`` iterations."""
+    log-likelihood after ``n_iter`` iterations; with ``warm``, those
+    iterations are timed after ``warm`` untimed ones on the same chunks
+    (the steady state: means settled, kept features built)."""
     weights, means, precisions = init
     dev, dtype = Xt.device, Xt.dtype
     cov = get_covariance_type(kind)
@@ -197,6 +199,8 @@ def time_gaussmix(Xt, k, kind, init, n_iter):
     if kept:
         chunks.feature_cache = FeatureCache(centre)
     chunks.workers = workers
+    if warm:
+        p = run_em(chunks, p, reg_covar=1e-6, tol=0.0, max_iter=warm).params
     _sync(dev)
     t = time.perf_counter()
     res = run_em(chunks, p, reg_covar=1e-6, tol=0.0, max_iter=n_iter)
@@ -345,6 +349,10 @@ def installed_peers() -> list:
     return [name for name in PEERS if importlib.util.find_spec(name) is not None]
 
 
+#: Untimed EM iterations before the steady-state columns of ``--clusters``.
+WARM_ITERATIONS = 10
+
+
 def run_clusters(args) -> str:
     """Issue 13's table: ratios measured side by side in one run.
 
@@ -361,13 +369,17 @@ def run_clusters(args) -> str:
     lines = [
         f"Machine: {header}",
         f"{n:,} x {d} x {k}, {n_iter} EM iterations from the same fixed start, medians of {reps} "
-        "interleaved repetitions; ratios only (a shared CPU: absolute times move with the load).",
+        "interleaved repetitions; ratios only (a shared CPU: absolute times move with the load; "
+        "the float64 ms are for reading the ratios). 'After' columns: the same "
+        f"{n_iter} iterations timed after {WARM_ITERATIONS} untimed ones (means settled, "
+        "kept features built).",
         "Peers: " + (", ".join(peers) + " (not yet timed by this script)" if peers else
                      "none of pomegranate, gmmx, torchgmm is installed here"),
         "",
-        "| clusters | type | gaussmix float64 vs scikit-learn | gaussmix float32 vs float64 | "
+        f"| clusters | type | gaussmix float64 vs scikit-learn | gaussmix float32 vs float64 | "
+        f"float32 vs float64 after {WARM_ITERATIONS} iterations | float64 ms/iter (from start / after) | "
         "float32 moments after the timed iterations | LL rel. diff float64 vs scikit-learn | float32 vs float64 |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     from gaussmix.em import moment_shift
@@ -378,7 +390,7 @@ def run_clusters(args) -> str:
         X32 = X64.float()
         for kind in args.kinds.split(","):
             init = fixed_init(X, k, kind)
-            sk, g64, g32 = [], [], []
+            sk, g64, g32, s64, s32 = [], [], [], [], []
             for _ in range(reps):
                 if not args.no_sklearn:
                     t, sk_lb = time_sklearn(X, k, kind, init, n_iter, args.threads)
@@ -387,12 +399,16 @@ def run_clusters(args) -> str:
                 g64.append(t)
                 t, lb32 = time_gaussmix(X32, k, kind, init, n_iter)
                 g32.append(t)
+                s64.append(time_gaussmix(X64, k, kind, init, n_iter, warm=WARM_ITERATIONS)[0])
+                s32.append(time_gaussmix(X32, k, kind, init, n_iter, warm=WARM_ITERATIONS)[0])
             m64, m32 = float(np.median(g64)), float(np.median(g32))
+            w64, w32 = float(np.median(s64)), float(np.median(s32))
             path = "per component" if moment_shift(_params_after(X32, k, kind, init, n_iter)).dim() == 2 \
                 else "one shift"
             vs_sk = f"{float(np.median(sk)) / m64:.1f}x" if sk else "-"
             sk_diff = f"{abs(lb64 - sk_lb) / abs(sk_lb):.1e}" if sk else "-"
-            row = (f"| {label} | {kind} | {vs_sk} | {m64 / m32:.2f}x | {path} | "
+            row = (f"| {label} | {kind} | {vs_sk} | {m64 / m32:.2f}x | {w64 / w32:.2f}x | "
+                   f"{m64 * 1e3:.0f} / {w64 * 1e3:.0f} | {path} | "
                    f"{sk_diff} | {abs(lb32 - lb64) / abs(lb64):.1e} |")
             lines.append(row)
             print(row, flush=True)

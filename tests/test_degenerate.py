@@ -144,14 +144,16 @@ def test_float32_far_apart_clusters_keep_their_covariance(ct, separation):
     np.testing.assert_allclose(gm32.means_, gm64.means_, atol=1e-3)
 
 
-@pytest.mark.parametrize("ct", ["diag", "spherical"])
-def test_float32_soft_split_far_from_the_mixture_mean(ct):
+@pytest.mark.parametrize("ct, n", [("diag", 300), ("spherical", 300), ("full", 1500)])
+def test_float32_soft_split_far_from_the_mixture_mean(ct, n):
     # Two components share a cluster 1e3 standard deviations from the mixture
     # mean: their responsibilities are soft, so log-density errors would show.
-    # float32 distances are taken per component, so the fit follows float64.
+    # float32 distances are taken per component (diag, spherical) or on
+    # features around each row's component (full, on 3000 rows: its kept
+    # features in owner groups), so the fit follows float64.
     rng = np.random.default_rng(3)
-    X = np.r_[rng.normal(size=(300, 2)), rng.normal(size=(300, 2)) + 1e3].astype(np.float32)
-    pre = {"diag": np.ones((3, 2)), "spherical": np.ones(3)}[ct]
+    X = np.r_[rng.normal(size=(n, 2)), rng.normal(size=(n, 2)) + 1e3].astype(np.float32)
+    pre = {"diag": np.ones((3, 2)), "spherical": np.ones(3), "full": np.stack([np.eye(2)] * 3)}[ct]
     kw = dict(n_components=3, covariance_type=ct, tol=0, max_iter=20, weights_init=[0.25, 0.25, 0.5],
               means_init=[[-0.5, 0.0], [0.5, 0.1], [1e3, 1e3]], precisions_init=pre)
     with warnings.catch_warnings():

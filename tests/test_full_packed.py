@@ -13,6 +13,7 @@ import torch
 from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
 import gaussmix.covariance.full_packed as fp
+import gaussmix.owner_groups as owner_groups_mod
 from gaussmix import GaussianMixture
 from gaussmix.covariance import get_covariance_type
 from gaussmix.data import iter_chunks
@@ -204,26 +205,27 @@ def test_full_fit_scale_invariant_at_extreme_scales(scale):
     np.testing.assert_allclose(b.means_ / scale, a.means_, rtol=1e-9, atol=1e-9)
 
 
-def test_float32_far_from_the_mean_runs_the_kept_form_in_float64(monkeypatch):
+def test_float32_far_from_the_mean_runs_on_owner_groups(monkeypatch):
     """float32 data whose components lie far from the mixture mean (the
-    moments go to each component's mean): the passes run the packed form on
-    float64 features, as exact as float64 itself."""
+    moments go to each component's mean): the passes run the packed form in
+    float32 on features centred on each row's component
+    (gaussmix.owner_groups), within float32's rounding of the float64 fit."""
     rng = np.random.default_rng(3)
     centres = rng.normal(0.0, 30.0, (5, 6))  # tens of standard deviations apart
     X = centres[rng.integers(0, 5, 4000)] + rng.normal(size=(4000, 6)) * rng.uniform(0.5, 2.0, 6)
-    dtypes = []
-    original = FeatureCache.centre_for
+    builds = []
+    original = owner_groups_mod.OwnerGroups.build.__func__
 
-    def spy(self, form, dtype):
-        dtypes.append(dtype)
-        return original(self, form, dtype)
+    def spy(cls, *args):
+        builds.append(args[2].means.dtype)
+        return original(cls, *args)
 
-    monkeypatch.setattr(FeatureCache, "centre_for", spy)
+    monkeypatch.setattr(owner_groups_mod.OwnerGroups, "build", classmethod(spy))
     init = dict(means_init=centres + 0.5, random_state=0, max_iter=40, tol=0.0)
     g64 = GaussianMixture(5, dtype="float64", **init).fit(X)
-    dtypes.clear()
+    assert builds == []
     g32 = GaussianMixture(5, dtype="float32", **init).fit(X.astype(np.float32))
-    assert dtypes and set(dtypes) == {torch.float64}
+    assert builds and set(builds) == {torch.float32}
     np.testing.assert_allclose(g32.lower_bound_, g64.lower_bound_, rtol=1e-7)
     np.testing.assert_allclose(np.asarray(g32.covariances_, np.float64), g64.covariances_,
                                rtol=1e-5, atol=1e-6)

@@ -14,6 +14,7 @@ import torch
 
 from . import kernels
 from .chunk_workers import in_workers
+from .owner_groups import owner_groups
 from .covariance import row_sums
 from .covariance.base import _LOG_2PI
 from .params import GMMParams
@@ -370,8 +371,72 @@ def accumulate(chunks: Chunks, params: GMMParams, moments_at: torch.Tensor | Non
     """
     if moments_at is None:
         moments_at = moment_shift(params)
+    add = lambda total, part: total.add_(part)  # noqa: E731
+    if cache is not None and _groups_apply(params, moments_at):
+        chunks = list(chunks)
+        form = params.cov.pass_form(params.n_components, params.n_features, params.means.device)
+        groups = owner_groups(cache, form, chunks, params, chunks[0][0].shape[0])
+        if groups is not None:
+            log_det = params.cov.log_det(params.precisions_cholesky, params.n_features)
+            const = params.log_weight_terms() + (log_det - 0.5 * params.n_features * _LOG_2PI)
+            coef = groups.coefficients(params, const)
+            return in_workers(lambda part: _accumulate_groups(part, params, moments_at, entropy,
+                                                              groups, coef),
+                              groups.segments, workers, add=add)
     return in_workers(lambda part: _accumulate_chunks(part, params, moments_at, entropy, cache),
-                      chunks, workers, add=lambda total, part: total.add_(part))
+                      chunks, workers, add=add)
+
+
+def _groups_apply(params: GMMParams, moments_at: torch.Tensor) -> bool:
+    """Whether a pass with kept features runs on owner groups
+    (:mod:`gaussmix.owner_groups`): float32 on the CPU, moments around each
+    component's mean (some component far from the mixture mean), a form
+    that keeps features, and components within ``FAR_IN_FLOAT64``."""
+    if params.means.dtype != torch.float32 or moments_at.dim() != 2:
+        return False
+    device = params.means.device
+    if device.type != "cpu":
+        return False
+    form = params.cov.pass_form(params.n_components, params.n_features, device)
+    return form.keeps_features and _farthest(params) <= FAR_IN_FLOAT64
+
+
+class _GroupPass:
+    """One owner group's share of a pass: what :func:`_add_chunk` reads of a
+    :class:`_Pass`, with the group's coefficients (bits)."""
+
+    __slots__ = ("cov", "prep", "axis", "bits", "direct", "offsets", "entropy", "raw", "_wlp")
+
+    def __init__(self, form, prep: torch.Tensor, entropy: bool):
+        self.cov, self.prep, self.entropy = form, prep, entropy
+        self.axis, self.bits, self.direct, self.offsets, self.raw = 0, True, None, None, None
+        self._wlp = None
+
+    def weighted_log_prob(self, feats: torch.Tensor) -> tuple:
+        b, k = feats.shape[0], self.prep.shape[0]
+        if self._wlp is None or self._wlp.numel() < k * b:
+            self._wlp = torch.empty(k * b, dtype=feats.dtype, device=feats.device)
+        return self.cov.log_prob_prepared(feats, self.prep, self._wlp[: k * b].view(k, b)), None, feats
+
+
+def _accumulate_groups(segments: list, params: GMMParams, moments_at: torch.Tensor,
+                       entropy: bool, groups, coef: torch.Tensor) -> SuffStats:
+    """:func:`accumulate` over owner-group segments ``(group, features,
+    weights)`` on the calling thread; each group's moments, taken around its
+    centre, move to ``moments_at`` (K, D) at the end."""
+    total = _zeros(params, entropy)
+    passes: dict = {}
+
+    def group_pass(g):
+        if g not in passes:
+            passes[g] = _GroupPass(groups.form, coef[g], entropy)
+        return passes[g]
+
+    _add_chunks(total, ((feats, wb, group_pass(g)) for g, feats, wb in segments))
+    at = moments_at.double()
+    for g, ctx in passes.items():
+        _add_moments(total, *groups.form.moments_from_raw(ctx.raw, at - groups.centres[g]))
+    return total
 
 
 def _accumulate_chunks(chunks: Chunks, params: GMMParams, moments_at: torch.Tensor,
@@ -379,28 +444,33 @@ def _accumulate_chunks(chunks: Chunks, params: GMMParams, moments_at: torch.Tens
     """:func:`accumulate`'s loop over the chunks, on the calling thread."""
     total = _zeros(params, entropy)
     ctx = _Pass(params, moments_at, entropy, cache)
-    rows = 0
-    unweighted_rows = 0
-    weight_sums = []
     with kernels.matmul_precision(params.means.device):
-        for xb, wb in chunks:
-            _add_chunk(total, xb, wb, ctx)
-            rows += xb.shape[0]
-            if wb is None:
-                unweighted_rows += xb.shape[0]
-            else:
-                weight_sums.append(wb.sum(dtype=torch.float64))
+        _add_chunks(total, ((xb, wb, ctx) for xb, wb in chunks))
     if ctx.raw is not None:
         if ctx.offsets is None:
             _add_moments(total, *ctx.cov.split_moments(ctx.raw, params.n_features))
         else:
             _add_moments(total, *ctx.cov.moments_from_raw(ctx.raw, ctx.offsets))
+    return total
+
+
+def _add_chunks(total: SuffStats, items) -> None:
+    """:func:`_add_chunk` of every ``(X, weights, pass)`` item, then the
+    totals' row count and weight."""
+    rows = unweighted_rows = 0
+    weight_sums = []
+    for xb, wb, ctx in items:
+        _add_chunk(total, xb, wb, ctx)
+        rows += xb.shape[0]
+        if wb is None:
+            unweighted_rows += xb.shape[0]
+        else:
+            weight_sums.append(wb.sum(dtype=torch.float64))
     total.count.fill_(float(rows))
     # An unweighted row has weight one.
     total.weight.fill_(float(unweighted_rows))
     if weight_sums:
         total.weight.add_(torch.stack(weight_sums).sum())
-    return total
 
 
 def _check_finite_stats(stats: SuffStats) -> None:

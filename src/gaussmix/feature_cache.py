@@ -76,6 +76,10 @@ class FeatureCache:
         self._form = None
         self._store: dict = {}
         self._bytes = 0
+        #: float32 features grouped by owner (:mod:`gaussmix.owner_groups`),
+        #: kept apart from the per-chunk ones, and the means of their last pass.
+        self.owner_groups = None
+        self.owner_means = None
         # Chunk workers (gaussmix.chunk_workers) start their passes and build
         # their chunks' features side by side: the form and the byte count
         # change under a lock.

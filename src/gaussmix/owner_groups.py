@@ -1,0 +1,149 @@
+"""float32 passes of the packed full form, exact far from the mixture mean.
+
+The packed form (:mod:`gaussmix.covariance.full_packed`) expands each
+Mahalanobis distance around one centre, so a float32 pass loses
+``eps32 * d^2`` of it for a row ``d`` of the component's standard deviations
+from that centre: on clustered data, whose components lie tens of standard
+deviations from the mixture mean, that is most of float32's precision.  Such
+passes therefore ran the packed form in float64.
+
+Here the rows are grouped by the component they belonged to when the
+features were built (the nearest mean), and each group's features are
+taken around that component's mean ``c_g``: every product is then of a
+row's distance to its own component, which float32 holds to ``eps32``.
+The distance of group ``g``'s rows to component ``k`` reads the same
+features with coefficients of ``mu_k - c_g``, so each group is one float32
+GEMM each way, and each group's moments, taken around ``c_g``, move to the
+components' means once per pass in float64 (``moments_from_raw``).  A
+component far from a group's centre has rows of that group only at
+negligible responsibility, whose distances are then as relatively exact as
+the distance itself.
+
+The groups are kept from pass to pass (a fit's
+:class:`~gaussmix.feature_cache.FeatureCache`) and rebuilt when some
+component's mean has moved more than ``sqrt(FAR_IN_FLOAT32)`` of its own
+standard deviations from its group's centre.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .covariance.full_packed import _upper
+
+__all__ = ["OwnerGroups", "owner_groups"]
+
+_LOG2_E = 1.0 / math.log(2.0)
+
+
+class OwnerGroups:
+    """Float32 packed features of in-memory data, grouped by owner.
+
+    Parameters
+    ----------
+    form : CovarianceType
+        The packed form (``features``, ``raw_moments``, ``moments_from_raw``).
+    centres : Tensor (K, D), float64
+        Each group's centre: its component's mean when the groups were built.
+    segments : list of (int, Tensor, Tensor or None)
+        ``(group, features (B, P), sample weights (B,) or None)``, the rows
+        of one group in pieces of at most a chunk.
+    n_bytes : int
+        Memory the features take.
+    """
+
+    def __init__(self, form, centres, segments, n_bytes):
+        self.form = form
+        self.centres = centres
+        self.segments = segments
+        self.n_bytes = n_bytes
+
+    @classmethod
+    def build(cls, form, chunks: list, params, rows: int) -> "OwnerGroups":
+        """Group the rows of ``chunks`` ((X, w) pairs) by their nearest
+        component mean under ``params`` (float32) and build each row's
+        features around that mean; the groups go in pieces of at most
+        ``rows`` rows."""
+        X = torch.cat([xb for xb, _ in chunks]) if len(chunks) > 1 else chunks[0][0]
+        weights = [wb for _, wb in chunks]
+        w = None if weights[0] is None else torch.cat(weights)
+        centres = params.means.double()
+        # Nearest mean (one GEMM; the owners only choose each row's centre, so
+        # they need not be the most likely component), on data centred on
+        # the means' mean, free of cancellation for data with an offset.
+        origin = centres.mean(0)
+        c = (centres - origin).to(X.dtype)
+        owner = torch.addmm((c * c).sum(1), X - origin.to(X.dtype), c.T, alpha=-2.0).argmin(1)
+        order = torch.argsort(owner, stable=True)
+        counts = torch.bincount(owner, minlength=params.n_components).tolist()
+        # x - c_g in float64, then rounded once: exact near c_g.
+        xc = (X.index_select(0, order).double() - centres.index_select(0, owner[order]))
+        feats = form.features(xc.to(X.dtype), torch.zeros((), dtype=X.dtype, device=X.device))[1]
+        w = None if w is None else w.index_select(0, order)
+        segments, start = [], 0
+        for g, count in enumerate(counts):
+            for a in range(start, start + count, rows):
+                b = min(a + rows, start + count)
+                segments.append((g, feats[a:b], None if w is None else w[a:b]))
+            start += count
+        return cls(form, centres, segments, feats.numel() * feats.element_size())
+
+    def stale(self, params) -> bool:
+        """Whether some component's mean has moved more than
+        ``sqrt(FAR_IN_FLOAT32)`` of its own standard deviations from its
+        group's centre (its rows are then that far from their centre)."""
+        return _moved_far(self.centres, params)
+
+    def coefficients(self, params, const) -> torch.Tensor:
+        """(K groups, K, P) float32 coefficients, in bits: group ``g``'s
+        ``const_k - maha_k / 2`` on its features, for every component ``k``."""
+        d = params.n_features
+        rows, cols, weight = _upper(d, params.means.device)
+        prec = self.form.precisions(params.precisions_cholesky.double())
+        quad = prec[:, rows, cols] * (-0.5 * weight)
+        mc = params.means.double().unsqueeze(0) - self.centres.unsqueeze(1)  # (G, K, D)
+        lin = torch.einsum("kij,gkj->gki", prec, mc)
+        bias = const.double().unsqueeze(0) - 0.5 * (mc * lin).sum(-1)
+        g = self.centres.shape[0]
+        coef = torch.cat([quad.expand(g, *quad.shape), lin, bias.unsqueeze(-1)], dim=-1)
+        return (coef * _LOG2_E).to(params.means.dtype)
+
+
+#: New groups are built only when no mean moved more than a quarter of the
+#: staleness distance in the last iteration: at that pace they last at least
+#: four iterations, which pays for their build (about one and a half passes
+#: at 100 000 x 16 x 16; a float32 pass on them costs about half a float64 one).
+SETTLED_FRACTION = 0.25
+
+
+def _moved_far(means: torch.Tensor, params, fraction: float = 1.0) -> bool:
+    """Whether some component's mean lies more than ``fraction *
+    sqrt(FAR_IN_FLOAT32)`` of its own standard deviations from ``means`` (K, D)."""
+    from .expectation import FAR_IN_FLOAT32
+
+    moved = params.means.double() - means
+    # (mu_k - m_k) U_k for every k: its squared norm is the distance.
+    z = torch.einsum("kd,kde->ke", moved, params.precisions_cholesky.double())
+    return bool(((z * z).sum(1) > FAR_IN_FLOAT32 * fraction ** 2).any())
+
+
+def owner_groups(cache, form, chunks: list, params, rows: int):
+    """The fit's :class:`OwnerGroups` for a float32 pass of ``form`` under
+    ``params``, kept in ``cache``; None where the pass runs the kept form
+    in float64 instead: the features would not fit in the cache's memory,
+    or the groups went stale while the means are still on the move (see
+    :data:`SETTLED_FRACTION`), where new groups would not last."""
+    n = sum(xb.shape[0] for xb, _ in chunks)
+    if n * form.feature_width(params.n_features) * params.means.element_size() > cache.limit:
+        return None
+    groups, last = cache.owner_groups, cache.owner_means
+    cache.owner_means = params.means.double()
+    if groups is not None and groups.form is form and not groups.stale(params):
+        return groups
+    if groups is not None and (last is None or _moved_far(last, params, SETTLED_FRACTION)):
+        return None
+    cache.owner_groups = None  # the old features go before the new are built
+    groups = cache.owner_groups = OwnerGroups.build(form, chunks, params, rows)
+    return groups
