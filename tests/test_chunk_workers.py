@@ -209,3 +209,30 @@ def test_balanced_rows(n, rows, workers):
     assert 1 <= b <= rows
     if workers > 1 and n >= workers * workers:
         assert -(-n // b) % workers == 0
+
+
+def _child_pass(queue):
+    X = torch.as_tensor(_blobs(n=3000))
+    p = _params(X.numpy(), "diag")
+    stats = accumulate(iter_chunks(X, None, 500), p, workers=2)
+    queue.put(float(stats.log_likelihood))
+
+
+def test_a_forked_child_gets_its_own_workers():
+    # The parent's pool threads do not exist in a forked child: a pass there
+    # must not wait on them forever.
+    import multiprocessing as mp
+
+    X = torch.as_tensor(_blobs(n=3000))
+    p = _params(X.numpy(), "diag")
+    parent = float(accumulate(iter_chunks(X, None, 500), p, workers=2).log_likelihood)
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_pass, args=(queue,))
+    child.start()
+    child.join(60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0
+    assert queue.get(timeout=5) == parent

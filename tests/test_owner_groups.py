@@ -56,10 +56,14 @@ def test_a_grouped_pass_equals_the_float64_pass(kind, workers, monkeypatch):
                         classmethod(lambda cls, *a: built.append(1) or original(cls, *a)))
     for weights in (None, w):
         cache = FeatureCache(X32.mean(0, dtype=torch.float64))
+        # The first pass has no earlier means to tell settled ones: float64.
+        accumulate(iter_chunks(X32, weights, 800), p32, at, cache=cache, workers=workers)
+        assert cache.owner_groups is None
         got = accumulate(iter_chunks(X32, weights, 800), p32, at, cache=cache, workers=workers)
         ref = accumulate(iter_chunks(X32.double(), None if weights is None else weights.double(), 800),
                          p64, at.double())
         assert cache.owner_groups is not None
+        assert cache._bytes == 0 and not cache._store  # the float64 features went
         np.testing.assert_allclose(got.nk.numpy(), ref.nk.numpy(), rtol=1e-6)
         np.testing.assert_allclose(got.s2.numpy(), ref.s2.numpy(), rtol=2e-6,
                                    atol=2e-6 * float(ref.s2.abs().max()))
@@ -93,11 +97,17 @@ def test_far_apart_clusters_keep_their_covariance(separation):
     np.testing.assert_allclose(gm32.means_, gm64.means_, rtol=1e-6, atol=1e-5)
 
 
-def test_groups_go_stale_when_a_mean_moves_far():
-    centres, X = _clusters(3000, 3, 4, 30.0)
+def _grouping_case(n, d, k, rows):
+    """float32 parameters near the truth of clusters 30 sd apart, their packed
+    form, the data's chunks and the data."""
+    centres, X = _clusters(n, d, k, 30.0)
     p = _params(centres, X).to(dtype=torch.float32)
-    form = p.cov.pass_form(4, 3, p.means.device)
-    chunks = list(iter_chunks(torch.as_tensor(X, dtype=torch.float32), None, 1000))
+    form = p.cov.pass_form(k, d, p.means.device)
+    return p, form, list(iter_chunks(torch.as_tensor(X, dtype=torch.float32), None, rows)), X
+
+
+def test_groups_go_stale_when_a_mean_moves_far():
+    p, form, chunks, _ = _grouping_case(3000, 3, 4, 1000)
     groups = og.OwnerGroups.build(form, chunks, p, 1000)
     # Every row sits in the group of its nearest mean, features around it.
     assert sum(f.shape[0] for _, f, _ in groups.segments) == 3000
@@ -113,15 +123,13 @@ def test_groups_go_stale_when_a_mean_moves_far():
         assert groups.stale(q) == stale
 
 
-def test_groups_wait_while_the_means_move(monkeypatch):
+def test_groups_wait_while_the_means_move():
     # Stale groups are rebuilt only once the means have settled: a pass while
     # they still move runs the kept form in float64 (owner_groups -> None).
-    centres, X = _clusters(3000, 3, 4, 30.0)
-    p = _params(centres, X).to(dtype=torch.float32)
-    form = p.cov.pass_form(4, 3, p.means.device)
-    chunks = list(iter_chunks(torch.as_tensor(X, dtype=torch.float32), None, 1000))
+    p, form, chunks, X = _grouping_case(3000, 3, 4, 1000)
     cache = FeatureCache(torch.as_tensor(X).mean(0))
-    first = og.owner_groups(cache, form, chunks, p, 1000)
+    assert og.owner_groups(cache, form, chunks, p, 1000) is None  # nothing to compare with
+    first = og.owner_groups(cache, form, chunks, p, 1000, workers=2)  # settled
     assert first is not None and og.owner_groups(cache, form, chunks, p, 1000) is first
     sd = p.get_covariances()[0].double().diagonal().sqrt().max()
     moved = p.means.clone()
@@ -133,10 +141,17 @@ def test_groups_wait_while_the_means_move(monkeypatch):
 
 
 def test_groups_too_large_for_the_cache_run_in_float64():
-    centres, X = _clusters(3000, 3, 4, 30.0)
-    p = _params(centres, X).to(dtype=torch.float32)
-    form = p.cov.pass_form(4, 3, p.means.device)
-    chunks = list(iter_chunks(torch.as_tensor(X, dtype=torch.float32), None, 1000))
+    p, form, chunks, X = _grouping_case(3000, 3, 4, 1000)
     cache = FeatureCache(torch.as_tensor(X).mean(0), limit=3000 * form.feature_width(3) * 4 - 1)
-    assert og.owner_groups(cache, form, chunks, p, 1000) is None
+    for _ in range(2):
+        assert og.owner_groups(cache, form, chunks, p, 1000) is None
     assert cache.owner_groups is None
+
+
+def test_groups_built_by_workers_equal_one_thread():
+    p, form, chunks, _ = _grouping_case(5000, 4, 5, 700)
+    one = og.OwnerGroups.build(form, chunks, p, 700)
+    three = og.OwnerGroups.build(form, chunks, p, 700, workers=3)
+    assert [g for g, _, _ in one.segments] == [g for g, _, _ in three.segments]
+    assert all(torch.equal(a, b) for (_, a, _), (_, b, _) in zip(one.segments, three.segments))
+    assert one.n_bytes == three.n_bytes

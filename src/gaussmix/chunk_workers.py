@@ -22,6 +22,7 @@ number of workers; with another number its sums round differently.
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -38,6 +39,17 @@ MAX_WORKERS = 16
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+
+
+def _forget_pool() -> None:
+    # A forked child has the pool object but not its threads: work submitted
+    # there would wait forever.  It starts a pool of its own.
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def workers_for(n_samples: int, device) -> int:

@@ -375,7 +375,7 @@ def accumulate(chunks: Chunks, params: GMMParams, moments_at: torch.Tensor | Non
     if cache is not None and _groups_apply(params, moments_at):
         chunks = list(chunks)
         form = params.cov.pass_form(params.n_components, params.n_features, params.means.device)
-        groups = owner_groups(cache, form, chunks, params, chunks[0][0].shape[0])
+        groups = owner_groups(cache, form, chunks, params, chunks[0][0].shape[0], workers)
         if groups is not None:
             log_det = params.cov.log_det(params.precisions_cholesky, params.n_features)
             const = params.log_weight_terms() + (log_det - 0.5 * params.n_features * _LOG_2PI)

@@ -95,6 +95,12 @@ class FeatureCache:
                 self._bytes = 0
             return self.centre
 
+    def release(self) -> None:
+        """Drop the kept per-chunk features (rebuilt on demand if read again)."""
+        with self._lock:
+            self._store.clear()
+            self._bytes = 0
+
     def features(self, X: torch.Tensor, build) -> tuple:
         """``(xc, feats)`` of chunk ``X`` as the form's ``features`` gives
         them: cached, or ``build()``'s result (kept while the limit allows;

@@ -31,6 +31,7 @@ import math
 
 import torch
 
+from .chunk_workers import map_workers
 from .covariance.full_packed import _upper
 
 __all__ = ["OwnerGroups", "owner_groups"]
@@ -61,11 +62,11 @@ class OwnerGroups:
         self.n_bytes = n_bytes
 
     @classmethod
-    def build(cls, form, chunks: list, params, rows: int) -> "OwnerGroups":
+    def build(cls, form, chunks: list, params, rows: int, workers: int = 1) -> "OwnerGroups":
         """Group the rows of ``chunks`` ((X, w) pairs) by their nearest
         component mean under ``params`` (float32) and build each row's
         features around that mean; the groups go in pieces of at most
-        ``rows`` rows."""
+        ``rows`` rows, built by ``workers`` threads (:mod:`gaussmix.chunk_workers`)."""
         X = torch.cat([xb for xb, _ in chunks]) if len(chunks) > 1 else chunks[0][0]
         weights = [wb for _, wb in chunks]
         w = None if weights[0] is None else torch.cat(weights)
@@ -78,17 +79,29 @@ class OwnerGroups:
         owner = torch.addmm((c * c).sum(1), X - origin.to(X.dtype), c.T, alpha=-2.0).argmin(1)
         order = torch.argsort(owner, stable=True)
         counts = torch.bincount(owner, minlength=params.n_components).tolist()
-        # x - c_g in float64, then rounded once: exact near c_g.
-        xc = (X.index_select(0, order).double() - centres.index_select(0, owner[order]))
-        feats = form.features(xc.to(X.dtype), torch.zeros((), dtype=X.dtype, device=X.device))[1]
-        w = None if w is None else w.index_select(0, order)
-        segments, start = [], 0
+        pieces, start = [], 0
         for g, count in enumerate(counts):
-            for a in range(start, start + count, rows):
-                b = min(a + rows, start + count)
-                segments.append((g, feats[a:b], None if w is None else w[a:b]))
+            pieces += [(g, a, min(a + rows, start + count)) for a in range(start, start + count, rows)]
             start += count
-        return cls(form, centres, segments, feats.numel() * feats.element_size())
+        zero = torch.zeros((), dtype=X.dtype, device=X.device)
+
+        def build_pieces(part):
+            out = []
+            for g, a, b in part:
+                idx = order[a:b]
+                # x - c_g in float64, then rounded once: exact near c_g.
+                xc = (X.index_select(0, idx).double() - centres[g]).to(X.dtype)
+                out.append((g, form.features(xc, zero)[1], None if w is None else w.index_select(0, idx)))
+            return out
+
+        workers = max(1, min(workers, len(pieces)))
+        if workers == 1:
+            segments = build_pieces(pieces)
+        else:
+            parts = map_workers(build_pieces, [pieces[i::workers] for i in range(workers)])
+            segments = [parts[i % workers][i // workers] for i in range(len(pieces))]
+        n_bytes = sum(f.numel() * f.element_size() for _, f, _ in segments)
+        return cls(form, centres, segments, n_bytes)
 
     def stale(self, params) -> bool:
         """Whether some component's mean has moved more than
@@ -129,12 +142,13 @@ def _moved_far(means: torch.Tensor, params, fraction: float = 1.0) -> bool:
     return bool(((z * z).sum(1) > FAR_IN_FLOAT32 * fraction ** 2).any())
 
 
-def owner_groups(cache, form, chunks: list, params, rows: int):
+def owner_groups(cache, form, chunks: list, params, rows: int, workers: int = 1):
     """The fit's :class:`OwnerGroups` for a float32 pass of ``form`` under
     ``params``, kept in ``cache``; None where the pass runs the kept form
     in float64 instead: the features would not fit in the cache's memory,
-    or the groups went stale while the means are still on the move (see
-    :data:`SETTLED_FRACTION`), where new groups would not last."""
+    or there are no current groups and the means are still on the move (see
+    :data:`SETTLED_FRACTION`; the first pass has nothing to compare with),
+    where new groups would not last."""
     n = sum(xb.shape[0] for xb, _ in chunks)
     if n * form.feature_width(params.n_features) * params.means.element_size() > cache.limit:
         return None
@@ -142,8 +156,11 @@ def owner_groups(cache, form, chunks: list, params, rows: int):
     cache.owner_means = params.means.double()
     if groups is not None and groups.form is form and not groups.stale(params):
         return groups
-    if groups is not None and (last is None or _moved_far(last, params, SETTLED_FRACTION)):
+    if last is None or _moved_far(last, params, SETTLED_FRACTION):
         return None
     cache.owner_groups = None  # the old features go before the new are built
-    groups = cache.owner_groups = OwnerGroups.build(form, chunks, params, rows)
+    groups = cache.owner_groups = OwnerGroups.build(form, chunks, params, rows, workers)
+    # The float64 features of the earlier passes are not read while the
+    # groups last.
+    cache.release()
     return groups
