@@ -236,3 +236,26 @@ def test_a_forked_child_gets_its_own_workers():
         child.kill()
     assert not alive and child.exitcode == 0
     assert queue.get(timeout=5) == parent
+
+
+def test_inference_with_workers_matches_one_thread(two_threads, monkeypatch):
+    # predict, predict_proba and score_samples share their chunks among the
+    # workers above the one-thread size; rows come back in order.
+    import gaussmix.mixture as mixture_mod
+
+    X = _blobs(n=12_000, d=3, k=4)
+    gm = GaussianMixture(4, random_state=0).fit(X)
+    used = []
+    real = mixture_mod.workers_for
+    monkeypatch.setattr(mixture_mod, "workers_for", lambda n, device: used.append(real(n, device)) or 3)
+    labels, proba, score = gm.predict(X), gm.predict_proba(X), gm.score_samples(X)
+    assert used and set(used) == {2}
+    monkeypatch.setattr(mixture_mod, "workers_for", lambda n, device: 1)
+    np.testing.assert_array_equal(labels, gm.predict(X))
+    np.testing.assert_allclose(proba, gm.predict_proba(X), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(score, gm.score_samples(X), rtol=1e-12)
+
+
+def test_map_chunks_keeps_the_order():
+    assert cw.map_chunks(lambda c: c * 10, range(7), 3) == [0, 10, 20, 30, 40, 50, 60]
+    assert cw.map_chunks(lambda c: c, [], 3) == []

@@ -30,7 +30,7 @@ import torch
 
 from .threads import threads_for
 
-__all__ = ["MAX_WORKERS", "workers_for", "balanced_rows", "map_workers", "in_workers"]
+__all__ = ["MAX_WORKERS", "workers_for", "balanced_rows", "map_workers", "in_workers", "map_chunks"]
 
 #: Most worker threads of one pass.  A chunk's Python (~20 torch calls) holds
 #: the GIL for a few percent of the chunk's time, so more workers than this
@@ -155,3 +155,16 @@ def in_workers(fn, chunks, workers: int, add=None):
 
 def _add(a, b):
     return None if a is None or b is None else a + b
+
+
+def map_chunks(fn, chunks, workers: int) -> list:
+    """``[fn(chunk) for chunk in chunks]`` in the chunks' order, the chunks
+    shared among ``workers`` threads as in :func:`in_workers` (for per-row
+    results, which do not depend on how the rows are shared)."""
+    chunks = list(chunks)
+    workers = max(1, min(workers, len(chunks)))
+    if workers == 1:
+        return [fn(c) for c in chunks]
+    parts = map_workers(lambda part: [fn(c) for c in part],
+                        [chunks[i::workers] for i in range(workers)])
+    return [parts[i % workers][i // workers] for i in range(len(chunks))]

@@ -19,6 +19,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import to_output
+from .chunk_workers import map_chunks, workers_for
 from .data import check_in_memory, chunk_rows, is_source, iter_chunks
 from .em import e_step
 from .covariance import get_covariance_type
@@ -116,11 +117,13 @@ class BaseMixture(FitEngine, DensityMixin, BaseEstimator):
         return to_output(self._labels(Xt), isinstance(X, torch.Tensor))
 
     def _chunked(self, Xt, fn):
-        # Small data on the CPU: one torch thread (gaussmix.threads).
+        # Small data on the CPU: one torch thread (gaussmix.threads); larger
+        # data: the chunks shared among worker threads (gaussmix.chunk_workers).
         with torch_threads(threads_for(Xt.shape[0], Xt.device)):
+            workers = workers_for(Xt.shape[0], Xt.device)
             rows = chunk_rows(Xt.shape[0], self.n_components, Xt.shape[1], Xt.device, Xt.dtype,
-                              self.batch_size)
-            return torch.cat([fn(xb) for xb, _ in iter_chunks(Xt, None, rows)])
+                              self.batch_size, workers=workers)
+            return torch.cat(map_chunks(lambda c: fn(c[0]), iter_chunks(Xt, None, rows), workers))
 
     def _labels(self, Xt):
         return self._chunked(Xt, lambda xb: e_step(xb, self._params)[0].argmax(1))
