@@ -89,7 +89,12 @@ class _Interrupt(BaseException):
 def test_interrupted_fit_resumes_to_the_same_parameters(tmp_path, monkeypatch, stop_after):
     X = _data()
     reference = _model().fit(X)
-    path = tmp_path / "fit.npz"
+    resumed = _interrupted_then_resumed(X, _model, tmp_path / "fit.npz", stop_after, monkeypatch)
+    assert resumed._resumed_from_ is not None
+    _assert_identical(resumed, reference)
+
+
+def _interrupted_then_resumed(X, model, path, stop_after, monkeypatch):
     original = FitCheckpoint.save
     calls = [0]
 
@@ -101,9 +106,35 @@ def test_interrupted_fit_resumes_to_the_same_parameters(tmp_path, monkeypatch, s
 
     monkeypatch.setattr(FitCheckpoint, "save", save_then_stop)
     with pytest.raises(_Interrupt):
-        _model().fit(X, checkpoint=path, checkpoint_every=1)
+        model().fit(X, checkpoint=path, checkpoint_every=1)
     monkeypatch.undo()
-    resumed = _model().fit(X, checkpoint=path, checkpoint_every=1)
+    return model().fit(X, checkpoint=path, checkpoint_every=1)
+
+
+@pytest.mark.parametrize("stop_after", [2, 5, 9, 30])  # the last in the second init
+def test_float32_fit_on_owner_groups_resumes_bit_for_bit(tmp_path, monkeypatch, stop_after):
+    # float32, clusters tens of standard deviations apart, enough rows: the
+    # passes run on owner groups (gaussmix.owner_groups), whose centres the
+    # checkpoint carries, so a resumed fit rounds as the uninterrupted one
+    # (the lower bounds, float64 sums of float32 terms, would show it).
+    import gaussmix.owner_groups as owner_groups_mod
+
+    rng = np.random.default_rng(11)
+    X = np.concatenate([rng.normal(size=(1500, 4)) * s + c
+                        for c, s in ((0.0, 1.0), (40.0, 0.5), (80.0, 2.0), (120.0, 1.0))])
+    X = X.astype(np.float32)
+
+    def model():
+        return GaussianMixture(4, tol=0.0, max_iter=20, random_state=0, n_init=2, dtype="float32")
+
+    builds = []
+    original = owner_groups_mod.OwnerGroups.build.__func__
+    monkeypatch.setattr(owner_groups_mod.OwnerGroups, "build",
+                        classmethod(lambda cls, *a, **k: builds.append(1) or original(cls, *a, **k)))
+    reference = model().fit(X)
+    assert builds
+    monkeypatch.undo()
+    resumed = _interrupted_then_resumed(X, model, tmp_path / "fit.npz", stop_after, monkeypatch)
     assert resumed._resumed_from_ is not None
     _assert_identical(resumed, reference)
 
@@ -203,8 +234,8 @@ def test_resume_after_a_reseed_iteration_equals_the_uninterrupted_fit(tmp_path, 
     path = tmp_path / "fit.npz"
     original = FitCheckpoint.save
 
-    def save_then_stop(self, init_index, gen_state, current, finished, best):
-        original(self, init_index, gen_state, current, finished, best)
+    def save_then_stop(self, init_index, gen_state, current, finished, best, *owner):
+        original(self, init_index, gen_state, current, finished, best, *owner)
         if current.n_iter == 1:
             raise _Interrupt
 

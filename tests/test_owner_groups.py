@@ -155,3 +155,36 @@ def test_groups_built_by_workers_equal_one_thread():
     assert [g for g, _, _ in one.segments] == [g for g, _, _ in three.segments]
     assert all(torch.equal(a, b) for (_, a, _), (_, b, _) in zip(one.segments, three.segments))
     assert one.n_bytes == three.n_bytes
+
+
+@pytest.mark.parametrize("separation", [8.0, 40.0])
+def test_left_out_components_are_provably_negligible(separation):
+    # The bound behind the skipped GEMM columns, checked row by row: a
+    # component inactive in a group is at least SKIP_NATS below the row's
+    # best component, for every row of the group (float64 log-densities).
+    from gaussmix.covariance.base import _LOG_2PI
+    from gaussmix.expectation import estimate_weighted_log_prob
+
+    centres, X = _clusters(4000, 4, 6, separation, seed=2)
+    p64 = _params(centres, X)
+    p = p64.to(dtype=torch.float32)
+    form = p.cov.pass_form(6, 4, p.means.device)
+    X32 = torch.as_tensor(X, dtype=torch.float32)
+    groups = og.OwnerGroups.build(form, list(iter_chunks(X32, None, 1000)), p, 1000)
+    const = p.log_weight_terms() + (p.cov.log_det(p.precisions_cholesky, 4) - 0.5 * 4 * _LOG_2PI)
+    active = groups.active(p, const)
+    # Rows as the features hold them: c_g + (x - c_g) rounded, per group.
+    origin = groups.centres.mean(0)
+    c = (groups.centres - origin).float()
+    owner = torch.addmm((c * c).sum(1), X32 - origin.float(), c.T, alpha=-2.0).argmin(1)
+    logp = estimate_weighted_log_prob(X32.double(), p64)
+    skipped = 0
+    for g in range(6):
+        rows = logp[owner == g]
+        out = ~active[g]
+        if rows.shape[0] and bool(out.any()):
+            gap = rows.amax(1, keepdim=True) - rows[:, out]
+            assert float(gap.min()) >= og.SKIP_NATS
+            skipped += int(out.sum())
+    if separation >= 40:
+        assert skipped > 0  # the separated case does skip

@@ -191,6 +191,17 @@ def _damaged(path, field: str, problem: str) -> ValueError:
     )
 
 
+def _owner_array(path, name: str, value, size):
+    """A (K, D) float64 owner-group array of a checkpoint, or None."""
+    if value is None:
+        return None
+    import torch
+
+    if value.dtype != np.float64 or value.shape != size or not np.isfinite(value).all():
+        raise _damaged(path, name, f"is not a finite float64 array of shape {size}")
+    return torch.from_numpy(np.array(value))
+
+
 def _result_from_arrays(path, prefix: str, arrays: dict, meta, covariance_type: str, size):
     """An :class:`~gaussmix.em.EMResult` from a checkpoint, every value checked."""
     import torch
@@ -310,9 +321,12 @@ class FitCheckpoint:
         gen_state = arrays.get("generator_state")
         if gen_state is not None and (gen_state.dtype != np.uint8 or gen_state.ndim != 1):
             raise _damaged(self.path, "generator_state", "is not a byte vector")
+        owner = tuple(_owner_array(self.path, name, arrays.get(name), size)
+                      for name in ("owner_centres", "owner_means"))
         return {
             "init_index": init_index,
             "finished": meta["finished"],
+            "owner": owner,
             "generator_state": None if gen_state is None else torch.from_numpy(np.array(gen_state)),
             "current": _result_from_arrays(self.path, "current_", arrays, meta["current"],
                                            self.covariance_type, size),
@@ -321,9 +335,15 @@ class FitCheckpoint:
                                      size),
         }
 
-    def save(self, init_index: int, generator_state, current, finished: bool, best) -> None:
-        """Write the state atomically (see :func:`save_checkpoint`)."""
+    def save(self, init_index: int, generator_state, current, finished: bool, best,
+             owner: tuple = (None, None)) -> None:
+        """Write the state atomically (see :func:`save_checkpoint`); ``owner``:
+        the fit's owner-group state, ``(centres, means)`` (K, D) or None each
+        (:meth:`gaussmix.feature_cache.FeatureCache.owner_state`)."""
         arrays, cur_meta = _result_to_arrays("current_", current)
+        for name, t in zip(("owner_centres", "owner_means"), owner):
+            if t is not None:
+                arrays[name] = t.detach().double().cpu().numpy()
         best_meta = None
         if best is not None:
             best_arrays, best_meta = _result_to_arrays("best_", best)

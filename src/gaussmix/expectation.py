@@ -380,8 +380,11 @@ def accumulate(chunks: Chunks, params: GMMParams, moments_at: torch.Tensor | Non
             log_det = params.cov.log_det(params.precisions_cholesky, params.n_features)
             const = params.log_weight_terms() + (log_det - 0.5 * params.n_features * _LOG_2PI)
             coef = groups.coefficients(params, const)
+            # Per group, the components that may matter to it, and their rows of coef.
+            active = [torch.nonzero(row).view(-1) for row in groups.active(params, const)]
+            coef = [coef[g].index_select(0, idx) for g, idx in enumerate(active)]
             return in_workers(lambda part: _accumulate_groups(part, params, moments_at, entropy,
-                                                              groups, coef),
+                                                              groups, coef, active),
                               groups.segments, workers, add=add)
     return in_workers(lambda part: _accumulate_chunks(part, params, moments_at, entropy, cache),
                       chunks, workers, add=add)
@@ -420,10 +423,12 @@ class _GroupPass:
 
 
 def _accumulate_groups(segments: list, params: GMMParams, moments_at: torch.Tensor,
-                       entropy: bool, groups, coef: torch.Tensor) -> SuffStats:
+                       entropy: bool, groups, coef: list, active: list) -> SuffStats:
     """:func:`accumulate` over owner-group segments ``(group, features,
-    weights)`` on the calling thread; each group's moments, taken around its
-    centre, move to ``moments_at`` (K, D) at the end."""
+    weights)`` on the calling thread, each group with its active components
+    only (``active[g]``, their coefficients ``coef[g]``; the others' share is
+    zero); each group's moments, taken around its centre, move to
+    ``moments_at`` (K, D) at the end."""
     total = _zeros(params, entropy)
     passes: dict = {}
 
@@ -435,7 +440,10 @@ def _accumulate_groups(segments: list, params: GMMParams, moments_at: torch.Tens
     _add_chunks(total, ((feats, wb, group_pass(g)) for g, feats, wb in segments))
     at = moments_at.double()
     for g, ctx in passes.items():
-        _add_moments(total, *groups.form.moments_from_raw(ctx.raw, at - groups.centres[g]))
+        raw = ctx.raw
+        if raw.shape[0] != params.n_components:
+            raw = raw.new_zeros(params.n_components, raw.shape[1]).index_copy_(0, active[g], raw)
+        _add_moments(total, *groups.form.moments_from_raw(raw, at - groups.centres[g]))
     return total
 
 

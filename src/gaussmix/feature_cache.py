@@ -95,6 +95,22 @@ class FeatureCache:
                 self._bytes = 0
             return self.centre
 
+    def owner_state(self) -> tuple:
+        """``(centres, means)``: the current owner groups' centres and the
+        means of the last pass that asked for them (each None when absent),
+        what a checkpoint keeps so that a resumed fit decides and rounds as
+        the uninterrupted one (:mod:`gaussmix.owner_groups`)."""
+        groups = self.owner_groups
+        return (None if groups is None else groups.centres), self.owner_means
+
+    def restore_owner(self, centres, means) -> None:
+        """Take the state of :meth:`owner_state` back: groups around
+        ``centres`` are built again when a pass first needs them."""
+        from .owner_groups import PendingGroups
+
+        self.owner_groups = None if centres is None else PendingGroups(centres)
+        self.owner_means = means
+
     def release(self) -> None:
         """Drop the kept per-chunk features (rebuilt on demand if read again)."""
         with self._lock:

@@ -364,11 +364,15 @@ class FitEngine:
             ckpt = FitCheckpoint(checkpoint, config, self.covariance_type)
             state = comm.from_root(ckpt.load, "reading the checkpoint")
 
+        # Owner groups (gaussmix.owner_groups) depend on the fit's history:
+        # their state goes into each checkpoint and starts empty for each init.
+        cache = getattr(getattr(data, "chunks", None), "feature_cache", None)
+
         def save(*args):
             if ckpt is None or not comm.is_root:
                 return
             try:
-                ckpt.save(*args)
+                ckpt.save(*args, (None, None) if cache is None else cache.owner_state())
             except Exception as exc:  # noqa: BLE001 - reported on every rank
                 comm.fail_later(exc)
 
@@ -392,6 +396,8 @@ class FitEngine:
                 print(f"Initialization {init}")
             t0 = time.perf_counter()
             resumed = state is not None and init == start
+            if cache is not None:
+                cache.restore_owner(*(state["owner"] if resumed else (None, None)))
             if resumed:
                 current = _move_result(state["current"], device, dtype)
                 if gen is not None and state["generator_state"] is not None:

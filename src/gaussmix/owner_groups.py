@@ -34,7 +34,7 @@ import torch
 from .chunk_workers import map_workers
 from .covariance.full_packed import _upper
 
-__all__ = ["OwnerGroups", "owner_groups"]
+__all__ = ["OwnerGroups", "PendingGroups", "owner_groups"]
 
 _LOG2_E = 1.0 / math.log(2.0)
 
@@ -53,24 +53,30 @@ class OwnerGroups:
         of one group in pieces of at most a chunk.
     n_bytes : int
         Memory the features take.
+    radius : Tensor (K,), optional
+        Each group's largest distance from a row to its centre (what
+        :meth:`active` bounds with); without it every component is active.
     """
 
-    def __init__(self, form, centres, segments, n_bytes):
+    def __init__(self, form, centres, segments, n_bytes, radius=None):
         self.form = form
         self.centres = centres
         self.segments = segments
         self.n_bytes = n_bytes
+        self.radius = radius
 
     @classmethod
-    def build(cls, form, chunks: list, params, rows: int, workers: int = 1) -> "OwnerGroups":
+    def build(cls, form, chunks: list, params, rows: int, workers: int = 1,
+              centres=None) -> "OwnerGroups":
         """Group the rows of ``chunks`` ((X, w) pairs) by their nearest
-        component mean under ``params`` (float32) and build each row's
-        features around that mean; the groups go in pieces of at most
-        ``rows`` rows, built by ``workers`` threads (:mod:`gaussmix.chunk_workers`)."""
+        component mean under ``params`` (float32), or nearest of ``centres``
+        (K, D) when given, and build each row's features around it; the
+        groups go in pieces of at most ``rows`` rows, built by ``workers``
+        threads (:mod:`gaussmix.chunk_workers`)."""
         X = torch.cat([xb for xb, _ in chunks]) if len(chunks) > 1 else chunks[0][0]
         weights = [wb for _, wb in chunks]
         w = None if weights[0] is None else torch.cat(weights)
-        centres = params.means.double()
+        centres = params.means.double() if centres is None else centres.double()
         # Nearest mean (one GEMM; the owners only choose each row's centre, so
         # they need not be the most likely component), on data centred on
         # the means' mean, free of cancellation for data with an offset.
@@ -91,17 +97,24 @@ class OwnerGroups:
                 idx = order[a:b]
                 # x - c_g in float64, then rounded once: exact near c_g.
                 xc = (X.index_select(0, idx).double() - centres[g]).to(X.dtype)
-                out.append((g, form.features(xc, zero)[1], None if w is None else w.index_select(0, idx)))
+                out.append((g, form.features(xc, zero)[1], None if w is None else w.index_select(0, idx),
+                            float(xc.double().norm(dim=1).max())))
             return out
 
         workers = max(1, min(workers, len(pieces)))
         if workers == 1:
-            segments = build_pieces(pieces)
+            built = build_pieces(pieces)
         else:
             parts = map_workers(build_pieces, [pieces[i::workers] for i in range(workers)])
-            segments = [parts[i % workers][i // workers] for i in range(len(pieces))]
+            built = [parts[i % workers][i // workers] for i in range(len(pieces))]
+        # Each group's radius: its rows' largest distance to its centre, of
+        # the rounded rows the features hold.
+        radius = torch.zeros(params.n_components, dtype=torch.float64)
+        for g, _, _, r in built:
+            radius[g] = max(float(radius[g]), r)
+        segments = [(g, f, wb) for g, f, wb, _ in built]
         n_bytes = sum(f.numel() * f.element_size() for _, f, _ in segments)
-        return cls(form, centres, segments, n_bytes)
+        return cls(form, centres, segments, n_bytes, radius.to(centres.device))
 
     def stale(self, params) -> bool:
         """Whether some component's mean has moved more than
@@ -122,6 +135,52 @@ class OwnerGroups:
         g = self.centres.shape[0]
         coef = torch.cat([quad.expand(g, *quad.shape), lin, bias.unsqueeze(-1)], dim=-1)
         return (coef * _LOG2_E).to(params.means.dtype)
+
+    def active(self, params, const) -> torch.Tensor:
+        """(K groups, K) bool: the components that may matter to each group.
+
+        For a row ``x`` within ``r_g`` of its group's centre ``c_g``, with
+        ``a_k = const_k`` and ``P_k``'s extreme eigenvalues
+        ``l_k <= L_k``, ``log p_k(x) <= a_k - l_k (|mu_k - c_g| - r_g)_+^2 / 2``
+        and ``log p_j(x) >= a_j - L_j (|mu_j - c_g| + r_g)^2 / 2``.  Component
+        ``k`` is inactive in group ``g`` when its upper bound lies
+        :data:`SKIP_NATS` below the best lower bound of any ``j``.
+        """
+        k = params.n_components
+        if self.radius is None:
+            return torch.ones(k, k, dtype=torch.bool)
+        prec = self.form.precisions(params.precisions_cholesky.double())
+        eig = torch.linalg.eigvalsh(prec)
+        low, high = eig[:, 0].clamp_min(0.0), eig[:, -1]
+        dist = torch.cdist(self.centres, params.means.double())  # (G, K)
+        r = self.radius.unsqueeze(1)
+        a = const.double().unsqueeze(0)
+        upper = a - 0.5 * low * (dist - r).clamp_min(0.0) ** 2
+        lower = (a - 0.5 * high * (dist + r) ** 2).amax(1, keepdim=True)
+        return upper >= lower - SKIP_NATS
+
+
+class PendingGroups:
+    """Owner groups known by their centres only (restored from a
+    checkpoint): :func:`owner_groups` builds them again around those centres
+    when a pass first uses them, so the resumed fit rounds as the
+    uninterrupted one."""
+
+    form = None
+
+    def __init__(self, centres: torch.Tensor):
+        self.centres = centres
+
+    def stale(self, params) -> bool:
+        return _moved_far(self.centres, params)
+
+
+#: A component whose log-density is provably this many nats below the best
+#: component's, for every row of a group, is left out of that group's GEMMs:
+#: its responsibilities there are below exp(-100) = 4e-44, below float64's
+#: rounding of any sum that holds the row's largest term (and below the
+#: floor both dtypes' E-steps already put under log-responsibilities).
+SKIP_NATS = 100.0
 
 
 #: New groups are built only when no mean moved more than a quarter of the
@@ -154,7 +213,11 @@ def owner_groups(cache, form, chunks: list, params, rows: int, workers: int = 1)
         return None
     groups, last = cache.owner_groups, cache.owner_means
     cache.owner_means = params.means.double()
-    if groups is not None and groups.form is form and not groups.stale(params):
+    if groups is not None and groups.form in (form, None) and not groups.stale(params):
+        if groups.form is None:  # pending (a resumed fit): built again around its centres
+            groups = cache.owner_groups = OwnerGroups.build(form, chunks, params, rows, workers,
+                                                            centres=groups.centres)
+            cache.release()
         return groups
     if last is None or _moved_far(last, params, SETTLED_FRACTION):
         return None
