@@ -14,7 +14,6 @@ import torch
 
 from . import kernels
 from .chunk_workers import in_workers
-from .owner_groups import owner_groups
 from .covariance import row_sums
 from .covariance.base import _LOG_2PI
 from .params import GMMParams
@@ -371,80 +370,16 @@ def accumulate(chunks: Chunks, params: GMMParams, moments_at: torch.Tensor | Non
     """
     if moments_at is None:
         moments_at = moment_shift(params)
-    add = lambda total, part: total.add_(part)  # noqa: E731
-    if cache is not None and _groups_apply(params, moments_at):
+    if cache is not None:
+        # float32 far from the mixture mean: on owner groups, where they apply.
+        from .owner_groups import grouped_stats
+
         chunks = list(chunks)
-        form = params.cov.pass_form(params.n_components, params.n_features, params.means.device)
-        groups = owner_groups(cache, form, chunks, params, chunks[0][0].shape[0], workers)
-        if groups is not None:
-            log_det = params.cov.log_det(params.precisions_cholesky, params.n_features)
-            const = params.log_weight_terms() + (log_det - 0.5 * params.n_features * _LOG_2PI)
-            coef = groups.coefficients(params, const)
-            # Per group, the components that may matter to it, and their rows of coef.
-            active = [torch.nonzero(row).view(-1) for row in groups.active(params, const)]
-            coef = [coef[g].index_select(0, idx) for g, idx in enumerate(active)]
-            return in_workers(lambda part: _accumulate_groups(part, params, moments_at, entropy,
-                                                              groups, coef, active),
-                              groups.segments, workers, add=add)
+        stats = grouped_stats(chunks, params, moments_at, entropy, cache, workers)
+        if stats is not None:
+            return stats
     return in_workers(lambda part: _accumulate_chunks(part, params, moments_at, entropy, cache),
-                      chunks, workers, add=add)
-
-
-def _groups_apply(params: GMMParams, moments_at: torch.Tensor) -> bool:
-    """Whether a pass with kept features runs on owner groups
-    (:mod:`gaussmix.owner_groups`): float32 on the CPU, moments around each
-    component's mean (some component far from the mixture mean), a form
-    that keeps features, and components within ``FAR_IN_FLOAT64``."""
-    if params.means.dtype != torch.float32 or moments_at.dim() != 2:
-        return False
-    device = params.means.device
-    if device.type != "cpu":
-        return False
-    form = params.cov.pass_form(params.n_components, params.n_features, device)
-    return form.keeps_features and _farthest(params) <= FAR_IN_FLOAT64
-
-
-class _GroupPass:
-    """One owner group's share of a pass: what :func:`_add_chunk` reads of a
-    :class:`_Pass`, with the group's coefficients (bits)."""
-
-    __slots__ = ("cov", "prep", "axis", "bits", "direct", "offsets", "entropy", "raw", "_wlp")
-
-    def __init__(self, form, prep: torch.Tensor, entropy: bool):
-        self.cov, self.prep, self.entropy = form, prep, entropy
-        self.axis, self.bits, self.direct, self.offsets, self.raw = 0, True, None, None, None
-        self._wlp = None
-
-    def weighted_log_prob(self, feats: torch.Tensor) -> tuple:
-        b, k = feats.shape[0], self.prep.shape[0]
-        if self._wlp is None or self._wlp.numel() < k * b:
-            self._wlp = torch.empty(k * b, dtype=feats.dtype, device=feats.device)
-        return self.cov.log_prob_prepared(feats, self.prep, self._wlp[: k * b].view(k, b)), None, feats
-
-
-def _accumulate_groups(segments: list, params: GMMParams, moments_at: torch.Tensor,
-                       entropy: bool, groups, coef: list, active: list) -> SuffStats:
-    """:func:`accumulate` over owner-group segments ``(group, features,
-    weights)`` on the calling thread, each group with its active components
-    only (``active[g]``, their coefficients ``coef[g]``; the others' share is
-    zero); each group's moments, taken around its centre, move to
-    ``moments_at`` (K, D) at the end."""
-    total = _zeros(params, entropy)
-    passes: dict = {}
-
-    def group_pass(g):
-        if g not in passes:
-            passes[g] = _GroupPass(groups.form, coef[g], entropy)
-        return passes[g]
-
-    _add_chunks(total, ((feats, wb, group_pass(g)) for g, feats, wb in segments))
-    at = moments_at.double()
-    for g, ctx in passes.items():
-        raw = ctx.raw
-        if raw.shape[0] != params.n_components:
-            raw = raw.new_zeros(params.n_components, raw.shape[1]).index_copy_(0, active[g], raw)
-        _add_moments(total, *groups.form.moments_from_raw(raw, at - groups.centres[g]))
-    return total
+                      chunks, workers, add=lambda total, part: total.add_(part))
 
 
 def _accumulate_chunks(chunks: Chunks, params: GMMParams, moments_at: torch.Tensor,

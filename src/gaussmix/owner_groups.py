@@ -22,7 +22,12 @@ the distance itself.
 The groups are kept from pass to pass (a fit's
 :class:`~gaussmix.feature_cache.FeatureCache`) and rebuilt when some
 component's mean has moved more than ``sqrt(FAR_IN_FLOAT32)`` of its own
-standard deviations from its group's centre.
+standard deviations from its group's centre, once the means have settled
+(:data:`SETTLED_FRACTION`); until then a pass runs the kept form in float64.
+A component provably :data:`SKIP_NATS` below every row's best in a group is
+left out of that group's GEMMs (:meth:`OwnerGroups.active`).  The groups'
+state depends on the fit's history, so checkpoints carry it
+(:meth:`~gaussmix.feature_cache.FeatureCache.owner_state`).
 """
 
 from __future__ import annotations
@@ -31,10 +36,14 @@ import math
 
 import torch
 
-from .chunk_workers import map_workers
+from .chunk_workers import in_workers, map_workers
+from .covariance.base import _LOG_2PI
 from .covariance.full_packed import _upper
+from .expectation import FAR_IN_FLOAT32, FAR_IN_FLOAT64, _add_chunks, _add_moments, _farthest, _zeros
+from .params import GMMParams
+from .stats import SuffStats
 
-__all__ = ["OwnerGroups", "PendingGroups", "owner_groups"]
+__all__ = ["OwnerGroups", "PendingGroups", "owner_groups", "grouped_stats"]
 
 _LOG2_E = 1.0 / math.log(2.0)
 
@@ -193,8 +202,6 @@ SETTLED_FRACTION = 0.25
 def _moved_far(means: torch.Tensor, params, fraction: float = 1.0) -> bool:
     """Whether some component's mean lies more than ``fraction *
     sqrt(FAR_IN_FLOAT32)`` of its own standard deviations from ``means`` (K, D)."""
-    from .expectation import FAR_IN_FLOAT32
-
     moved = params.means.double() - means
     # (mu_k - m_k) U_k for every k: its squared norm is the distance.
     z = torch.einsum("kd,kde->ke", moved, params.precisions_cholesky.double())
@@ -227,3 +234,84 @@ def owner_groups(cache, form, chunks: list, params, rows: int, workers: int = 1)
     # groups last.
     cache.release()
     return groups
+
+
+def grouped_stats(chunks: list, params: GMMParams, moments_at: torch.Tensor, entropy: bool,
+                  cache, workers: int) -> SuffStats | None:
+    """The statistics of one pass on the fit's owner groups
+    (:func:`gaussmix.expectation.accumulate`'s arguments), or None where the
+    pass does not run on them: not float32 far from the mixture mean on the
+    CPU, no kept-feature form, or :func:`owner_groups` says no."""
+    if not _groups_apply(params, moments_at):
+        return None
+    form = params.cov.pass_form(params.n_components, params.n_features, params.means.device)
+    groups = owner_groups(cache, form, chunks, params, chunks[0][0].shape[0], workers)
+    if groups is None:
+        return None
+    log_det = params.cov.log_det(params.precisions_cholesky, params.n_features)
+    const = params.log_weight_terms() + (log_det - 0.5 * params.n_features * _LOG_2PI)
+    coef = groups.coefficients(params, const)
+    # Per group, the components that may matter to it, and their rows of coef.
+    active = [torch.nonzero(row).view(-1) for row in groups.active(params, const)]
+    coef = [coef[g].index_select(0, idx) for g, idx in enumerate(active)]
+    return in_workers(lambda part: _accumulate_groups(part, params, moments_at, entropy,
+                                                      groups, coef, active),
+                      groups.segments, workers, add=lambda total, part: total.add_(part))
+
+
+def _groups_apply(params: GMMParams, moments_at: torch.Tensor) -> bool:
+    """Whether a pass with kept features runs on owner groups
+    (:mod:`gaussmix.owner_groups`): float32 on the CPU, moments around each
+    component's mean (some component far from the mixture mean), a form
+    that keeps features, and components within ``FAR_IN_FLOAT64``."""
+    if params.means.dtype != torch.float32 or moments_at.dim() != 2:
+        return False
+    device = params.means.device
+    if device.type != "cpu":
+        return False
+    form = params.cov.pass_form(params.n_components, params.n_features, device)
+    return form.keeps_features and _farthest(params) <= FAR_IN_FLOAT64
+
+
+class _GroupPass:
+    """One owner group's share of a pass: what
+    :func:`gaussmix.expectation._add_chunk` reads of a pass's shared state,
+    with the group's coefficients (bits)."""
+
+    __slots__ = ("cov", "prep", "axis", "bits", "direct", "offsets", "entropy", "raw", "_wlp")
+
+    def __init__(self, form, prep: torch.Tensor, entropy: bool):
+        self.cov, self.prep, self.entropy = form, prep, entropy
+        self.axis, self.bits, self.direct, self.offsets, self.raw = 0, True, None, None, None
+        self._wlp = None
+
+    def weighted_log_prob(self, feats: torch.Tensor) -> tuple:
+        b, k = feats.shape[0], self.prep.shape[0]
+        if self._wlp is None or self._wlp.numel() < k * b:
+            self._wlp = torch.empty(k * b, dtype=feats.dtype, device=feats.device)
+        return self.cov.log_prob_prepared(feats, self.prep, self._wlp[: k * b].view(k, b)), None, feats
+
+
+def _accumulate_groups(segments: list, params: GMMParams, moments_at: torch.Tensor,
+                       entropy: bool, groups, coef: list, active: list) -> SuffStats:
+    """:func:`gaussmix.expectation.accumulate` over owner-group segments ``(group, features,
+    weights)`` on the calling thread, each group with its active components
+    only (``active[g]``, their coefficients ``coef[g]``; the others' share is
+    zero); each group's moments, taken around its centre, move to
+    ``moments_at`` (K, D) at the end."""
+    total = _zeros(params, entropy)
+    passes: dict = {}
+
+    def group_pass(g):
+        if g not in passes:
+            passes[g] = _GroupPass(groups.form, coef[g], entropy)
+        return passes[g]
+
+    _add_chunks(total, ((feats, wb, group_pass(g)) for g, feats, wb in segments))
+    at = moments_at.double()
+    for g, ctx in passes.items():
+        raw = ctx.raw
+        if raw.shape[0] != params.n_components:
+            raw = raw.new_zeros(params.n_components, raw.shape[1]).index_copy_(0, active[g], raw)
+        _add_moments(total, *groups.form.moments_from_raw(raw, at - groups.centres[g]))
+    return total
