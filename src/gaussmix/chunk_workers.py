@@ -74,9 +74,23 @@ def workers_for(n_samples: int, device) -> int:
 
 
 def balanced_rows(n_samples: int, rows: int, workers: int) -> int:
-    """Rows per chunk, at most ``rows``, such that the chunks of
-    ``n_samples`` rows come in a multiple of ``workers`` (each worker as
-    many, of about equal length); ``rows`` itself for one worker."""
+    """Rows per chunk for ``workers`` workers.
+
+    Parameters
+    ----------
+    n_samples : int
+        Rows of the data.
+    rows : int
+        The longest chunk wanted.
+    workers : int
+
+    Returns
+    -------
+    int
+        At most ``rows``, such that the chunks come in a multiple of
+        ``workers`` (each worker as many, of about equal length); ``rows``
+        itself for one worker.
+    """
     if workers <= 1 or n_samples <= 0:
         return rows
     per_worker = -(-n_samples // (rows * workers))
@@ -92,12 +106,26 @@ def _get_pool() -> ThreadPoolExecutor:
 
 
 def map_workers(fn, parts: list) -> list:
-    """``[fn(part) for part in parts]``, each call on its own worker thread
-    with torch on ``max(1, T // len(parts))`` threads (``T``: the caller's
-    setting), under the caller's grad and inference modes (both are
-    per-thread in torch).  Results come back in the order of ``parts``; the
-    first exception raised by a call is raised here.  The caller's thread
-    setting is restored before returning.
+    """``[fn(part) for part in parts]``, each call on its own worker thread.
+
+    Parameters
+    ----------
+    fn : callable
+        Called once per part, with torch on ``max(1, T // len(parts))``
+        threads (``T``: the caller's setting) and under the caller's grad and
+        inference modes (both are per-thread in torch).
+    parts : list
+
+    Returns
+    -------
+    list
+        The results, in the order of ``parts``.
+
+    Raises
+    ------
+    Exception
+        The first exception a call raised, once every call has ended.  The
+        caller's thread setting is restored in every case.
     """
     threads = torch.get_num_threads()
     each = max(1, threads // len(parts))
@@ -158,9 +186,23 @@ def _add(a, b):
 
 
 def map_chunks(fn, chunks, workers: int) -> list:
-    """``[fn(chunk) for chunk in chunks]`` in the chunks' order, the chunks
-    shared among ``workers`` threads as in :func:`in_workers` (for per-row
-    results, which do not depend on how the rows are shared)."""
+    """``[fn(chunk) for chunk in chunks]``, the chunks shared among threads.
+
+    Parameters
+    ----------
+    fn : callable
+        Per-chunk work whose result does not depend on how the chunks are
+        shared (per-row results).
+    chunks : iterable
+        In-memory chunks (listed first).
+    workers : int
+        As in :func:`in_workers`.
+
+    Returns
+    -------
+    list
+        The results in the chunks' order.
+    """
     chunks = list(chunks)
     workers = max(1, min(workers, len(chunks)))
     if workers == 1:

@@ -209,12 +209,32 @@ def _moved_far(means: torch.Tensor, params, fraction: float = 1.0) -> bool:
 
 
 def owner_groups(cache, form, chunks: list, params, rows: int, workers: int = 1):
-    """The fit's :class:`OwnerGroups` for a float32 pass of ``form`` under
-    ``params``, kept in ``cache``; None where the pass runs the kept form
-    in float64 instead: the features would not fit in the cache's memory,
-    or there are no current groups and the means are still on the move (see
-    :data:`SETTLED_FRACTION`; the first pass has nothing to compare with),
-    where new groups would not last."""
+    """The fit's owner groups for a float32 pass, built or rebuilt as needed.
+
+    Parameters
+    ----------
+    cache : FeatureCache
+        The fit's cache, which keeps the groups and their state.
+    form : CovarianceType
+        The packed form.
+    chunks : list of (Tensor, Tensor or None)
+        The pass's chunks (views of the in-memory data).
+    params : GMMParams
+        The pass's parameters (float32).
+    rows : int
+        The longest piece of a group.
+    workers : int
+        Threads that build new groups (:mod:`gaussmix.chunk_workers`).
+
+    Returns
+    -------
+    OwnerGroups or None
+        None where the pass runs the kept form in float64 instead: the
+        features would not fit in the cache's memory, or there are no current
+        groups and the means are still on the move (see
+        :data:`SETTLED_FRACTION`; the first pass has nothing to compare
+        with), where new groups would not last.
+    """
     n = sum(xb.shape[0] for xb, _ in chunks)
     if n * form.feature_width(params.n_features) * params.means.element_size() > cache.limit:
         return None
@@ -238,10 +258,21 @@ def owner_groups(cache, form, chunks: list, params, rows: int, workers: int = 1)
 
 def grouped_stats(chunks: list, params: GMMParams, moments_at: torch.Tensor, entropy: bool,
                   cache, workers: int) -> SuffStats | None:
-    """The statistics of one pass on the fit's owner groups
-    (:func:`gaussmix.expectation.accumulate`'s arguments), or None where the
-    pass does not run on them: not float32 far from the mixture mean on the
-    CPU, no kept-feature form, or :func:`owner_groups` says no."""
+    """The statistics of one pass on the fit's owner groups.
+
+    Parameters
+    ----------
+    chunks, params, moments_at, entropy, cache, workers
+        As :func:`gaussmix.expectation.accumulate` has them (``chunks``
+        listed).
+
+    Returns
+    -------
+    SuffStats or None
+        None where the pass does not run on owner groups: not float32 far
+        from the mixture mean on the CPU, no kept-feature form, or
+        :func:`owner_groups` says no.
+    """
     if not _groups_apply(params, moments_at):
         return None
     form = params.cov.pass_form(params.n_components, params.n_features, params.means.device)
