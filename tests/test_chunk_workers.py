@@ -187,21 +187,6 @@ def test_batched_fits_with_workers_match_fits_without(kind, monkeypatch):
                                    b.params.get_covariances().numpy(), rtol=1e-8, atol=1e-9)
 
 
-def test_kmeans_lloyd_passes_with_workers_match(monkeypatch):
-    import gaussmix.kmeans as kmeans_mod
-
-    X = torch.as_tensor(_blobs(n=9000, d=4, k=6, spread=3.0))
-    w = torch.as_tensor(np.random.default_rng(2).uniform(0.5, 2.0, len(X)))
-    for weights in (None, w):
-        out = {}
-        for workers in (1, 3):
-            monkeypatch.setattr(kmeans_mod, "workers_for", lambda n, device, w=workers: w)
-            gen = torch.Generator().manual_seed(5)
-            out[workers] = kmeans_mod.kmeans(X, 6, gen, weights, rows=1000)
-        # The same clustering: the sums only add in another order.
-        assert torch.equal(out[1], out[3])
-
-
 @pytest.mark.parametrize("n, rows, workers", [(10, 3, 2), (100_000, 8192, 2), (99_999, 65536, 3),
                                               (5, 8, 4), (7, 100, 1)])
 def test_balanced_rows(n, rows, workers):

@@ -13,7 +13,6 @@ import math
 
 import torch
 
-from .chunk_workers import balanced_rows, in_workers, workers_for
 from .data import iter_chunks
 
 __all__ = ["kmeans", "kmeans_many", "kmeans_plusplus"]
@@ -125,11 +124,9 @@ def kmeans_plusplus(
     return X[idx].clone(), idx
 
 
-def _lloyd_pass(Xc, sample_weight, centers, rows, want_labels, workers=1):
+def _lloyd_pass(Xc, sample_weight, centers, rows, want_labels):
     """One pass over the data: nearest center of every row, and the
-    per-center weighted counts and sums (float64) for the next centers
-    (``workers``: threads that share the chunks when no labels are wanted,
-    :mod:`gaussmix.chunk_workers`).
+    per-center weighted counts and sums (float64) for the next centers.
 
     The distance ``||x||^2 - 2 x.c + ||c||^2`` drops ``||x||^2`` (it does not
     change the argmin), so a chunk costs one GEMM, one argmin and one scatter.
@@ -137,28 +134,23 @@ def _lloyd_pass(Xc, sample_weight, centers, rows, want_labels, workers=1):
     k, d = centers.shape
     c = centers.to(Xc.dtype)
     c_sq = (c * c).sum(1)
-
-    def totals(chunks):
-        counts = torch.zeros(k, dtype=torch.float64, device=Xc.device)
-        sums = torch.zeros(k, d, dtype=torch.float64, device=Xc.device)
-        labels = []
-        for xb, wb in chunks:
-            lab = torch.addmm(c_sq, xb, c.T, alpha=-2.0).argmin(1)
-            if want_labels:
-                labels.append(lab)
-            if wb is None:
-                counts += torch.bincount(lab, minlength=k).to(torch.float64)
-                part = torch.zeros(k, d, dtype=Xc.dtype, device=Xc.device).index_add_(0, lab, xb)
-            else:
-                counts.index_add_(0, lab, wb.to(torch.float64))
-                part = torch.zeros(k, d, dtype=Xc.dtype, device=Xc.device).index_add_(
-                    0, lab, xb * wb.unsqueeze(1)
-                )
-            sums += part.to(torch.float64)
-        return (torch.cat(labels) if want_labels else None), counts, sums
-
-    # Labels come back in row order from one thread.
-    return in_workers(totals, iter_chunks(Xc, sample_weight, rows), 1 if want_labels else workers)
+    counts = torch.zeros(k, dtype=torch.float64, device=Xc.device)
+    sums = torch.zeros(k, d, dtype=torch.float64, device=Xc.device)
+    labels = []
+    for xb, wb in iter_chunks(Xc, sample_weight, rows):
+        lab = torch.addmm(c_sq, xb, c.T, alpha=-2.0).argmin(1)
+        if want_labels:
+            labels.append(lab)
+        if wb is None:
+            counts += torch.bincount(lab, minlength=k).to(torch.float64)
+            part = torch.zeros(k, d, dtype=Xc.dtype, device=Xc.device).index_add_(0, lab, xb)
+        else:
+            counts.index_add_(0, lab, wb.to(torch.float64))
+            part = torch.zeros(k, d, dtype=Xc.dtype, device=Xc.device).index_add_(
+                0, lab, xb * wb.unsqueeze(1)
+            )
+        sums += part.to(torch.float64)
+    return (torch.cat(labels) if want_labels else None), counts, sums
 
 
 def kmeans(
@@ -194,17 +186,14 @@ def kmeans(
     # The widest intermediate here is (rows, n_clusters), far narrower than the
     # EM chunk's (rows, K*D): longer chunks cut the per-chunk overhead.
     rows = max(rows, _KMEANS_ELEMENTS // max(n_clusters, 1))
-    workers = workers_for(X.shape[0], X.device)
-    rows = balanced_rows(X.shape[0], rows, workers)
     shared = _SHARED.get()
     if shared is None:
-        return _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows, workers)
-    # Everything the result depends on, the chunking as far as it splits X
-    # and the order of the sums.
+        return _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows)
+    # Everything the result depends on, the chunking as far as it splits X.
     key = (_data_key(X), n_clusters, _data_key(sample_weight), max_iter, tol,
-           min(rows, X.shape[0]), workers, gen.get_state().numpy().tobytes(), str(gen.device))
+           min(rows, X.shape[0]), gen.get_state().numpy().tobytes(), str(gen.device))
     if key not in shared:
-        labels = _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows, workers)
+        labels = _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows)
         small = labels.to(torch.int16) if n_clusters <= torch.iinfo(torch.int16).max else labels
         shared[key] = (small, gen.get_state())
         return labels
@@ -213,7 +202,7 @@ def kmeans(
     return labels.to(torch.int64)
 
 
-def _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows, workers=1):
+def _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows):
     centers, _ = kmeans_plusplus(X, n_clusters, gen, sample_weight, rows)
     var = X.double().var(0, unbiased=False).mean() if X.shape[0] > 1 else torch.zeros((), dtype=torch.float64)
     threshold = float(tol * var)
@@ -223,7 +212,7 @@ def _kmeans(X, n_clusters, gen, sample_weight, max_iter, tol, rows, workers=1):
     Xc = X - origin
     centers = centers.double() - origin.double()
     for _ in range(max_iter):
-        _, counts, sums = _lloyd_pass(Xc, sample_weight, centers, rows, False, workers)
+        _, counts, sums = _lloyd_pass(Xc, sample_weight, centers, rows, False)
         # An emptied cluster keeps its previous center.
         new = torch.where(counts.unsqueeze(1) > 0, sums / counts.clamp_min(1e-300).unsqueeze(1), centers)
         shift = float(((new - centers) ** 2).sum())

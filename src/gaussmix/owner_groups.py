@@ -36,7 +36,7 @@ import math
 
 import torch
 
-from .chunk_workers import in_workers, map_workers
+from .chunk_workers import in_workers, map_chunks
 from .covariance.base import _LOG_2PI
 from .covariance.full_packed import _upper
 from .expectation import FAR_IN_FLOAT32, FAR_IN_FLOAT64, _add_chunks, _add_moments, _farthest, _zeros
@@ -100,22 +100,15 @@ class OwnerGroups:
             start += count
         zero = torch.zeros((), dtype=X.dtype, device=X.device)
 
-        def build_pieces(part):
-            out = []
-            for g, a, b in part:
-                idx = order[a:b]
-                # x - c_g in float64, then rounded once: exact near c_g.
-                xc = (X.index_select(0, idx).double() - centres[g]).to(X.dtype)
-                out.append((g, form.features(xc, zero)[1], None if w is None else w.index_select(0, idx),
-                            float(xc.double().norm(dim=1).max())))
-            return out
+        def build_piece(piece):
+            g, a, b = piece
+            idx = order[a:b]
+            # x - c_g in float64, then rounded once: exact near c_g.
+            xc = (X.index_select(0, idx).double() - centres[g]).to(X.dtype)
+            return (g, form.features(xc, zero)[1], None if w is None else w.index_select(0, idx),
+                    float(xc.double().norm(dim=1).max()))
 
-        workers = max(1, min(workers, len(pieces)))
-        if workers == 1:
-            built = build_pieces(pieces)
-        else:
-            parts = map_workers(build_pieces, [pieces[i::workers] for i in range(workers)])
-            built = [parts[i % workers][i // workers] for i in range(len(pieces))]
+        built = map_chunks(build_piece, pieces, workers)
         # Each group's radius: its rows' largest distance to its centre, of
         # the rounded rows the features hold.
         radius = torch.zeros(params.n_components, dtype=torch.float64)
