@@ -1,8 +1,10 @@
 """float32 passes on features centred on each row's component (gaussmix.owner_groups)."""
 
+import math
 import warnings
 
 import numpy as np
+
 import pytest
 import torch
 from sklearn.exceptions import ConvergenceWarning
@@ -138,6 +140,39 @@ def test_groups_wait_while_the_means_move():
     assert og.owner_groups(cache, form, chunks, q, 1000) is None  # moved in the last pass
     rebuilt = og.owner_groups(cache, form, chunks, q, 1000)  # settled: new groups
     assert rebuilt is not None and rebuilt is not first and not rebuilt.stale(q)
+
+
+def test_stale_groups_are_rebuilt_at_a_moderate_pace():
+    # Groups that went stale are rebuilt while the means move less than
+    # REBUILD_FRACTION of the staleness distance per pass (more than the
+    # SETTLED_FRACTION that a first build waits for); a faster move goes back
+    # to the float64 form.
+    p, form, chunks, X = _grouping_case(3000, 3, 4, 1000)
+    cache = FeatureCache(torch.as_tensor(X).mean(0))
+    assert og.owner_groups(cache, form, chunks, p, 1000) is None
+    first = og.owner_groups(cache, form, chunks, p, 1000)
+    assert first is not None
+    limit = og.FAR_IN_FLOAT32 ** 0.5  # the staleness distance, in sd
+    pace = 0.5 * (og.SETTLED_FRACTION + og.REBUILD_FRACTION) * limit
+    vals, vecs = torch.linalg.eigh(p.get_covariances()[1].double())
+    step = (pace * vals[-1].sqrt() * vecs[:, -1]).float()
+    q, passes = p, 0
+    while True:  # component 1 drifts at that pace until the groups go stale
+        moved = q.means.clone()
+        moved[1] += step
+        q = GMMParams(p.weights, moved, p.precisions_cholesky, "full")
+        passes += 1
+        groups = og.owner_groups(cache, form, chunks, q, 1000)
+        if groups is not first:
+            break
+    assert passes == math.ceil(limit / pace + 1e-9)
+    assert groups is not None and not groups.stale(q)
+    # A faster move once these are stale: back to the float64 form.
+    moved = q.means.clone()
+    moved[1] += step * (limit + 0.1) / pace
+    fast = GMMParams(p.weights, moved, p.precisions_cholesky, "full")
+    assert groups.stale(fast)
+    assert og.owner_groups(cache, form, chunks, fast, 1000) is None
 
 
 def test_groups_too_large_for_the_cache_run_in_float64():
