@@ -15,6 +15,10 @@ Usage::
     python benchmarks/bench.py --clusters      # issue 13's table: separated and overlapping
                                                # clusters, float64 and float32, one run
 
+With ``--clusters``, the peers of ``benchmarks/peers.py`` that are installed
+(``pip install pomegranate gmmx torchgmm``; none is a dependency) are timed
+in the same repetitions, in a second table.
+
 Timings on a machine shared with other work are noisy: every number is the
 best of ``--reps`` interleaved repetitions, and the load average is printed.
 """
@@ -47,6 +51,7 @@ from gaussmix.em import run_em  # noqa: E402
 from gaussmix.feature_cache import FeatureCache, keeps_features  # noqa: E402
 from gaussmix.init import initial_params  # noqa: E402
 from gaussmix.params import GMMParams  # noqa: E402
+from peers import OWN_START, PEERS, TIMERS, installed_peers  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "PERFORMANCE.md")
@@ -356,7 +361,6 @@ CLUSTER_SHAPE = (100_000, 16, 16)
 # 0.5: overlapping, every mean within a few of its standard deviations of the
 # mixture mean, so float32 keeps the one-shift path).
 CLUSTER_SPREADS = (("separated", 5.0), ("overlapping", 0.5))
-PEERS = ("pomegranate", "gmmx", "torchgmm")
 
 
 def cluster_data(n, d, k, spread, seed=0):
@@ -378,12 +382,6 @@ def _params_after(Xt, k, kind, init, n_iter):
     rows = chunk_rows(Xt.shape[0], k, Xt.shape[1], Xt.device, Xt.dtype, covariance_type=kind)
     return run_em(lambda: iter_chunks(Xt, None, rows), p, reg_covar=1e-6, tol=0.0,
                   max_iter=n_iter).params
-
-
-def installed_peers() -> list:
-    import importlib.util
-
-    return [name for name in PEERS if importlib.util.find_spec(name) is not None]
 
 
 #: Untimed EM iterations before the steady-state columns of ``--clusters``.
@@ -412,8 +410,9 @@ def run_clusters(args) -> str:
         "kept features built). 'One pass settled from k-means': an E-step pass at the "
         "parameters of 5 EM iterations from GaussianMixture's k-means start, after two untimed "
         "passes (owner groups built for float32), medians of at least 5.",
-        "Peers: " + (", ".join(peers) + " (not yet timed by this script)" if peers else
-                     "none of pomegranate, gmmx, torchgmm is installed here"),
+        "Peers: " + (", ".join(peers) + " (float32, timed in the same repetitions: the "
+                     "second table)" if peers else
+                     f"none of {', '.join(PEERS)} is installed here"),
         "",
         f"| clusters | type | gaussmix float64 vs scikit-learn | gaussmix float32 vs float64 | "
         f"float32 vs float64 after {WARM_ITERATIONS} iterations | float64 ms/iter (from start / after) | "
@@ -424,6 +423,7 @@ def run_clusters(args) -> str:
     print("\n".join(lines), flush=True)
     from gaussmix.em import moment_shift
 
+    peer_rows = []
     for label, spread in CLUSTER_SPREADS:
         X = cluster_data(n, d, k, spread)
         X64 = torch.from_numpy(X)
@@ -431,6 +431,7 @@ def run_clusters(args) -> str:
         for kind in args.kinds.split(","):
             init = fixed_init(X, k, kind)
             sk, g64, g32, s64, s32 = [], [], [], [], []
+            peer_t, peer_lb = {name: [] for name in peers}, {}
             for _ in range(reps):
                 if not args.no_sklearn:
                     t, sk_lb = time_sklearn(X, k, kind, init, n_iter, args.threads)
@@ -441,6 +442,11 @@ def run_clusters(args) -> str:
                 g32.append(t)
                 s64.append(time_gaussmix(X64, k, kind, init, n_iter, warm=WARM_ITERATIONS)[0])
                 s32.append(time_gaussmix(X32, k, kind, init, n_iter, warm=WARM_ITERATIONS)[0])
+                for name in peers:
+                    got = TIMERS[name](X, k, kind, init, n_iter)
+                    if got is not None:
+                        peer_t[name].append(got[0])
+                        peer_lb[name] = got[1]
             m64, m32 = float(np.median(g64)), float(np.median(g32))
             w64, w32 = float(np.median(s64)), float(np.median(s32))
             p64, p32 = time_settled_pass(X, k, kind, max(reps, 5))
@@ -453,6 +459,30 @@ def run_clusters(args) -> str:
                    f"{sk_diff} | {abs(lb32 - lb64) / abs(lb64):.1e} |")
             lines.append(row)
             print(row, flush=True)
+            if peers:
+                cells = []
+                for name in peers:
+                    if not peer_t[name]:
+                        cells.append("-")
+                        continue
+                    t = float(np.median(peer_t[name]))
+                    diff = abs(peer_lb[name] - lb64) / abs(lb64)
+                    cells.append(f"{t * 1e3:.0f} ({t / m32:.1f}x; {diff:.0e}"
+                                 f"{', own start' if name in OWN_START else ''})")
+                peer_rows.append(f"| {label} | {kind} | {m32 * 1e3:.0f} | " + " | ".join(cells) + " |")
+    if peers:
+        extra = [
+            "",
+            f"Peers, float32, ms per EM iteration over the same {n_iter} iterations from the same "
+            "start, in the same repetitions (medians); in brackets: the peer's time over "
+            "gaussmix float32's, and its final log-likelihood's relative difference from "
+            "gaussmix float64's ('own start': the peer takes the start's means only).",
+            "",
+            "| clusters | type | gaussmix float32 | " + " | ".join(peers) + " |",
+            "|---|---|---|" + "---|" * len(peers),
+        ] + peer_rows
+        lines += extra
+        print("\n".join(extra), flush=True)
     return "\n".join(lines)
 
 
