@@ -43,7 +43,14 @@ def _covariances(kind: str, precisions: np.ndarray) -> np.ndarray:
     return 1.0 / precisions
 
 
-def time_pomegranate(X: np.ndarray, k: int, kind: str, init, n_iter: int):
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def time_pomegranate(X: np.ndarray, k: int, kind: str, init, n_iter: int, device: str = "cpu"):
     """pomegranate's EM from ``init``: see :data:`TIMERS`."""
     import torch
     from pomegranate.distributions import Normal
@@ -58,16 +65,18 @@ def time_pomegranate(X: np.ndarray, k: int, kind: str, init, n_iter: int):
                     np.full(X.shape[1], covs[j], np.float32) if kind == "spherical" else covs[j],
                     covariance_type=names[kind]) for j in range(k)]
     model = GeneralMixtureModel(dists, priors=torch.tensor(weights, dtype=torch.float32),
-                                max_iter=n_iter, tol=-np.inf)
-    Xt = torch.from_numpy(X.astype(np.float32))
+                                max_iter=n_iter, tol=-np.inf).to(device)
+    Xt = torch.from_numpy(X.astype(np.float32)).to(device)
+    _sync(device)
     t = time.perf_counter()
     model.fit(Xt)
+    _sync(device)
     dt = (time.perf_counter() - t) / n_iter
     with torch.no_grad():
         return dt, float(model.log_probability(Xt).mean())
 
 
-def time_gmmx(X: np.ndarray, k: int, kind: str, init, n_iter: int):
+def time_gmmx(X: np.ndarray, k: int, kind: str, init, n_iter: int, device: str = "cpu"):
     """gmmx's EM from ``init`` (compiled before timing): see :data:`TIMERS`."""
     if kind not in ("full", "diag"):
         return None
@@ -76,21 +85,23 @@ def time_gmmx(X: np.ndarray, k: int, kind: str, init, n_iter: int):
     from gmmx import EMFitter, GaussianMixtureModelJax
 
     weights, means, precisions = init
-    gmm = GaussianMixtureModelJax.from_squeezed(
-        means=means.astype(np.float32), covariances=_covariances(kind, precisions).astype(np.float32),
-        weights=weights.astype(np.float32), covariance_type=kind)
-    # tol=-inf: every iteration runs (its loop stops when the change < tol).
-    fitter = EMFitter(max_iter=n_iter, tol=-np.inf, reg_covar=1e-6)
-    x = jnp.asarray(X.astype(np.float32))
-    jax.block_until_ready(fitter.fit(x, gmm).gmm.means)  # compiles
-    t = time.perf_counter()
-    res = fitter.fit(x, gmm)
-    jax.block_until_ready((res.gmm.means, res.log_likelihood))
-    dt = (time.perf_counter() - t) / n_iter
-    return dt, float(fitter.e_step(x, res.gmm)[0])
+    with jax.default_device(jax.devices("gpu" if device.startswith("cuda") else "cpu")[0]):
+        gmm = GaussianMixtureModelJax.from_squeezed(
+            means=means.astype(np.float32),
+            covariances=_covariances(kind, precisions).astype(np.float32),
+            weights=weights.astype(np.float32), covariance_type=kind)
+        # tol=-inf: every iteration runs (its loop stops when the change < tol).
+        fitter = EMFitter(max_iter=n_iter, tol=-np.inf, reg_covar=1e-6)
+        x = jnp.asarray(X.astype(np.float32))
+        jax.block_until_ready(fitter.fit(x, gmm).gmm.means)  # compiles
+        t = time.perf_counter()
+        res = fitter.fit(x, gmm)
+        jax.block_until_ready((res.gmm.means, res.log_likelihood))
+        dt = (time.perf_counter() - t) / n_iter
+        return dt, float(fitter.e_step(x, res.gmm)[0])
 
 
-def time_torchgmm(X: np.ndarray, k: int, kind: str, init, n_iter: int):
+def time_torchgmm(X: np.ndarray, k: int, kind: str, init, n_iter: int, device: str = "cpu"):
     """torchgmm's EM from ``init``'s means: see :data:`TIMERS`."""
     import torch
     from torchgmm.bayes import GaussianMixture
@@ -99,7 +110,8 @@ def time_torchgmm(X: np.ndarray, k: int, kind: str, init, n_iter: int):
     Xt = torch.from_numpy(X.astype(np.float32))
     start = torch.from_numpy(means.astype(np.float32))
     quiet = dict(enable_progress_bar=False, logger=False, enable_model_summary=False,
-                 enable_checkpointing=False, accelerator="cpu")
+                 enable_checkpointing=False,
+                 accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1)
 
     def fit(iterations):
         est = GaussianMixture(k, covariance_type=kind, init_means=start, convergence_tolerance=0.0,
@@ -121,11 +133,11 @@ def time_torchgmm(X: np.ndarray, k: int, kind: str, init, n_iter: int):
     return max(many - one, 0.0) / n_iter, ll
 
 
-#: Each peer's timer, called as ``timer(X, k, kind, init, n_iter)``: ``X``
+#: Each peer's timer, called as ``timer(X, k, kind, init, n_iter, device)``: ``X``
 #: (N, D) float64 data (the peer gets a float32 copy), ``k`` components,
 #: ``kind`` a covariance type as scikit-learn names it, ``init`` the
 #: ``(weights, means, precisions)`` of ``bench.fixed_init``, ``n_iter`` EM
-#: iterations timed.  It returns the seconds per iteration and the final mean
+#: iterations timed, ``device`` "cpu" or "cuda".  It returns the seconds per iteration and the final mean
 #: log-likelihood per sample, or None where the peer lacks ``kind``.
 TIMERS = {"pomegranate": time_pomegranate, "gmmx": time_gmmx, "torchgmm": time_torchgmm}
 
