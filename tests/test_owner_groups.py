@@ -175,6 +175,34 @@ def test_stale_groups_are_rebuilt_at_a_moderate_pace():
     assert og.owner_groups(cache, form, chunks, fast, 1000) is None
 
 
+@pytest.mark.parametrize("init_params, first_grouped", [("kmeans", True), ("k-means++", False)])
+def test_a_fit_from_kmeans_groups_its_first_pass(init_params, first_grouped, monkeypatch):
+    # k-means' centres count as settled, so the first float32 pass of such a
+    # fit already runs on owner groups; other starts wait for a second pass.
+    centres, X = _clusters(4000, 3, 4, 30.0)
+    calls = []
+    real = og.owner_groups
+
+    def spy(*args, **kwargs):
+        groups = real(*args, **kwargs)
+        calls.append(groups is not None)
+        return groups
+
+    monkeypatch.setattr(og, "owner_groups", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm32 = GaussianMixture(4, init_params=init_params, random_state=0, max_iter=3,
+                               tol=0.0).fit(X.astype(np.float32))
+    assert calls and calls[0] is first_grouped
+    # The same fit in float64 (no groups) ends at the same mixture.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm64 = GaussianMixture(4, init_params=init_params, random_state=0, max_iter=3,
+                               tol=0.0).fit(X)
+    np.testing.assert_allclose(gm32.means_, gm64.means_, rtol=1e-5, atol=1e-4)
+    assert abs(gm32.lower_bound_ - gm64.lower_bound_) < 1e-5 * abs(gm64.lower_bound_)
+
+
 def test_groups_too_large_for_the_cache_run_in_float64():
     p, form, chunks, X = _grouping_case(3000, 3, 4, 1000)
     cache = FeatureCache(torch.as_tensor(X).mean(0), limit=3000 * form.feature_width(3) * 4 - 1)

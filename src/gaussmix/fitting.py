@@ -52,6 +52,7 @@ from .data import RESERVOIR_SIZE, as_source, chunk_rows, iter_chunks, reservoir_
 from .distributed import Communicator
 from .em import EMResult, run_em
 from .feature_cache import MIN_ROWS, FeatureCache, keeps_features
+from .owner_groups import start_settled
 from .guard import warn_if_reg_covar_dominates
 from .threads import threads_for_input, torch_threads
 from .variational import data_moments
@@ -405,6 +406,8 @@ class FitEngine:
                 self._resumed_from_ = (init, current.n_iter)
             elif do_init:
                 current = EMResult(share(lambda: self._initialize_root(data, gen, rows, user)), False, 0, -math.inf, [])
+                if cache is not None and self.init_params == "kmeans" and user[1] is None:
+                    start_settled(cache, current.params)
             else:
                 current = EMResult(
                     share(lambda: self._params.to(device=device, dtype=dtype)), False, 0, self.lower_bound_, []

@@ -23,8 +23,9 @@ The groups are kept from pass to pass (a fit's
 :class:`~gaussmix.feature_cache.FeatureCache`) and rebuilt when some
 component's mean has moved more than ``sqrt(FAR_IN_FLOAT32)`` of its own
 standard deviations from its group's centre, once the means have settled
-(:data:`SETTLED_FRACTION`, :data:`REBUILD_FRACTION`); until then a pass
-runs the kept form in float64.
+(:data:`SETTLED_FRACTION`, :data:`REBUILD_FRACTION`; a fit from k-means
+counts its start as settled, :func:`start_settled`); until then a pass runs
+the kept form in float64.
 A component provably :data:`SKIP_NATS` below every row's best in a group is
 left out of that group's GEMMs (:meth:`OwnerGroups.active`).  The groups'
 state depends on the fit's history, so checkpoints carry it
@@ -44,7 +45,7 @@ from .expectation import FAR_IN_FLOAT32, FAR_IN_FLOAT64, _add_chunks, _add_momen
 from .params import GMMParams
 from .stats import SuffStats
 
-__all__ = ["OwnerGroups", "PendingGroups", "owner_groups", "grouped_stats"]
+__all__ = ["OwnerGroups", "PendingGroups", "owner_groups", "grouped_stats", "start_settled"]
 
 _LOG2_E = 1.0 / math.log(2.0)
 
@@ -209,6 +210,30 @@ def _moved_far(means: torch.Tensor, params, fraction: float = 1.0) -> bool:
     # (mu_k - m_k) U_k for every k: its squared norm is the distance.
     z = torch.einsum("kd,kde->ke", moved, params.precisions_cholesky.double())
     return bool(((z * z).sum(1) > FAR_IN_FLOAT32 * fraction ** 2).any())
+
+
+def start_settled(cache, params) -> None:
+    """Count a fit's starting means as settled: its first float32 pass may
+    build owner groups rather than run on float64 features.
+
+    For starts that are already a fixed point of a clustering (k-means'
+    centres), which EM's first steps move little.  The means are recorded
+    as those of a previous pass (``cache.owner_means``), so the usual rules
+    decide (:data:`SETTLED_FRACTION`, :data:`REBUILD_FRACTION`), and a
+    checkpoint carries them.  Measured (``GaussianMixture(16)`` on
+    100 000 x 16 float32, k-means start, EM time without the
+    initialisation, medians of 3): 0.165 -> 0.118 s at centre spread 5,
+    0.200 -> 0.118 s at 10, 0.181 -> 0.162 s at 3, 0.346 -> 0.289 s at 1.5,
+    against 0.15 / 0.15 / 0.15 / 0.34 s in float64.
+
+    Parameters
+    ----------
+    cache : FeatureCache
+        The fit's cache.
+    params : GMMParams
+        The starting parameters.
+    """
+    cache.owner_means = params.means.double()
 
 
 def owner_groups(cache, form, chunks: list, params, rows: int, workers: int = 1):
