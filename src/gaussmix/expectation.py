@@ -109,7 +109,13 @@ class _Pass:
         self.cache = None
         if cache is not None and self.direct is None:
             form = cov.pass_form(params.n_components, d, params.means.device)
-            if form.keeps_features and (self.offsets is None or _farthest(params) <= FAR_IN_FLOAT64):
+            # float32 far from the mixture mean on CUDA keeps its float32
+            # per-component path: the kept form would run float64 GEMMs of
+            # D(D+1)/2 columns, at 1/32-1/64 of the float32 rate on consumer
+            # GPUs (on one H200 it measured 2.8x faster at 4M x 64 x 64;
+            # docs/PERFORMANCE.md).
+            if form.keeps_features and (self.offsets is None or (
+                    params.means.device.type == "cpu" and _farthest(params) <= FAR_IN_FLOAT64)):
                 if self.offsets is not None:
                     # float32 with components far from the mixture mean (moments
                     # around each component's mean): the kept form in float64,
