@@ -52,8 +52,8 @@ from .data import RESERVOIR_SIZE, as_source, chunk_rows, iter_chunks, reservoir_
 from .distributed import Communicator
 from .em import EMResult, run_em
 from .feature_cache import MIN_ROWS, FeatureCache, keeps_features
-from .owner_groups import start_settled
 from .guard import warn_if_reg_covar_dominates
+from .owner_groups import start_settled
 from .threads import threads_for_input, torch_threads
 from .variational import data_moments
 

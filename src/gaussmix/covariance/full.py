@@ -106,9 +106,9 @@ class Full(CovarianceType):
         from .full_packed import PACKED_FULL, packed_applies
 
         # The same rule on every device: on one H200 the packed form took
-        # 0.44-0.46x the plain one's time per iteration at 1M x 32 x 32 and
-        # 0.40x at 4M x 64 x 64, and 0.94-1.02x at 100k x 16 x 16
-        # (docs/PERFORMANCE.md).
+        # 0.43-0.48x the plain one's time per iteration at 1M x 32 x 32 and
+        # 0.40x at 4M x 64 x 64, and 0.89-1.08x at 30k-300k rows, where
+        # kernel launches dominate (docs/PERFORMANCE.md).
         return PACKED_FULL if packed_applies(n_components, n_features) else self
 
     def min_count(self, n_features):
