@@ -8,6 +8,8 @@ through the same M-step as EM, with ``reg_covar``, exactly as scikit-learn's
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -135,6 +137,58 @@ def _stats_from_resp(X, sample_weight, resp_fn, n_components, cov, shift, rows):
     return in_workers(totals, chunks, workers, add=lambda total, part: total.add_(part))
 
 
+#: Fewest rows from which the initial statistics of a hard partition may be
+#: taken cluster by cluster (:func:`_stats_from_labels`): below it the
+#: one-hot pass's few calls cost less than a loop over the clusters.
+LABEL_STATS_MIN_ROWS = 10_000
+
+
+def _by_label(n: int, k: int, d: int, cov) -> bool:
+    """Whether a hard partition's statistics are cheaper cluster by cluster:
+    the one-hot pass forms every component's second moment from every row
+    (``K`` times the work of one's own), which pays for the sort and the
+    gather once a component's second moment has at least 64 entries and
+    there are at least 8 components.  Measured (100 000 rows, ``full``,
+    one-hot / by label, ms): D x K = 16 x 16 137 / 51 and 102 / 25, 32 x 8
+    109 / 52, 64 x 8 314 / 110, 8 x 8 32 / 27; 4 x 16 14 / 26, 16 x 4 (300 000
+    rows) 56 / 101; diag, tied and spherical at 16 x 16 12-17 / 25-33."""
+    if cov.shared or k < 8 or n < LABEL_STATS_MIN_ROWS:
+        return False
+    return math.prod(cov.stat_shape(k, d)) // k >= 64
+
+
+def _stats_from_labels(X, sample_weight, rows_idx, labels, n_components, cov, shift, rows):
+    """The statistics of a hard partition, cluster by cluster: the labelled
+    rows sorted by cluster, each cluster's moments in pieces of at most
+    ``rows`` rows (a one-hot pass would form every component's second moment
+    from every row, ``K`` times the work).  ``rows_idx`` (M,) are the
+    labelled rows (None: all, in order), ``labels`` (M,) their clusters."""
+    d = X.shape[1]
+    total = SuffStats.zeros(n_components, d, cov.stat_shape(n_components, d), device=X.device)
+    order = torch.argsort(labels, stable=True)
+    idx = order if rows_idx is None else rows_idx[order]
+    counts = torch.bincount(labels, minlength=n_components).tolist()
+    shift = shift.double()
+    start = 0
+    for c, count in enumerate(counts):
+        for a in range(start, start + count, rows):
+            at = idx[a:min(a + rows, start + count)]
+            # float64, as the one-hot pass: the initial covariances of float32
+            # data must not lose precision to the distance between clusters.
+            xc = X.index_select(0, at).double() - shift
+            w = (torch.ones(at.shape[0], 1, dtype=torch.float64, device=X.device)
+                 if sample_weight is None else sample_weight.index_select(0, at).double().unsqueeze(1))
+            total.nk[c] += w.sum()
+            total.s1[c] += (w.T @ xc)[0]
+            part = cov.second_moment(xc, w)
+            if cov.shared:
+                total.s2 += part
+            else:
+                total.s2[c] += part[0]
+        start += count
+    return total
+
+
 def initial_params(
     X: torch.Tensor,
     n_components: int,
@@ -205,8 +259,10 @@ def initial_stats(
     n = X.shape[0]
     device = X.device
     k = n_components
+    hard = None  # a hard partition: (labelled rows or None for all, their labels)
     if init_params == "kmeans":
         labels = kmeans(X, k, gen, sample_weight, rows=rows)
+        hard = (None, labels)
 
         def resp_fn(a, b):
             return torch.nn.functional.one_hot(labels[a:b], k)
@@ -223,11 +279,13 @@ def initial_stats(
             _, idx = kmeans_plusplus(X, k, gen, sample_weight, rows)
         else:
             idx = _choice(gen, n, k, None, device)
-        resp_fn = _one_hot_at(idx, torch.arange(k, device=device), n, k, device)
+        hard = (idx, torch.arange(k, device=device))
+        resp_fn = _one_hot_at(*hard, n, k, device)
 
     elif init_params == "hc":
         idx, cuts = hc_partition(X, k, gen, hc_subset)
-        resp_fn = _one_hot_at(idx, cuts[k], n, k, device)
+        hard = (idx, cuts[k])
+        resp_fn = _one_hot_at(*hard, n, k, device)
 
     else:  # pragma: no cover - validated by the estimator
         raise ValueError(f"Unknown init_params {init_params!r}")
@@ -239,4 +297,6 @@ def initial_stats(
         shift = X.mean(0)
     else:
         shift = (sample_weight.unsqueeze(1) * X).sum(0) / sample_weight.sum()
+    if hard is not None and _by_label(n, k, X.shape[1], cov):
+        return _stats_from_labels(X, sample_weight, *hard, k, cov, shift, rows), shift
     return _stats_from_resp(X, sample_weight, resp_fn, k, cov, shift, rows), shift
