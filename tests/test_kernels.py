@@ -277,6 +277,27 @@ def test_lloyd_pass_and_kmeans(weighted):
     assert adjusted_rand_score(truth.numpy(), got.numpy()) == 1.0
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_kmeans_plusplus_in_blocks_and_on_separated_clusters(weighted, dtype, monkeypatch):
+    """Seeding in column blocks picks the rows one block picks; on clusters
+    far apart, the greedy D^2 seeding puts one seed in each cluster."""
+    import gaussmix.kmeans as km
+
+    gen = torch.Generator().manual_seed(7)
+    k, d, n = 6, 4, 3000
+    centers = 100.0 * torch.randn(k, d, generator=gen, dtype=torch.float64)
+    truth = torch.arange(n) % k
+    X = (centers[truth] + torch.randn(n, d, generator=gen, dtype=torch.float64) + 1e3).to(dtype)
+    w = torch.rand(n, generator=gen, dtype=torch.float64) + 0.5 if weighted else None
+    _, whole = km.kmeans_plusplus(X, k, torch.Generator().manual_seed(1), w, 256)
+    monkeypatch.setattr(km, "_SEED_BLOCK_ELEMENTS", 1)  # blocks of 256 rows
+    seeds, blocks = km.kmeans_plusplus(X, k, torch.Generator().manual_seed(1), w, 256)
+    assert torch.equal(whole, blocks)
+    assert torch.equal(seeds, X[blocks])
+    assert sorted(truth[blocks].tolist()) == list(range(k))
+
+
 def test_params_to_keeps_the_bundle_when_nothing_moves():
     f64 = dict(dtype=torch.float64)
     p = GMMParams(torch.full((2,), 0.5, **f64), torch.zeros(2, 3, **f64), torch.ones(2, 3, **f64),

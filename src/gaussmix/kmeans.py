@@ -58,6 +58,10 @@ def _data_key(t: torch.Tensor | None):
 _KMEANS_ELEMENTS = 1 << 20
 
 
+#: Most elements of one block of k-means++'s candidate distances.
+_SEED_BLOCK_ELEMENTS = 1 << 24
+
+
 def _uniform(gen: torch.Generator, n: int, device, dtype) -> torch.Tensor:
     return torch.rand(n, generator=gen, device=gen.device, dtype=torch.float64).to(device, dtype)
 
@@ -88,36 +92,48 @@ def kmeans_plusplus(
     """
     n, _ = X.shape
     device = X.device
-    w = torch.ones(n, dtype=torch.float64, device=device) if sample_weight is None else sample_weight.double()
+    w = None if sample_weight is None else sample_weight.double()
     n_trials = 2 + int(math.log(n_clusters))
     # Centred once on the data's mean (as scikit-learn's KMeans does), with
-    # the rows' squared norms computed once: each step is then one GEMM per
-    # chunk, and the expanded distances stay free of cancellation for data
-    # with a large offset (float32 around 1e6).
+    # the rows' squared norms computed once: each step is then one GEMM, and
+    # the expanded distances stay free of cancellation for data with a large
+    # offset (float32 around 1e6).
     Xc = X - X.mean(0)
     x_sq = (Xc * Xc).sum(1)
+    # The candidates' distances are (candidates, N), each candidate's row
+    # contiguous: the minimum, the potentials and the chosen row then read
+    # memory in order, and the whole step is a few passes over it (measured,
+    # the whole seeding: 100 000 x 16, 16 clusters, 107 ms with (N,
+    # candidates) chunks of ``rows`` -> 41 ms, scikit-learn 38 ms; 1M x 8, 4
+    # clusters, 328 -> 214 ms, scikit-learn 98 ms).  Data whose distances
+    # would outgrow the block budget go in column blocks of ``rows`` rows.
+    block = n if n * (n_trials + 1) <= _SEED_BLOCK_ELEMENTS else rows
 
     def sq_dist(idx):
         c = Xc[idx]
-        c_sq = (c * c).sum(1)
-        return torch.cat([
-            torch.addmm(c_sq, xb, c.T, alpha=-2.0).add_(x_sq[a:a + xb.shape[0]].unsqueeze(1))
-            .clamp_min_(0.0)
-            for a, (xb, _) in zip(range(0, n, rows), iter_chunks(Xc, None, rows))
-        ]).double()
+        c_sq = (c * c).sum(1, keepdim=True)
+        parts = [torch.addmm(x_sq[a:a + block].unsqueeze(0), c, Xc[a:a + block].T, alpha=-2.0)
+                 .add_(c_sq).clamp_min_(0.0) for a in range(0, n, block)]
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return out.double()
 
-    first = torch.multinomial(w.to(gen.device), 1, generator=gen).to(device)
+    def potentials(dist):
+        return dist.sum(1) if w is None else dist @ w
+
+    first = torch.multinomial((torch.ones(n, dtype=torch.float64, device=device) if w is None else w)
+                              .to(gen.device), 1, generator=gen).to(device)
     indices = [first]
-    closest = sq_dist(first).squeeze(1)
-    pot = closest @ w
+    closest = sq_dist(first)[0]
+    pot = potentials(closest.unsqueeze(0))[0]
     for _ in range(1, n_clusters):
-        cum = torch.cumsum(w * closest, 0)
+        cum = torch.cumsum(closest if w is None else w * closest, 0)
         r = _uniform(gen, n_trials, device, torch.float64) * pot
         cand = torch.searchsorted(cum, r).clamp_max(n - 1)
-        dist = torch.minimum(sq_dist(cand), closest.unsqueeze(1))
-        pots = w @ dist
+        dist = sq_dist(cand)
+        torch.minimum(dist, closest.unsqueeze(0), out=dist)
+        pots = potentials(dist)
         best = int(torch.argmin(pots))
-        closest = dist[:, best].contiguous()
+        closest = dist[best]
         pot = pots[best]
         indices.append(cand[best : best + 1])
     idx = torch.cat(indices)
