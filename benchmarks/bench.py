@@ -49,6 +49,7 @@ from gaussmix.covariance import get_covariance_type  # noqa: E402
 from gaussmix.chunk_workers import workers_for  # noqa: E402
 from gaussmix.data import chunk_rows, iter_chunks  # noqa: E402
 from gaussmix.em import run_em  # noqa: E402
+from gaussmix.expectation import float64_passes  # noqa: E402
 from gaussmix.feature_cache import FeatureCache, keeps_features  # noqa: E402
 from gaussmix.init import initial_params  # noqa: E402
 from gaussmix.params import GMMParams  # noqa: E402
@@ -205,6 +206,7 @@ def time_gaussmix(Xt, k, kind, init, n_iter, warm=0):
     if kept:
         chunks.feature_cache = FeatureCache(centre)
     chunks.workers = workers
+    chunks.float64_passes = float64_passes(n, k, d, dtype, dev)
     if warm:
         p = run_em(chunks, p, reg_covar=1e-6, tol=0.0, max_iter=warm).params
     _sync(dev)

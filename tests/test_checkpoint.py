@@ -127,14 +127,20 @@ def test_float32_fit_on_owner_groups_resumes_bit_for_bit(tmp_path, monkeypatch, 
     def model():
         return GaussianMixture(4, tol=0.0, max_iter=20, random_state=0, n_init=2, dtype="float32")
 
+    import gaussmix.expectation as expectation
+
     builds = []
     original = owner_groups_mod.OwnerGroups.build.__func__
-    monkeypatch.setattr(owner_groups_mod.OwnerGroups, "build",
-                        classmethod(lambda cls, *a, **k: builds.append(1) or original(cls, *a, **k)))
-    reference = model().fit(X)
-    assert builds
-    monkeypatch.undo()
-    resumed = _interrupted_then_resumed(X, model, tmp_path / "fit.npz", stop_after, monkeypatch)
+    # float32 passes of their own, not float64 ones (expectation.float64_passes),
+    # for the whole test (the helper undoes `monkeypatch`).
+    with pytest.MonkeyPatch.context() as own:
+        own.setattr(expectation, "SMALL_PASS_WORK", 0)
+        monkeypatch.setattr(owner_groups_mod.OwnerGroups, "build",
+                            classmethod(lambda cls, *a, **k: builds.append(1) or original(cls, *a, **k)))
+        reference = model().fit(X)
+        assert builds
+        monkeypatch.undo()
+        resumed = _interrupted_then_resumed(X, model, tmp_path / "fit.npz", stop_after, monkeypatch)
     assert resumed._resumed_from_ is not None
     _assert_identical(resumed, reference)
 

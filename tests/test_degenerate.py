@@ -16,6 +16,8 @@ from scipy.stats import multivariate_normal
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
+import gaussmix.expectation as expectation
+
 from gaussmix import CovarianceError, GaussianMixture
 from gaussmix.covariance import CHOLESKY_RETRIES, CovarianceWarning, RETRY_FACTOR
 from gaussmix.data import iter_chunks
@@ -122,11 +124,16 @@ def test_indefinite_covariance_raises_after_documented_retries(ct):
 
 @pytest.mark.parametrize("ct", ["full", "diag", "spherical"])
 @pytest.mark.parametrize("separation", [100.0, 1e4])
-def test_float32_far_apart_clusters_keep_their_covariance(ct, separation):
+@pytest.mark.parametrize("own_passes", [True, False])
+def test_float32_far_apart_clusters_keep_their_covariance(ct, separation, own_passes, monkeypatch):
     # Clusters hundreds to 1e4 standard deviations apart: in float32 each
     # component's moments are taken around its own mean, so its covariance is
     # as accurate as the data's float32 rounding allows, like the float64
     # fit of the same float32 values from the same start (the reference).
+    # Both with float32 passes of its own and with float64 passes
+    # (gaussmix.expectation.float64_passes, the default on data this small).
+    if own_passes:
+        monkeypatch.setattr(expectation, "SMALL_PASS_WORK", 0)
     rng = np.random.default_rng(0)
     X = np.r_[rng.normal(size=(500, 3)), rng.normal(size=(500, 3)) + separation].astype(np.float32)
     pre = {"full": np.stack([np.eye(3)] * 2) * 0.8, "diag": np.ones((2, 3)) * 0.8,
@@ -145,12 +152,16 @@ def test_float32_far_apart_clusters_keep_their_covariance(ct, separation):
 
 
 @pytest.mark.parametrize("ct, n", [("diag", 300), ("spherical", 300), ("full", 1500)])
-def test_float32_soft_split_far_from_the_mixture_mean(ct, n):
+@pytest.mark.parametrize("own_passes", [True, False])
+def test_float32_soft_split_far_from_the_mixture_mean(ct, n, own_passes, monkeypatch):
     # Two components share a cluster 1e3 standard deviations from the mixture
     # mean: their responsibilities are soft, so log-density errors would show.
     # float32 distances are taken per component (diag, spherical) or on
     # features around each row's component (full, on 3000 rows: its kept
-    # features in owner groups), so the fit follows float64.
+    # features in owner groups), so the fit follows float64; so do float64
+    # passes (gaussmix.expectation.float64_passes).
+    if own_passes:
+        monkeypatch.setattr(expectation, "SMALL_PASS_WORK", 0)
     rng = np.random.default_rng(3)
     X = np.r_[rng.normal(size=(n, 2)), rng.normal(size=(n, 2)) + 1e3].astype(np.float32)
     pre = {"diag": np.ones((3, 2)), "spherical": np.ones(3), "full": np.stack([np.eye(2)] * 3)}[ct]

@@ -9,6 +9,7 @@ import pytest
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+import gaussmix.expectation as expectation
 import gaussmix.owner_groups as og
 from gaussmix import GaussianMixture
 from gaussmix.covariance import get_covariance_type
@@ -80,10 +81,14 @@ def test_a_grouped_pass_equals_the_float64_pass(kind, workers, monkeypatch):
 
 
 @pytest.mark.parametrize("separation", [100.0, 1e3])
-def test_far_apart_clusters_keep_their_covariance(separation):
+@pytest.mark.parametrize("own_passes", [True, False])
+def test_far_apart_clusters_keep_their_covariance(separation, own_passes, monkeypatch):
     # Clusters hundreds to a thousand standard deviations apart, enough rows
     # for the kept features: float32 follows the float64 fit of the same
-    # float32 values from the same start.
+    # float32 values from the same start, with float32 passes of its own
+    # and with float64 passes (gaussmix.expectation.float64_passes).
+    if own_passes:
+        monkeypatch.setattr(expectation, "SMALL_PASS_WORK", 0)
     rng = np.random.default_rng(0)
     X = np.r_[rng.normal(size=(1500, 3)), rng.normal(size=(1500, 3)) * 0.5 + separation]
     X = X.astype(np.float32)
@@ -180,6 +185,7 @@ def test_a_fit_from_kmeans_groups_its_first_pass(init_params, first_grouped, mon
     # k-means' centres count as settled, so the first float32 pass of such a
     # fit already runs on owner groups; other starts wait for a second pass.
     centres, X = _clusters(4000, 3, 4, 30.0)
+    monkeypatch.setattr(expectation, "SMALL_PASS_WORK", 0)  # float32 passes of its own
     calls = []
     real = og.owner_groups
 

@@ -118,6 +118,10 @@ def run_em(
         in-memory tensor.  Its attribute ``workers``, where set, deals each
         pass's chunks out to that many threads
         (:mod:`gaussmix.chunk_workers`): only for in-memory chunks on the CPU.
+        Its attribute ``float64_passes``, where true, runs each pass of a
+        float32 fit on its parameters in float64
+        (:func:`gaussmix.expectation.float64_passes`); the loop's parameters
+        stay in the data's dtype.
     params : GMMParams
         Initial parameters, in the data's dtype and on its device.
     reg_covar, tol, max_iter : float, float, int
@@ -174,15 +178,20 @@ def run_em(
         If a covariance cannot be factorised even with extra regularisation.
     """
     dtype = params.means.dtype
-    eps = torch.finfo(dtype).eps
+    wide = update is None and getattr(chunks, "float64_passes", False)
+    # With float64 passes the M-step is the float64 fit's too (its count
+    # floor of 10 eps would otherwise, through one-shift moments far from the
+    # mixture mean, cost float32's eps times the squared distance).
+    eps = torch.finfo(torch.float64 if wide else dtype).eps
     history = list(lower_bounds or [])
     events: list = []
     converged = False
     n_iter = start_iter
     for n_iter in range(start_iter + 1, max_iter + 1):
         prev = lower_bound
-        shift = moment_shift(params)
-        stats = accumulate(chunks(), params, shift, entropy=update is not None,
+        at = params.to(dtype=torch.float64) if wide else params
+        shift = moment_shift(at)
+        stats = accumulate(chunks(), at, shift, entropy=update is not None,
                            cache=getattr(chunks, "feature_cache", None),
                            workers=getattr(chunks, "workers", 1))
         if reduce is not None:
@@ -198,7 +207,7 @@ def run_em(
                 points = split_points(stats, shift, params.covariance_type, reg_covar, eps,
                                       int(empty.sum()))
             else:
-                points = worst_explained(chunks(), params, int(empty.sum()), gather)
+                points = worst_explained(chunks(), at, int(empty.sum()), gather)
             reseed = (empty, points)
             comps = torch.nonzero(empty).flatten().tolist()
             warnings.warn(

@@ -35,6 +35,48 @@ FAR_IN_FLOAT32 = 10.0
 FAR_IN_FLOAT64 = 1e8
 
 
+#: A float32 fit whose passes do less work than this (rows x components x
+#: the packed full form's columns, D(D+1)/2 + D + 1, whatever the type) runs
+#: them in float64 (:func:`float64_passes`).
+SMALL_PASS_WORK = 48 << 20
+
+
+def float64_passes(n_samples: int, n_components: int, n_features: int, dtype: torch.dtype,
+                   device) -> bool:
+    """Whether a float32 fit on the CPU runs its EM passes in float64.
+
+    On small data a pass costs its calls more than its arithmetic, and
+    float32's precision far from the mixture mean (per-component moments
+    and distances, owner groups) takes more calls than float64's one shift.
+    Measured on the CPU (EM time of ``GaussianMixture(K).fit`` from k-means
+    on separated clusters, medians of 3; float32 as it was / float32 with
+    float64 passes / float64, ms): ``full`` 23 / 15 / 15 at 20 000 x 8 x 4
+    (work 3.6M), 45 / 25 / 27 at 50 000 x 8 x 8 (18M), 68 / 49 / 56 at
+    100 000 x 8 x 8 (36M), but 73 / 101 / 82 at 100 000 x 16 x 4 (61M) and
+    84 / 80 / 78 at 50 000 x 16 x 16 (122M); ``diag`` and ``spherical``
+    never slower with float64 passes.  Per EM iteration from bench.py's fixed
+    start, ``full`` float32 took 1.4-2.0x float64's time at 1 000 x 5 x 3
+    and 1.7-2.3x at 5 000 x 8 x 4; with float64 passes, 1.06x.  Below
+    :data:`SMALL_PASS_WORK` the passes run on the parameters in float64 (the
+    float32 data are exact in float64): as exact as a float64 fit of the
+    same data.  The fit's parameters stay float32.
+
+    Parameters
+    ----------
+    n_samples, n_components, n_features : int
+    dtype : torch.dtype
+        The fit's dtype.
+    device : torch.device
+
+    Returns
+    -------
+    bool
+    """
+    width = n_features * (n_features + 1) // 2 + n_features + 1
+    return (dtype == torch.float32 and torch.device(device).type == "cpu"
+            and n_samples * n_components * width < SMALL_PASS_WORK)
+
+
 def _farthest(params: GMMParams) -> float:
     """Largest squared Mahalanobis distance from the mixture mean to a component's mean."""
     means_c = params.means - params.shift

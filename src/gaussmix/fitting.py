@@ -51,6 +51,7 @@ from .chunk_workers import workers_for
 from .data import RESERVOIR_SIZE, as_source, chunk_rows, iter_chunks, reservoir_sample
 from .distributed import Communicator
 from .em import EMResult, run_em
+from .expectation import float64_passes
 from .feature_cache import MIN_ROWS, FeatureCache, keeps_features
 from .guard import warn_if_reg_covar_dominates
 from .owner_groups import start_settled
@@ -230,6 +231,8 @@ class FitEngine:
                 chunks.feature_cache = FeatureCache(centre)
             # In memory: each pass deals its chunks out to worker threads.
             chunks.workers = workers
+            chunks.float64_passes = not comm.enabled and float64_passes(
+                n, self.n_components, d, dtype, device)
 
             def fingerprint():
                 total = torch.zeros(d, dtype=torch.float64, device=device)
