@@ -322,6 +322,21 @@ def test_worst_explained_is_chunking_invariant_and_skips_zero_weights():
     np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=0)
 
 
+def test_lowest_equals_a_stable_sort_with_ties():
+    """The partial selection behind worst_explained: the same indices, in the
+    same order, as a stable sort, with many ties at the cut and infinities."""
+    from gaussmix.reseed import _lowest
+
+    rng = np.random.default_rng(5)
+    for trial in range(30):
+        v = rng.integers(0, 6, size=int(rng.integers(1, 200))).astype(float)
+        v[rng.random(v.size) < 0.1] = np.inf
+        v[rng.random(v.size) < 0.05] = -np.inf
+        for n in (1, 2, 3, 7, v.size, v.size + 2):
+            got = _lowest(torch.from_numpy(v), n).numpy()
+            np.testing.assert_array_equal(got, np.argsort(v, kind="stable")[:n])
+
+
 # ------------------------------------------------------------ tiny shapes
 @pytest.mark.parametrize("ct", COV_TYPES)
 def test_single_feature_matches_sklearn(ct):

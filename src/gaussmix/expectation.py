@@ -280,6 +280,34 @@ def e_step(X: torch.Tensor, params: GMMParams) -> tuple[torch.Tensor, torch.Tens
     return log_resp, log_prob_norm
 
 
+def sample_log_likelihood(X: torch.Tensor, params: GMMParams) -> torch.Tensor:
+    """``log p(x_i)`` under the mixture, as :func:`e_step`'s second result,
+    without the responsibilities (no transposed copy, no normalised rows).
+
+    Parameters
+    ----------
+    X, params
+        As :func:`estimate_weighted_log_prob` takes them.
+
+    Returns
+    -------
+    Tensor (B,)
+        ``-inf`` for a point whose density underflows in every component.
+    """
+    ctx = _Pass(params)
+    wlp = ctx.weighted_log_prob(X)[0]
+    comp = ctx.axis
+    top = wlp.amax(comp, keepdim=True)
+    floor = _exp_floor(wlp.dtype)
+    if ctx.bits:  # log2 units: log p = ln 2 (top + log2 sum 2^(wlp - top))
+        total = wlp.sub_(top).clamp_min_(floor * _LOG2_E).exp2_().sum(comp, keepdim=True)
+        out = total.log2_().add_(top).mul_(_LN_2)
+    else:
+        out = wlp.sub_(top).clamp_min_(floor).exp_().sum(comp, keepdim=True).log_().add_(top)
+    out = out.view(-1)
+    return out.masked_fill_(~torch.isfinite(out), -math.inf).to(X.dtype)
+
+
 def _nearest_log_resp(X: torch.Tensor, params: GMMParams) -> torch.Tensor:
     """Log responsibilities of points whose density underflows in every component.
 

@@ -22,6 +22,7 @@ from ._validation import to_output
 from .chunk_workers import map_chunks, workers_for
 from .data import check_in_memory, chunk_rows, is_source, iter_chunks
 from .em import e_step
+from .expectation import sample_log_likelihood
 from .covariance import get_covariance_type
 from .fitting import FitEngine
 from .init import INIT_METHODS
@@ -180,7 +181,7 @@ class BaseMixture(FitEngine, DensityMixin, BaseEstimator):
         return to_output(self._score_samples(Xt), isinstance(X, torch.Tensor))
 
     def _score_samples(self, Xt):
-        return self._chunked(Xt, lambda xb: e_step(xb, self._params)[1])
+        return self._chunked(Xt, lambda xb: sample_log_likelihood(xb, self._params))
 
     def score(self, X, y=None):
         """Mean per-sample log-likelihood of ``X``.

@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from .expectation import Chunks, e_step
+from .expectation import Chunks, sample_log_likelihood
 from .params import GMMParams
 from .stats import SuffStats
 
@@ -41,6 +41,17 @@ def empty_components(stats: SuffStats) -> torch.Tensor:
     return stats.nk < EMPTY_FRACTION * one_sample
 
 
+def _lowest(values: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of the ``n`` lowest of ``values`` (1-D), in the order a stable
+    sort gives them (ties by position): a partial selection, then a sort of
+    the few candidates, instead of sorting every value."""
+    if values.numel() <= n:
+        return torch.sort(values, stable=True).indices
+    kth = torch.topk(values, n, largest=False, sorted=False).values.max()
+    candidates = torch.nonzero(values <= kth).view(-1)
+    return candidates[torch.sort(values[candidates], stable=True).indices[:n]]
+
+
 def worst_explained(
     chunks: Chunks,
     params: GMMParams,
@@ -70,15 +81,14 @@ def worst_explained(
     """
     values = points = None
     for xb, wb in chunks:
-        _, lpn = e_step(xb, params)
-        lpn = lpn.double()
+        lpn = sample_log_likelihood(xb, params).double()
         if wb is not None:
             lpn = lpn.masked_fill(wb <= 0, math.inf)
-        order = torch.sort(lpn, stable=True).indices[:n_points]
+        order = _lowest(lpn, n_points)
         v, x = lpn[order], xb[order].double()
         if values is not None:
             v, x = torch.cat([values, v]), torch.cat([points, x])
-            order = torch.sort(v, stable=True).indices[:n_points]
+            order = _lowest(v, n_points)
             v, x = v[order], x[order]
         values, points = v, x
     if values is None:
