@@ -1,5 +1,6 @@
-"""float32 fits on small data run their EM passes in float64
-(gaussmix.expectation.float64_passes)."""
+"""float32 fits whose passes run in float64: on small data
+(gaussmix.expectation.float64_passes) and, for diag and spherical, far from
+the mixture mean (gaussmix.expectation.pass_params)."""
 
 import numpy as np
 import pytest
@@ -10,8 +11,11 @@ import gaussmix.expectation as expectation
 from gaussmix import GaussianMixture
 from gaussmix.data import iter_chunks
 from gaussmix.em import accumulate, run_em
-from gaussmix.expectation import SMALL_PASS_WORK, float64_passes
+from gaussmix.expectation import (FAR_IN_FLOAT32, FAR_IN_FLOAT64, SMALL_PASS_WORK, _farthest,
+                                  float64_passes, pass_params)
+from gaussmix.kernels import reference
 from gaussmix.maximization import _m_step
+from gaussmix.params import GMMParams
 
 TYPES = ["full", "tied", "diag", "spherical"]
 
@@ -91,3 +95,31 @@ def test_small_float32_fit_matches_float64(covariance_type, monkeypatch):
                         abs(gm.lower_bound_ - sk.lower_bound_) / abs(sk.lower_bound_))
     assert err["wide"] < 1e-6
     assert err["wide"] <= 2 * err["native"] + 1e-7
+
+
+def _spread_params(covariance_type, spread, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(7)
+    p = reference.random_params(covariance_type, 3, 4, gen)
+    return GMMParams(p.weights, p.means * spread, p.precisions_cholesky,
+                     covariance_type).to(dtype=dtype)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+@pytest.mark.parametrize("spread", [0.01, 30.0, 1e6])
+def test_pass_params(covariance_type, spread):
+    """Which passes run on float64 parameters: every pass of a fit with float64
+    passes; otherwise float32 diag and spherical passes whose components lie
+    beyond sqrt(FAR_IN_FLOAT32) but within sqrt(FAR_IN_FLOAT64) of the
+    mixture mean (where their float32 pass would take float64 GEMMs anyway);
+    never float64 parameters, which pass as they are."""
+    p32 = _spread_params(covariance_type, spread)
+    far = _farthest(p32)
+    p64 = p32.to(dtype=torch.float64)
+    assert pass_params(p64) is p64 and pass_params(p64, small=True) is p64
+    assert pass_params(p32, small=True).means.dtype == torch.float64
+    wide = (covariance_type in ("diag", "spherical") and FAR_IN_FLOAT32 < far <= FAR_IN_FLOAT64)
+    assert (pass_params(p32).means.dtype == torch.float64) == wide
+    if spread == 30.0 and covariance_type in ("diag", "spherical"):
+        assert wide  # the case the rule is for occurs here
+    if wide:
+        torch.testing.assert_close(pass_params(p32).means, p32.means.double(), rtol=0, atol=0)

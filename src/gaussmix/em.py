@@ -32,6 +32,7 @@ from .expectation import (
     e_step,
     estimate_weighted_log_prob,
     moment_shift,
+    pass_params,
 )
 from .maximization import _m_step, count_floor, m_step, split_points
 from .params import GMMParams
@@ -178,18 +179,18 @@ def run_em(
         If a covariance cannot be factorised even with extra regularisation.
     """
     dtype = params.means.dtype
-    wide = update is None and getattr(chunks, "float64_passes", False)
-    # With float64 passes the M-step is the float64 fit's too (its count
-    # floor of 10 eps would otherwise, through one-shift moments far from the
-    # mixture mean, cost float32's eps times the squared distance).
-    eps = torch.finfo(torch.float64 if wide else dtype).eps
+    small = getattr(chunks, "float64_passes", False)
     history = list(lower_bounds or [])
     events: list = []
     converged = False
     n_iter = start_iter
     for n_iter in range(start_iter + 1, max_iter + 1):
         prev = lower_bound
-        at = params.to(dtype=torch.float64) if wide else params
+        at = params if update is not None else pass_params(params, small)
+        # A float64 pass takes the float64 M-step too (its count floor of 10
+        # eps would otherwise, through one-shift moments far from the mixture
+        # mean, cost float32's eps times the squared distance).
+        eps = torch.finfo(at.means.dtype).eps
         shift = moment_shift(at)
         stats = accumulate(chunks(), at, shift, entropy=update is not None,
                            cache=getattr(chunks, "feature_cache", None),
