@@ -71,7 +71,11 @@ class GaussianMixture(BaseMixture):
     dtype : {"float32", "float64"} or torch dtype, optional
         Precision of the computation.  Default: follows the input (float32
         stays float32, anything else becomes float64).  Sufficient statistics
-        are always accumulated in float64.
+        are always accumulated in float64.  On the CPU a float32 fit of small
+        data, and float32 ``diag`` / ``spherical`` passes far from the mixture
+        mean, run their EM passes in float64 (where that costs no more;
+        :func:`gaussmix.expectation.float64_passes`); the parameters stay
+        float32.
     batch_size : int, optional
         Rows per chunk; default sizes chunks from the problem (and, on CUDA,
         from free memory).  Chunking changes only the order of float64
