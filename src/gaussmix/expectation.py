@@ -111,10 +111,15 @@ def pass_params(params: GMMParams, small: bool = False) -> GMMParams:
 
 
 def _farthest(params: GMMParams) -> float:
-    """Largest squared Mahalanobis distance from the mixture mean to a component's mean."""
-    means_c = params.means - params.shift
-    origin = torch.zeros(1, params.n_features, dtype=means_c.dtype, device=means_c.device)
-    return float(params.cov.mahalanobis(origin, means_c, params.precisions_cholesky).amax())
+    """Largest squared Mahalanobis distance from the mixture mean to a
+    component's mean (once per parameter bundle: a pass asks more than once)."""
+    found = params.__dict__.get("_farthest")
+    if found is None:
+        means_c = params.means - params.shift
+        origin = torch.zeros(1, params.n_features, dtype=means_c.dtype, device=means_c.device)
+        found = float(params.cov.mahalanobis(origin, means_c, params.precisions_cholesky).amax())
+        object.__setattr__(params, "_farthest", found)
+    return found
 
 
 def moment_shift(params: GMMParams) -> torch.Tensor:
