@@ -16,6 +16,7 @@ from . import kernels
 from .chunk_workers import in_workers
 from .covariance import row_sums
 from .covariance.base import _LOG_2PI
+from .covariance.full_packed import PackedFull
 from .params import GMMParams
 from .stats import SuffStats, VariationalStats
 
@@ -72,9 +73,8 @@ def float64_passes(n_samples: int, n_components: int, n_features: int, dtype: to
     -------
     bool
     """
-    width = n_features * (n_features + 1) // 2 + n_features + 1
     return (dtype == torch.float32 and torch.device(device).type == "cpu"
-            and n_samples * n_components * width < SMALL_PASS_WORK)
+            and n_samples * n_components * PackedFull.feature_width(n_features) < SMALL_PASS_WORK)
 
 
 def pass_params(params: GMMParams, small: bool = False) -> GMMParams:
@@ -334,16 +334,27 @@ def sample_log_likelihood(X: torch.Tensor, params: GMMParams) -> torch.Tensor:
     """
     ctx = _Pass(params)
     wlp = ctx.weighted_log_prob(X)[0]
-    comp = ctx.axis
-    top = wlp.amax(comp, keepdim=True)
-    floor = _exp_floor(wlp.dtype)
-    if ctx.bits:  # log2 units: log p = ln 2 (top + log2 sum 2^(wlp - top))
-        total = wlp.sub_(top).clamp_min_(floor * _LOG2_E).exp2_().sum(comp, keepdim=True)
-        out = total.log2_().add_(top).mul_(_LN_2)
-    else:
-        out = wlp.sub_(top).clamp_min_(floor).exp_().sum(comp, keepdim=True).log_().add_(top)
-    out = out.view(-1)
+    top = wlp.amax(ctx.axis, keepdim=True)
+    _, norm = _floored_exp(wlp, top, ctx)
+    out = norm.log_().add_(top, alpha=_LN_2 if ctx.bits else 1.0).view(-1)
     return out.masked_fill_(~torch.isfinite(out), -math.inf).to(X.dtype)
+
+
+def _floored_exp(wlp: torch.Tensor, top: torch.Tensor, ctx: _Pass) -> tuple:
+    """``exp(wlp - top)`` in place (``exp2`` where the pass works in bits) and
+    its sums over the components' axis (kept as a dimension): the log of the
+    sums plus ``top`` (times ln 2 in bits) is each row's log-likelihood.
+
+    The floor keeps exp out of the subnormal range, where it is up to 60x
+    slower on the CPU (separated clusters put most entries there); the
+    floored entries are below 1e-34 (float32) or 1e-280 (float64), too small
+    to move a sum that holds the row's largest term, 1."""
+    floor = _exp_floor(wlp.dtype)
+    if ctx.bits:
+        e = wlp.sub_(top).clamp_min_(floor * _LOG2_E).exp2_()
+    else:
+        e = wlp.sub_(top).clamp_min_(floor).exp_()
+    return e, (row_sums(e).unsqueeze(1) if ctx.axis == 1 else e.sum(0, keepdim=True))
 
 
 def _nearest_log_resp(X: torch.Tensor, params: GMMParams) -> torch.Tensor:
@@ -384,15 +395,7 @@ def _add_chunk(total: SuffStats, X: torch.Tensor, sample_weight, ctx: _Pass) -> 
     else:
         # Per-component moments want each row's most likely component too.
         top, owner = wlp.max(comp, keepdim=True)
-    # The floor keeps exp out of the subnormal range, where it is up to 60x
-    # slower on the CPU (separated clusters put most entries there); the
-    # floored entries are below 1e-34 (float32) or 1e-280 (float64).
-    floor = _exp_floor(wlp.dtype)
-    if ctx.bits:
-        resp = wlp.sub_(top).clamp_min_(floor * _LOG2_E).exp2_()
-    else:
-        resp = wlp.sub_(top).clamp_min_(floor).exp_()
-    norm = row_sums(resp).unsqueeze(1) if comp == 1 else resp.sum(0, keepdim=True)
+    resp, norm = _floored_exp(wlp, top, ctx)
     resp.div_(norm)
     log_prob_norm = norm.log_().add_(top, alpha=_LN_2 if ctx.bits else 1.0).view(-1)
     if ctx.entropy:
