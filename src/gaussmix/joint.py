@@ -329,7 +329,7 @@ def fit_joint(phi: torch.Tensor, runs: list, *, reg_covar: float, tol: float, ma
         undone = [False] * g
         if accelerate:
             undone = [j and not lb >= r.lower_bound
-                      for j, lb, r in zip(pack.jumped.tolist(), lls, pack.runs)]
+                      for j, lb, r in zip(pack.jumped, lls, pack.runs)]
             if any(undone):
                 pack.fall_back(undone)
         lead = done.copy()

@@ -81,10 +81,11 @@ class _Pack:
         # Over-relaxation (:meth:`extrapolate`): each run's step factor,
         # whether its current parameters are an extrapolated point, and the
         # plain EM point it falls back to.
-        self.affine = torch.tensor([get_covariance_type(r.cov_name).affine_closed for r in runs],
-                                   device=device)
-        self.eta = torch.ones(g, dtype=f64, device=device)
-        self.jumped = torch.zeros(g, dtype=torch.bool, device=device)
+        # Kept as Python lists: a handful of runs' scalars cost less there
+        # than a kernel call each per pass.
+        self.affine = [get_covariance_type(r.cov_name).affine_closed for r in runs]
+        self.eta = [1.0] * g
+        self.jumped = [False] * g
         self.safe = None
 
     def _set_slots(self, mask: torch.Tensor) -> None:
@@ -179,8 +180,11 @@ class _Pack:
         self._set_slots(take_runs(self.slots[:, :, 0, 0], idx, self.kmax))
         for name in ("weights", "means", "covs", "chol", "reg"):
             setattr(self, name, take_runs(getattr(self, name), idx, self.kmax))
-        for name in ("affine", "eta", "jumped", "need", "units"):
+        for name in ("need", "units"):
             setattr(self, name, getattr(self, name).index_select(0, idx))
+        for name in ("affine", "eta", "jumped"):
+            old = getattr(self, name)
+            setattr(self, name, [old[i] for i in rows])
         if self.safe is not None:
             self.safe = tuple(take_runs(t, idx, self.kmax) for t in self.safe)
         blocks, pos = [], {old: new for new, old in enumerate(rows)}
@@ -213,10 +217,12 @@ class _Pack:
     def fall_back(self, rejected: list) -> None:
         """Return the listed runs (G bools) from their extrapolated point to
         the plain EM point it was extrapolated from, with step factor 1."""
-        mask = torch.tensor(rejected, device=self.eta.device)
-        self._set(mask, self.safe)
-        self.eta = torch.where(mask, 1.0, self.eta)
-        self.jumped = self.jumped & ~mask
+        if all(rejected):
+            self.weights, self.means, self.covs, self.chol = self.safe
+        else:
+            self._set(torch.tensor(rejected, device=self.weights.device), self.safe)
+        self.eta = [1.0 if r else e for r, e in zip(rejected, self.eta)]
+        self.jumped = [j and not r for r, j in zip(rejected, self.jumped)]
 
     def extrapolate(self, before: tuple, accepted: list, growth: float, eta_max: float) -> None:
         """Over-relaxed EM (Salakhutdinov & Roweis 2003): move each accepted
@@ -228,29 +234,36 @@ class _Pack:
         :attr:`~gaussmix.covariance.CovarianceType.affine_closed`, stays at
         its EM point with factor 1.  The EM point is kept for
         :meth:`fall_back`."""
-        acc = torch.tensor(accepted, device=self.eta.device) & self.affine
-        eta = torch.where(acc, (self.eta * growth).clamp_(max=eta_max), 1.0)
+        # Python floats: the same IEEE products as a float64 tensor's.
+        eta = [min(e * growth, eta_max) if a and f else 1.0
+               for e, a, f in zip(self.eta, accepted, self.affine)]
         self.safe = self.params()
-        e = eta.view(-1, 1)
+        if all(e == 1.0 for e in eta):
+            # No run moves past its EM point (lerp(a, b, 1) = b exactly).
+            self.eta, self.jumped = eta, [False] * len(eta)
+            return
+        e = torch.tensor(eta, dtype=self.weights.dtype, device=self.weights.device).view(-1, 1)
         # One kernel per parameter: lerp(a, b, eta) = a + eta (b - a).
         w = torch.lerp(before[0], self.weights, e)
         m = torch.lerp(before[1], self.means, e.unsqueeze(-1))
-        c = torch.lerp(before[2], self.covs, e.unsqueeze(-1).unsqueeze(-1))
+        c = torch.lerp(before[2], self.covs, e.view(-1, 1, 1, 1))
         chol, info = self.factor(c)
         # Padding weights are 0 before and after: lifted by 1.  (NaN is not > 0.)
-        invalid = (info.amax(1) != 0) | ~((w + self.pad_one).amin(1) > 0)
-        # (An accepted run's eta is above 1, since growth > 1.)
-        jump = acc & ~invalid
-        if bool(invalid.any()):
+        least = (w + self.pad_one).amin(1).masked_fill_(info.any(1), -1.0).tolist()
+        invalid = [not v > 0 for v in least]
+        # (A run with a factor above 1 was accepted: growth > 1.)
+        jump = [x > 1.0 and not v for x, v in zip(eta, invalid)]
+        if any(invalid):
             # Rare: a point that is not a mixture; its run stays at its EM point.
+            mask = torch.tensor(jump, device=self.weights.device)
             if bool(info.any()):
-                chol = _refactor(chol, c, jump)
-            self._set(jump, (w, m, c, chol))
+                chol = _refactor(chol, c, mask)
+            self._set(mask, (w, m, c, chol))
         else:
             # No selection needed: a run with factor 1 is at its EM point
             # exactly (lerp(a, b, 1) = b), with the same factors.
             self.weights, self.means, self.covs, self.chol = w, m, c, chol
-        self.eta = torch.where(jump, eta, 1.0)
+        self.eta = [x if j else 1.0 for x, j in zip(eta, jump)]
         self.jumped = jump
 
     def sound(self, n_samples: int) -> list:
@@ -293,9 +306,10 @@ class _Pack:
         g, kmax, d = self.means.shape
         t = totals
         nk = t[..., 0] + self.count_pad
-        means = t[..., 1:1 + d] / nk.unsqueeze(-1)
-        scatter = (_unpack(t[..., 1 + d:], d) / nk[..., None, None]
-                   - means.unsqueeze(-1) * means.unsqueeze(-2))
+        # One division for the means and the second moments.
+        t = t / nk.unsqueeze(-1)
+        means = t[..., 1:1 + d].contiguous()
+        scatter = _unpack(t[..., 1 + d:], d) - means.unsqueeze(-1) * means.unsqueeze(-2)
         w = nk * self.real  # padding counts nothing
         # Regularised before the constraint, so that a model whose M-step
         # divides by a determinant stays defined on a degenerate scatter.
