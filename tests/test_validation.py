@@ -307,3 +307,22 @@ def test_reg_covar_dominating_the_data_warns_with_the_remedy():
         warnings.simplefilter("error", RegularizationWarning)
         GaussianMixture(2, random_state=0, reg_covar=1e-22).fit(X)  # scaled: no warning
         GaussianMixture(2, random_state=0).fit(X * 1e8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_pass_check_finds_every_non_finite_value_and_the_largest_magnitude(dtype):
+    # The data check is one aminmax pass: it must see a NaN or infinity at
+    # any position (first, last, inside a vectorised block) and report the
+    # largest |value| exactly as numpy does.
+    from gaussmix._validation import _largest_magnitude
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(1037, 5)) * 3.0
+    for bad in (np.nan, np.inf, -np.inf):
+        for i, j in [(0, 0), (1036, 4), (517, 2), (8, 3)]:
+            a = base.copy()
+            a[i, j] = bad
+            assert not np.isfinite(_largest_magnitude(torch.tensor(a, dtype=dtype)))
+    t = torch.tensor(base, dtype=dtype)
+    assert _largest_magnitude(t) == float(np.abs(t.numpy()).max())
+    assert _largest_magnitude(-t) == float(np.abs(t.numpy()).max())
