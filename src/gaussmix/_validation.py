@@ -239,10 +239,12 @@ def as_tensor_2d(X, *, name="X", device=None, dtype=None, n_features=None,
 
 
 def _largest_magnitude(t: torch.Tensor) -> float:
-    """The largest ``|value|`` of ``t`` (non-empty, floating), NaN if it holds
-    a NaN: one pass without a temporary (``aminmax`` propagates NaN), where
+    """The largest ``|value|`` of ``t`` (0 when empty), NaN if it holds a NaN:
+    one pass without a temporary (``aminmax`` propagates NaN), where
     ``isfinite(t).all()`` and ``t.abs().max()`` took 7-10 ms on 100 000 x 16
     float64 values against 0.7-0.9 ms."""
+    if t.numel() == 0:
+        return 0.0
     lo, hi = torch.aminmax(t)
     lo, hi = float(lo), float(hi)
     if math.isnan(lo) or math.isnan(hi):
