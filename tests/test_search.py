@@ -142,6 +142,39 @@ def test_best_run_is_at_least_as_good_as_its_hierarchical_start(iris):
         assert full[k].runs[0].lower_bound >= hc[k].runs[0].lower_bound - 1e-9
 
 
+def test_lean_search_is_mclusts_path(iris):
+    # search_params without k-means starts, splits or kept screened runs:
+    # every cell is fitted from its hierarchical start alone (as mclust's
+    # Mclust does), so it reaches mclust's log-likelihood (fixture from R),
+    # and the default search is never worse in any cell.
+    ref = json.loads((Path(__file__).parent / "reference" / "mclust_reference.json").read_text())
+    cells = ref["datasets"]["iris"]["cells"]
+    X = np.loadtxt(Path(__file__).parent / "reference" / "data" / "iris.csv", delimiter=",",
+                   skiprows=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lean = select_model(X, range(1, 6), TYPES, random_state=0,
+                            search_params={"n_kmeans": 0, "split": False, "n_keep": 0})
+        full = select_model(X, range(1, 6), TYPES, random_state=0)
+    r = lean.results_
+    assert set(r["n_starts"]) == {1}
+    assert {s for s in r["start"] if s is not None} <= {"hc", "single"}
+    name = {"full": "VVV", "tied": "EEE", "diag": "VVI", "spherical": "VII"}
+    compared = 0
+    for t, k, ll, g in zip(r["covariance_type"], r["n_components"], r["log_likelihood"],
+                           r["guard"]):
+        mclust = cells[name[t]][k - 1]["loglik"]
+        if g == "excluded" or mclust is None:
+            continue
+        assert ll >= mclust - 0.1, (t, k, ll, mclust)
+        compared += 1
+    assert compared >= 15
+    default = _cells(full)
+    for key, ll in _cells(lean).items():
+        if key in default:
+            assert default[key] >= ll - 1e-6, key
+
+
 def test_same_seed_same_answer(iris):
     a = _grid(iris[::2])
     b = _grid(iris[::2])
