@@ -158,7 +158,7 @@ def test_lean_search_is_mclusts_path(iris):
         full = select_model(X, range(1, 6), TYPES, random_state=0)
     r = lean.results_
     assert set(r["n_starts"]) == {1}
-    assert {s for s in r["start"] if s is not None} <= {"hc", "single"}
+    assert {s for s in r["start"] if s} <= {"hc", "single"}
     name = {"full": "VVV", "tied": "EEE", "diag": "VVI", "spherical": "VII"}
     compared = 0
     for t, k, ll, g in zip(r["covariance_type"], r["n_components"], r["log_likelihood"],
