@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from gaussmix.joint import JointRun, _totals, fit_joint, quadratic_features, start_runs  # noqa: E402
 from gaussmix.run_pack import _factored_pack  # noqa: E402
 from gaussmix.search import starting_partitions  # noqa: E402
-from selection_vs_mclust import load_data, load_reference  # noqa: E402
+from selection_vs_mclust import KS, load_data, load_reference  # noqa: E402
 
 #: The search's relative regularisation, on standardised data.
 REG = 1e-8
@@ -141,9 +141,9 @@ def _kernel():
 def _screened_runs(X):
     """The ``full`` runs of a search's first stage after 3 EM iterations."""
     phi = quadratic_features(X)
-    parts = starting_partitions(X, range(1, 10), torch.Generator().manual_seed(0))
+    parts = starting_partitions(X, KS, torch.Generator().manual_seed(0))
     runs, starts = [], []
-    for k in range(1, 10):
+    for k in KS:
         for st in parts[k]:
             runs.append(JointRun("full", k, None))
             starts.append(st)

@@ -264,8 +264,6 @@ def check_squares_representable(t: torch.Tensor, name: str = "X") -> None:
     ValueError
         Naming the largest magnitude, the dtype, and what to do.
     """
-    if t.numel() == 0:
-        return
     _check_square(_largest_magnitude(t), t.dtype, name)
 
 
